@@ -1,0 +1,602 @@
+//! The YAML shape as serde sees it, and its validation into [`Config`].
+//!
+//! Every key is optional here (`None` = take the default) so that cross-field rules can tell "not
+//! given" from "given". Values are parsed and checked one by one during deserialisation, so
+//! `serde_path_to_error` knows the key path of a bad one; rules that involve several keys are
+//! checked in [`RawConfig::into_config`], which names the key path itself.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Component, Path, PathBuf};
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+
+use super::error::ConfigError;
+use super::schema::{
+    defaults, CacheConfig, Config, Durability, FillConfig, FillMode, ServerConfig, UpstreamConfig,
+};
+use super::units::{ByteSize, HumanDuration};
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping of settings")]
+pub(crate) struct RawConfig {
+    listen: Option<Listen>,
+    public_url: Option<PublicUrl>,
+    offline: Option<bool>,
+    revision_ttl: Option<HumanDuration>,
+    auth_ttl: Option<HumanDuration>,
+    cache: Option<RawCache>,
+    upstreams: Option<Vec<RawUpstream>>,
+    fill: Option<RawFill>,
+    server: Option<RawServer>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping of cache settings (dir, roots, ...)"
+)]
+struct RawCache {
+    dir: Option<NonEmptyPath>,
+    roots: Option<Vec<NonEmptyPath>>,
+    replicas: Option<Count>,
+    block_size: Option<ByteSize>,
+    durability: Option<Named<Durability>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with url and optionally proxy and timeout"
+)]
+struct RawUpstream {
+    url: UpstreamUrl,
+    proxy: Option<ProxyUrl>,
+    timeout: Option<HumanDuration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping of fill settings (mode, segment, ...)"
+)]
+struct RawFill {
+    mode: Option<Named<FillMode>>,
+    segment: Option<ByteSize>,
+    connections_per_file: Option<Count>,
+    connections_total: Option<Count>,
+    read_ahead: Option<ByteSize>,
+    background_fills: Option<Count>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping of server settings (threads, ...)"
+)]
+struct RawServer {
+    threads: Option<Threads>,
+    grace_period: Option<HumanDuration>,
+    upgrade_sock: Option<NonEmptyPath>,
+    pid_file: Option<NonEmptyPath>,
+}
+
+impl RawConfig {
+    /// Applies defaults and checks the rules that involve more than one value.
+    pub(crate) fn into_config(self) -> Result<Config, ConfigError> {
+        let offline = self.offline.unwrap_or(false);
+        let cache = self.cache.unwrap_or_default().into_config()?;
+
+        let upstreams = match self.upstreams {
+            None => Config::default().upstreams,
+            Some(list) => {
+                if list.is_empty() && !offline {
+                    return Err(ConfigError::invalid(
+                        "upstreams",
+                        "is empty: list at least one upstream, or set offline: true",
+                    ));
+                }
+                let mut seen: HashMap<String, usize> = HashMap::new();
+                let mut upstreams = Vec::with_capacity(list.len());
+                for (i, raw) in list.into_iter().enumerate() {
+                    let upstream = raw.into_config(i)?;
+                    if let Some(first) = seen.insert(upstream.base().to_string(), i) {
+                        return Err(ConfigError::invalid(
+                            format!("upstreams[{i}].url"),
+                            format!(
+                                "\"{}\" is already upstreams[{first}].url (list each upstream once)",
+                                upstream.base()
+                            ),
+                        ));
+                    }
+                    upstreams.push(upstream);
+                }
+                upstreams
+            }
+        };
+
+        let fill = self.fill.unwrap_or_default().into_config()?;
+        let server = self.server.unwrap_or_default().into_config()?;
+
+        Ok(Config {
+            listen: self
+                .listen
+                .map_or_else(|| Config::default().listen, |l| l.0),
+            public_url: self.public_url.map(|u| u.0),
+            offline,
+            revision_ttl: self.revision_ttl.map_or(defaults::REVISION_TTL, Into::into),
+            auth_ttl: self.auth_ttl.map_or(defaults::AUTH_TTL, Into::into),
+            cache,
+            upstreams,
+            fill,
+            server,
+        })
+    }
+}
+
+impl RawCache {
+    fn into_config(self) -> Result<CacheConfig, ConfigError> {
+        let (dir, roots) = match (self.dir, self.roots) {
+            (Some(_), Some(_)) => return Err(ConfigError::invalid(
+                "cache.roots",
+                "cannot be used together with cache.dir (use dir for one root, roots for several)",
+            )),
+            (None, Some(roots)) if roots.is_empty() => {
+                return Err(ConfigError::invalid(
+                    "cache.roots",
+                    "is empty: list at least one directory, or use cache.dir",
+                ))
+            }
+            (None, Some(roots)) => {
+                let roots: Vec<PathBuf> = roots.into_iter().map(|p| p.0).collect();
+                let normal: Vec<PathBuf> = roots.iter().map(|r| normalize_root(r)).collect();
+                for (i, root) in roots.iter().enumerate() {
+                    if let Some(first) = normal[..i].iter().position(|r| *r == normal[i]) {
+                        return Err(ConfigError::invalid(
+                            format!("cache.roots[{i}]"),
+                            format!(
+                                "\"{}\" is the same directory as cache.roots[{first}]",
+                                root.display()
+                            ),
+                        ));
+                    }
+                }
+                (None, roots)
+            }
+            (Some(dir), None) => (Some(dir.0), Vec::new()),
+            (None, None) => (Some(PathBuf::from(defaults::CACHE_DIR)), Vec::new()),
+        };
+        let root_count = if dir.is_some() { 1 } else { roots.len() };
+
+        let replicas = self.replicas.map_or(defaults::REPLICAS, |c| c.0);
+        if replicas == 0 {
+            return Err(ConfigError::invalid("cache.replicas", "must be at least 1"));
+        }
+        if replicas > root_count {
+            return Err(ConfigError::invalid(
+                "cache.replicas",
+                format!(
+                    "{replicas} copies need at least {replicas} roots, but {root_count} {} configured \
+                     (each copy goes to a different root)",
+                    if root_count == 1 { "is" } else { "are" }
+                ),
+            ));
+        }
+
+        let block_size = self.block_size.map_or(defaults::BLOCK_SIZE, |s| s.0);
+        if !block_size.is_power_of_two() {
+            return Err(ConfigError::invalid(
+                "cache.block_size",
+                format!(
+                    "\"{}\" is not a power of two (e.g. 4MiB, 8MiB, 16MiB)",
+                    ByteSize(block_size)
+                ),
+            ));
+        }
+        if !(defaults::MIN_BLOCK_SIZE..=defaults::MAX_BLOCK_SIZE).contains(&block_size) {
+            return Err(ConfigError::invalid(
+                "cache.block_size",
+                format!(
+                    "\"{}\" is out of range (must be {} to {})",
+                    ByteSize(block_size),
+                    ByteSize(defaults::MIN_BLOCK_SIZE),
+                    ByteSize(defaults::MAX_BLOCK_SIZE)
+                ),
+            ));
+        }
+
+        Ok(CacheConfig {
+            dir,
+            roots,
+            replicas,
+            block_size,
+            durability: self.durability.map(|d| d.0).unwrap_or_default(),
+        })
+    }
+}
+
+impl RawUpstream {
+    fn into_config(self, index: usize) -> Result<UpstreamConfig, ConfigError> {
+        let timeout = self.timeout.map_or(defaults::UPSTREAM_TIMEOUT, Into::into);
+        if timeout.is_zero() {
+            return Err(ConfigError::invalid(
+                format!("upstreams[{index}].timeout"),
+                "must be more than 0s",
+            ));
+        }
+        Ok(UpstreamConfig {
+            url: self.url.0,
+            proxy: self.proxy.map(|p| p.0),
+            timeout,
+        })
+    }
+}
+
+impl RawFill {
+    fn into_config(self) -> Result<FillConfig, ConfigError> {
+        let segment = self.segment.map_or(defaults::SEGMENT, |s| s.0);
+        if segment < defaults::MIN_SEGMENT {
+            return Err(ConfigError::invalid(
+                "fill.segment",
+                format!(
+                    "\"{}\" is too small (must be at least {})",
+                    ByteSize(segment),
+                    ByteSize(defaults::MIN_SEGMENT)
+                ),
+            ));
+        }
+        let per_file = self
+            .connections_per_file
+            .map_or(defaults::CONNECTIONS_PER_FILE, |c| c.0);
+        if per_file == 0 {
+            return Err(ConfigError::invalid(
+                "fill.connections_per_file",
+                "must be at least 1",
+            ));
+        }
+        let total = self
+            .connections_total
+            .map_or(defaults::CONNECTIONS_TOTAL, |c| c.0);
+        if total < per_file {
+            return Err(ConfigError::invalid(
+                "fill.connections_total",
+                format!(
+                    "{total} is less than fill.connections_per_file ({per_file}); \
+                     it must be at least as large"
+                ),
+            ));
+        }
+        let background_fills = self
+            .background_fills
+            .map_or(defaults::BACKGROUND_FILLS, |c| c.0);
+        if background_fills == 0 {
+            return Err(ConfigError::invalid(
+                "fill.background_fills",
+                "must be at least 1",
+            ));
+        }
+        Ok(FillConfig {
+            mode: self.mode.map(|m| m.0).unwrap_or_default(),
+            segment,
+            connections_per_file: per_file,
+            connections_total: total,
+            read_ahead: self.read_ahead.map_or(defaults::READ_AHEAD, |s| s.0),
+            background_fills,
+        })
+    }
+}
+
+impl RawServer {
+    fn into_config(self) -> Result<ServerConfig, ConfigError> {
+        let threads = match self.threads {
+            None | Some(Threads::Auto) => defaults::threads(),
+            Some(Threads::Count(0)) => {
+                return Err(ConfigError::invalid(
+                    "server.threads",
+                    "must be at least 1 (or auto for one per CPU)",
+                ))
+            }
+            Some(Threads::Count(n)) => n,
+        };
+        Ok(ServerConfig {
+            threads,
+            grace_period: self.grace_period.map_or(defaults::GRACE_PERIOD, Into::into),
+            upgrade_sock: self
+                .upgrade_sock
+                .map_or_else(|| PathBuf::from(defaults::UPGRADE_SOCK), |p| p.0),
+            pid_file: self
+                .pid_file
+                .map_or_else(|| PathBuf::from(defaults::PID_FILE), |p| p.0),
+        })
+    }
+}
+
+/// Makes a storage root absolute (relative to the current working directory) and cleans it
+/// without touching the file system: drops `.` components, repeated and trailing separators.
+/// `..` is kept (resolving it lexically is wrong across symlinks).
+pub(crate) fn normalize_root(path: &Path) -> PathBuf {
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let normal: PathBuf = absolute
+        .components()
+        .filter(|c| !matches!(c, Component::CurDir))
+        .collect();
+    if normal.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        normal
+    }
+}
+
+/// Deserialises a string value through `parse`, which returns the reason on failure.
+fn deserialize_parsed<'de, D, T>(
+    deserializer: D,
+    expecting: &'static str,
+    parse: fn(&str) -> Result<T, String>,
+) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    struct ParsedVisitor<T> {
+        expecting: &'static str,
+        parse: fn(&str) -> Result<T, String>,
+    }
+    impl<T> Visitor<'_> for ParsedVisitor<T> {
+        type Value = T;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.expecting)
+        }
+        fn visit_str<E: de::Error>(self, text: &str) -> Result<T, E> {
+            (self.parse)(text).map_err(E::custom)
+        }
+        fn visit_u64<E: de::Error>(self, n: u64) -> Result<T, E> {
+            Err(E::custom(format!("expected {}, found {n}", self.expecting)))
+        }
+        fn visit_i64<E: de::Error>(self, n: i64) -> Result<T, E> {
+            Err(E::custom(format!("expected {}, found {n}", self.expecting)))
+        }
+        fn visit_f64<E: de::Error>(self, n: f64) -> Result<T, E> {
+            Err(E::custom(format!("expected {}, found {n}", self.expecting)))
+        }
+        fn visit_bool<E: de::Error>(self, b: bool) -> Result<T, E> {
+            Err(E::custom(format!("expected {}, found {b}", self.expecting)))
+        }
+    }
+    deserializer.deserialize_any(ParsedVisitor { expecting, parse })
+}
+
+/// `listen`: an IP address and a port.
+#[derive(Debug)]
+struct Listen(SocketAddr);
+
+impl<'de> Deserialize<'de> for Listen {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        deserialize_parsed(d, "an ip:port address such as 0.0.0.0:8090", |text| {
+            text.parse::<SocketAddr>().map(Listen).map_err(|_| {
+                format!(
+                    "\"{text}\" is not an ip:port socket address (e.g. 0.0.0.0:8090, \
+                     127.0.0.1:8090 or [::]:8090; host names are not accepted)"
+                )
+            })
+        })
+    }
+}
+
+/// Parses an absolute http(s)/proxy URL and applies the rules common to all URL keys.
+fn parse_url(text: &str, schemes: &[&str], scheme_hint: &str) -> Result<url::Url, String> {
+    if text.is_empty() {
+        return Err("is empty (give a URL, or remove the key)".to_string());
+    }
+    let mut url = url::Url::parse(text).map_err(|e| match e {
+        url::ParseError::RelativeUrlWithoutBase => {
+            format!("\"{text}\" is not an absolute URL (write the scheme, e.g. https://{text})")
+        }
+        other => format!("\"{text}\" is not a valid URL ({other})"),
+    })?;
+    if !schemes.contains(&url.scheme()) {
+        return Err(format!(
+            "scheme \"{}\" is not supported ({scheme_hint})",
+            url.scheme()
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("\"{text}\" has no host"));
+    }
+    if url.query().is_some() {
+        return Err(format!(
+            "\"{text}\" has a query (?...), which is not allowed here"
+        ));
+    }
+    if url.fragment().is_some() {
+        return Err(format!(
+            "\"{text}\" has a fragment (#...), which is not allowed here"
+        ));
+    }
+    let trimmed = url.path().trim_end_matches('/').to_string();
+    if trimmed.is_empty() {
+        url.set_path("/");
+    } else {
+        url.set_path(&trimmed);
+    }
+    Ok(url)
+}
+
+fn reject_credentials(url: &url::Url, text: &str) -> Result<(), String> {
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!(
+            "\"{text}\" contains credentials, which are not supported here \
+             (clients' own tokens are forwarded)"
+        ));
+    }
+    Ok(())
+}
+
+/// `upstreams[i].url`.
+#[derive(Debug)]
+struct UpstreamUrl(url::Url);
+
+impl<'de> Deserialize<'de> for UpstreamUrl {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        deserialize_parsed(d, "an http:// or https:// URL", |text| {
+            let url = parse_url(text, &["http", "https"], "use http or https")?;
+            reject_credentials(&url, text)?;
+            Ok(UpstreamUrl(url))
+        })
+    }
+}
+
+/// `public_url`.
+#[derive(Debug)]
+struct PublicUrl(url::Url);
+
+impl<'de> Deserialize<'de> for PublicUrl {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        deserialize_parsed(d, "an http:// or https:// URL", |text| {
+            let url = parse_url(text, &["http", "https"], "use http or https")?;
+            reject_credentials(&url, text)?;
+            Ok(PublicUrl(url))
+        })
+    }
+}
+
+/// `upstreams[i].proxy`: an HTTP proxy, `http://[user:password@]host:port`.
+#[derive(Debug)]
+struct ProxyUrl(url::Url);
+
+impl<'de> Deserialize<'de> for ProxyUrl {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        deserialize_parsed(d, "an http:// proxy URL", |text| {
+            let url = parse_url(text, &["http"], "a proxy must be http://host:port")?;
+            if url.path() != "/" {
+                return Err(format!(
+                    "\"{text}\" has a path; a proxy URL is only http://host:port"
+                ));
+            }
+            Ok(ProxyUrl(url))
+        })
+    }
+}
+
+/// A file or directory path that is not empty.
+#[derive(Debug)]
+struct NonEmptyPath(PathBuf);
+
+impl<'de> Deserialize<'de> for NonEmptyPath {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        deserialize_parsed(d, "a path", |text| {
+            if text.is_empty() {
+                Err("is empty (give a path, or remove the key)".to_string())
+            } else {
+                Ok(NonEmptyPath(PathBuf::from(text)))
+            }
+        })
+    }
+}
+
+/// A whole number (count of something); zero is allowed here, ranges are checked later.
+#[derive(Debug)]
+struct Count(usize);
+
+impl<'de> Deserialize<'de> for Count {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct CountVisitor;
+        impl Visitor<'_> for CountVisitor {
+            type Value = Count;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a whole number")
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<Count, E> {
+                usize::try_from(n)
+                    .map(Count)
+                    .map_err(|_| E::custom(format!("{n} is too large")))
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<Count, E> {
+                match u64::try_from(n) {
+                    Ok(n) => self.visit_u64(n),
+                    Err(_) => Err(E::custom(format!(
+                        "{n} is negative (expected a whole number)"
+                    ))),
+                }
+            }
+            fn visit_f64<E: de::Error>(self, n: f64) -> Result<Count, E> {
+                Err(E::custom(format!("expected a whole number, found {n}")))
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<Count, E> {
+                Err(E::custom(format!(
+                    "expected a whole number, found the string \"{text}\""
+                )))
+            }
+        }
+        d.deserialize_any(CountVisitor)
+    }
+}
+
+/// `server.threads`: `auto` or a whole number.
+#[derive(Debug)]
+enum Threads {
+    Auto,
+    Count(usize),
+}
+
+impl<'de> Deserialize<'de> for Threads {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct ThreadsVisitor;
+        impl Visitor<'_> for ThreadsVisitor {
+            type Value = Threads;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("auto or a whole number")
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<Threads, E> {
+                usize::try_from(n)
+                    .map(Threads::Count)
+                    .map_err(|_| E::custom(format!("{n} is too large")))
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<Threads, E> {
+                match u64::try_from(n) {
+                    Ok(n) => self.visit_u64(n),
+                    Err(_) => Err(E::custom(format!(
+                        "{n} is negative (expected auto or a whole number)"
+                    ))),
+                }
+            }
+            fn visit_f64<E: de::Error>(self, n: f64) -> Result<Threads, E> {
+                Err(E::custom(format!(
+                    "expected auto or a whole number, found {n}"
+                )))
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<Threads, E> {
+                if text == "auto" {
+                    Ok(Threads::Auto)
+                } else {
+                    Err(E::custom(format!(
+                        "\"{text}\" is not a thread count (use auto or a whole number)"
+                    )))
+                }
+            }
+        }
+        d.deserialize_any(ThreadsVisitor)
+    }
+}
+
+/// An enum read by its `FromStr` name (`fsync`, `on_demand`, ...).
+#[derive(Debug)]
+struct Named<T>(T);
+
+trait NamedEnum: std::str::FromStr<Err = String> {
+    const EXPECTING: &'static str;
+}
+
+impl NamedEnum for Durability {
+    const EXPECTING: &'static str = "fsync or os";
+}
+
+impl NamedEnum for FillMode {
+    const EXPECTING: &'static str = "complete or on_demand";
+}
+
+impl<'de, T: NamedEnum> Deserialize<'de> for Named<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        deserialize_parsed(d, T::EXPECTING, |text| text.parse::<T>().map(Named))
+    }
+}

@@ -1,0 +1,310 @@
+//! The validated configuration types and their built-in defaults.
+//!
+//! These are what the rest of hubcache reads. They are produced by
+//! [`Config::from_yaml_str`](super::Config::from_yaml_str) / [`Config::load`](super::Config::load),
+//! which check every rule documented in `docs/configuration.md`; a value of these types built by
+//! hand is not re-validated.
+//!
+//! The built-in defaults here must equal `conf/hubcache.yaml` (a unit test compares them).
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// Built-in default values (the same as `conf/hubcache.yaml`).
+pub mod defaults {
+    use std::time::Duration;
+
+    pub const LISTEN: &str = "0.0.0.0:8090";
+    pub const REVISION_TTL: Duration = Duration::from_secs(60);
+    pub const AUTH_TTL: Duration = Duration::from_secs(3600);
+    pub const CACHE_DIR: &str = "./cache";
+    pub const REPLICAS: usize = 1;
+    pub const BLOCK_SIZE: u64 = 8 << 20;
+    /// Smallest allowed `cache.block_size`.
+    pub const MIN_BLOCK_SIZE: u64 = 64 << 10;
+    /// Largest allowed `cache.block_size`.
+    pub const MAX_BLOCK_SIZE: u64 = 1 << 30;
+    /// The default upstream chain, in order.
+    pub const UPSTREAMS: [&str; 2] = ["https://huggingface.co", "https://hf-mirror.com"];
+    pub const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
+    pub const SEGMENT: u64 = 32 << 20;
+    /// Smallest allowed `fill.segment`.
+    pub const MIN_SEGMENT: u64 = 64 << 10;
+    pub const CONNECTIONS_PER_FILE: usize = 8;
+    pub const CONNECTIONS_TOTAL: usize = 64;
+    pub const READ_AHEAD: u64 = 16 << 20;
+    pub const BACKGROUND_FILLS: usize = 4;
+    pub const GRACE_PERIOD: Duration = Duration::from_secs(10);
+    pub const UPGRADE_SOCK: &str = "/tmp/hubcache_upgrade.sock";
+    pub const PID_FILE: &str = "/tmp/hubcache.pid";
+
+    /// The default for `server.threads` (`auto`): the number of CPUs this process may use.
+    pub fn threads() -> usize {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Socket address the proxy listens on.
+    pub listen: SocketAddr,
+    /// How clients reach this mirror (used in rewritten redirects and links). `None`: derive it
+    /// from the request's `Host` header, falling back to `listen`. Never ends in `/`.
+    pub public_url: Option<url::Url>,
+    /// Never contact an upstream: serve only what is cached.
+    pub offline: bool,
+    /// How long a branch/tag → commit mapping is trusted while online.
+    pub revision_ttl: Duration,
+    /// How long an upstream authorisation decision for (token, repo) is remembered.
+    pub auth_ttl: Duration,
+    pub cache: CacheConfig,
+    /// The default upstream chain, tried in order. Empty only when `offline`.
+    pub upstreams: Vec<UpstreamConfig>,
+    pub fill: FillConfig,
+    pub server: ServerConfig,
+}
+
+/// `cache:` — where and how blobs are stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheConfig {
+    /// The single storage root, when given as `dir` (the default, `./cache`). Exactly one of
+    /// `dir` and `roots` is set; use [`Config::cache_roots`](super::Config::cache_roots) to get
+    /// the list either way.
+    pub dir: Option<PathBuf>,
+    /// Several storage roots, when given as `roots` (then `dir` is `None`).
+    pub roots: Vec<PathBuf>,
+    /// Copies of each blob, on distinct roots: `1..=number of roots`.
+    pub replicas: usize,
+    /// Block size in bytes: a power of two in `64KiB..=1GiB`.
+    pub block_size: u64,
+    pub durability: Durability,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            dir: Some(PathBuf::from(defaults::CACHE_DIR)),
+            roots: Vec::new(),
+            replicas: defaults::REPLICAS,
+            block_size: defaults::BLOCK_SIZE,
+            durability: Durability::default(),
+        }
+    }
+}
+
+/// `cache.durability` — when written blocks count as safe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Durability {
+    /// `fsync`: a block is flushed to stable storage (file data and the directory entry) before
+    /// it is marked present, so a power loss or kernel crash loses at most the blocks in flight.
+    Fsync,
+    /// `os` (default): the page cache decides when data reaches the disk. Surviving a process
+    /// crash is unaffected; a power loss or kernel crash can lose recently written blocks (they
+    /// are detected by their checksums and fetched again, never served corrupt).
+    #[default]
+    Os,
+}
+
+impl Durability {
+    pub const NAMES: [&'static str; 2] = ["fsync", "os"];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Durability::Fsync => "fsync",
+            Durability::Os => "os",
+        }
+    }
+}
+
+impl FromStr for Durability {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "fsync" => Ok(Durability::Fsync),
+            "os" => Ok(Durability::Os),
+            _ => Err(format!("\"{text}\" is not a durability (use fsync or os)")),
+        }
+    }
+}
+
+impl fmt::Display for Durability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One entry of `upstreams:`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamConfig {
+    /// `http` or `https` base URL, possibly with a path prefix; no query, fragment or
+    /// credentials. Trailing slashes are stripped, so `url.path()` is `/` or `/prefix`.
+    pub url: url::Url,
+    /// Outbound HTTP proxy (`http://host:port`, credentials allowed) for this upstream.
+    pub proxy: Option<url::Url>,
+    /// Per-request connect + response-header timeout.
+    pub timeout: Duration,
+}
+
+impl UpstreamConfig {
+    /// An upstream with the given (already validated) URL and default settings.
+    pub fn new(url: url::Url) -> Self {
+        UpstreamConfig {
+            url,
+            proxy: None,
+            timeout: defaults::UPSTREAM_TIMEOUT,
+        }
+    }
+
+    /// The base URL without a trailing slash (`https://huggingface.co`,
+    /// `https://example.org/hf`), ready for `format!("{}/api/models/...", base)`.
+    pub fn base(&self) -> &str {
+        self.url.as_str().trim_end_matches('/')
+    }
+}
+
+/// `fill:` — how missing blocks are fetched from upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FillConfig {
+    pub mode: FillMode,
+    /// Bytes per ranged upstream request (>= 64KiB).
+    pub segment: u64,
+    /// Parallel upstream connections for one file (>= 1).
+    pub connections_per_file: usize,
+    /// Parallel upstream connections for all files together (>= `connections_per_file`).
+    pub connections_total: usize,
+    /// Extra bytes fetched after the end of what a client asked for.
+    pub read_ahead: u64,
+    /// Files completed in the background at once (>= 1).
+    pub background_fills: usize,
+}
+
+impl Default for FillConfig {
+    fn default() -> Self {
+        FillConfig {
+            mode: FillMode::default(),
+            segment: defaults::SEGMENT,
+            connections_per_file: defaults::CONNECTIONS_PER_FILE,
+            connections_total: defaults::CONNECTIONS_TOTAL,
+            read_ahead: defaults::READ_AHEAD,
+            background_fills: defaults::BACKGROUND_FILLS,
+        }
+    }
+}
+
+/// `fill.mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum FillMode {
+    /// `complete` (default): once a file is requested, the whole file is fetched into the cache,
+    /// the client's range first and the rest in the background.
+    #[default]
+    Complete,
+    /// `on_demand`: only the blocks clients ask for (plus `read_ahead`) are fetched.
+    OnDemand,
+}
+
+impl FillMode {
+    pub const NAMES: [&'static str; 2] = ["complete", "on_demand"];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FillMode::Complete => "complete",
+            FillMode::OnDemand => "on_demand",
+        }
+    }
+}
+
+impl FromStr for FillMode {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "complete" => Ok(FillMode::Complete),
+            "on_demand" => Ok(FillMode::OnDemand),
+            _ => Err(format!(
+                "\"{text}\" is not a fill mode (use complete or on_demand)"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for FillMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `server:` — process-level settings for Pingora.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Worker threads of the proxy service (>= 1); `auto` in YAML = the number of CPUs.
+    pub threads: usize,
+    /// How long a graceful shutdown or upgrade waits for in-flight downloads.
+    pub grace_period: Duration,
+    /// Unix socket over which a new binary takes over the listening sockets.
+    pub upgrade_sock: PathBuf,
+    pub pid_file: PathBuf,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            threads: defaults::threads(),
+            grace_period: defaults::GRACE_PERIOD,
+            upgrade_sock: PathBuf::from(defaults::UPGRADE_SOCK),
+            pid_file: PathBuf::from(defaults::PID_FILE),
+        }
+    }
+}
+
+/// The built-in defaults; the same as [`Config::embedded_default`](super::Config::embedded_default).
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 8090),
+            public_url: None,
+            offline: false,
+            revision_ttl: defaults::REVISION_TTL,
+            auth_ttl: defaults::AUTH_TTL,
+            cache: CacheConfig::default(),
+            upstreams: defaults::UPSTREAMS
+                .iter()
+                .map(|u| UpstreamConfig::new(url::Url::parse(u).expect("default upstream URL")))
+                .collect(),
+            fill: FillConfig::default(),
+            server: ServerConfig::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_listen_matches_the_listen_constant() {
+        assert_eq!(Config::default().listen.to_string(), defaults::LISTEN);
+    }
+
+    #[test]
+    fn enums_round_trip_through_their_names() {
+        for name in Durability::NAMES {
+            assert_eq!(name.parse::<Durability>().unwrap().to_string(), name);
+        }
+        for name in FillMode::NAMES {
+            assert_eq!(name.parse::<FillMode>().unwrap().to_string(), name);
+        }
+        assert!("Fsync".parse::<Durability>().is_err());
+        assert!("on-demand".parse::<FillMode>().is_err());
+    }
+
+    #[test]
+    fn upstream_base_has_no_trailing_slash() {
+        let root = UpstreamConfig::new(url::Url::parse("https://huggingface.co").unwrap());
+        assert_eq!(root.base(), "https://huggingface.co");
+        let prefixed = UpstreamConfig::new(url::Url::parse("https://example.org/hf").unwrap());
+        assert_eq!(prefixed.base(), "https://example.org/hf");
+    }
+}
