@@ -1,0 +1,751 @@
+//! One cached file on disk: [`BlobFile`], and the page checksum helper [`BlockChecksummer`].
+
+use std::fmt;
+use std::fs::File;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use sha1::Sha1;
+use sha2::{Digest, Sha256};
+
+use super::blob_id::BlobId;
+use super::error::{Result, StoreError};
+use super::format::{self, Layout, FIXED_HEADER_LEN, FLAG_VERIFIED, OFF_FLAGS};
+use super::fsutil::{read_exact_at, sync_data, write_all_at, FileIdentity, RangeLock};
+use super::{ContentCheck, Durability};
+
+/// Bytes read at a time by [`BlobFile::verify_content`].
+const VERIFY_CHUNK: u64 = 1 << 20;
+
+/// An open blob file: a header (geometry, block bitmap, page checksums) followed by the
+/// content in fixed-size blocks. See `docs/storage-format.md`.
+///
+/// All methods take `&self` and use positioned I/O, so one `BlobFile` (usually behind the
+/// `Arc` the [`Store`](super::Store) hands out) can be shared by any number of threads; it is
+/// `Send + Sync`. Calls block on disk I/O: from async code, use `spawn_blocking`.
+///
+/// **Presence.** A block is *present* when its bit is set in the header bitmap. A bit is set
+/// only by [`commit_block`](Self::commit_block), after the block's data and page checksums
+/// are written (and, with [`Durability::Fsync`], made durable). An in-memory copy of the
+/// bitmap answers [`is_present`](Self::is_present) without I/O; bits set or cleared by
+/// another process sharing the file become visible after [`reload_bitmap`](Self::reload_bitmap)
+/// (or whenever this handle itself updates the same bitmap byte).
+///
+/// **Reads.** [`read_verified`](Self::read_verified) never returns a byte whose page failed
+/// its CRC32C check; [`read_raw`](Self::read_raw) is unchecked, for bytes of a block still
+/// being filled.
+pub struct BlobFile {
+    id: BlobId,
+    path: PathBuf,
+    file: File,
+    identity: FileIdentity,
+    layout: Layout,
+    durability: Durability,
+    /// In-memory copy of the bitmap; bits past `block_count` are always zero.
+    bitmap: Box<[AtomicU8]>,
+    /// Number of set bits in `bitmap`.
+    present: AtomicU64,
+    /// In-memory copy of the header flags.
+    flags: AtomicU32,
+    /// Serialises this handle's read-modify-writes of the header (bitmap bytes, flags) and all
+    /// updates of the in-memory bitmap. Held together with a byte-range lock on disk.
+    header_lock: Mutex<()>,
+}
+
+impl fmt::Debug for BlobFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BlobFile")
+            .field("id", &self.id)
+            .field("path", &self.path)
+            .field("size", &self.layout.size())
+            .field("block_size", &self.layout.block_size())
+            .field("present", &self.present_count())
+            .field("blocks", &self.layout.block_count())
+            .field("verified", &self.is_verified())
+            .finish()
+    }
+}
+
+/// Mask of the bits of bitmap byte `byte` that correspond to real blocks.
+fn valid_bits(layout: &Layout, byte: u64) -> u8 {
+    let first_block = byte * 8;
+    let n = layout.block_count().saturating_sub(first_block).min(8);
+    if n >= 8 {
+        0xff
+    } else {
+        ((1u16 << n) - 1) as u8
+    }
+}
+
+impl BlobFile {
+    /// Wraps a freshly created file whose header was just written (bitmap all zero).
+    pub(crate) fn new_created(
+        file: File,
+        path: PathBuf,
+        identity: FileIdentity,
+        id: BlobId,
+        layout: Layout,
+        durability: Durability,
+    ) -> Result<BlobFile> {
+        let bitmap_len =
+            usize::try_from(layout.bitmap_len()).map_err(|_| StoreError::TooLarge {
+                size: layout.size(),
+                block_size: layout.block_size(),
+            })?;
+        Ok(BlobFile {
+            id,
+            path,
+            file,
+            identity,
+            layout,
+            durability,
+            bitmap: (0..bitmap_len).map(|_| AtomicU8::new(0)).collect(),
+            present: AtomicU64::new(0),
+            flags: AtomicU32::new(0),
+            header_lock: Mutex::new(()),
+        })
+    }
+
+    /// Opens an existing blob file: validates the header against `id`, loads the bitmap, and
+    /// clears the bits of blocks that lie (partly) beyond the end of the file.
+    ///
+    /// A damaged, inconsistent or truncated header is [`StoreError::BadHeader`].
+    pub(crate) fn open_existing(
+        file: File,
+        path: PathBuf,
+        identity: FileIdentity,
+        id: BlobId,
+        durability: Durability,
+        file_len: u64,
+    ) -> Result<BlobFile> {
+        let bad = |reason: String| StoreError::BadHeader {
+            path: path.clone(),
+            reason,
+        };
+        if file_len < FIXED_HEADER_LEN {
+            return Err(bad(format!(
+                "truncated header: the file is {file_len} bytes, the fixed header alone is \
+                 {FIXED_HEADER_LEN}"
+            )));
+        }
+        let mut fixed = [0u8; FIXED_HEADER_LEN as usize];
+        read_exact_at(&file, &mut fixed, 0, &path, "read blob header")?;
+        let (layout, flags) = format::parse_fixed_header(&fixed, &id).map_err(bad)?;
+        if file_len < layout.header_len() {
+            return Err(bad(format!(
+                "truncated header: the file is {file_len} bytes, the header needs {}",
+                layout.header_len()
+            )));
+        }
+        let blob = BlobFile::new_created(file, path, identity, id, layout, durability)?;
+        blob.flags.store(flags, Ordering::Release);
+        blob.load_bitmap()?;
+        blob.clear_truncated_blocks()?;
+        Ok(blob)
+    }
+
+    /// The content id.
+    pub fn id(&self) -> &BlobId {
+        &self.id
+    }
+
+    /// The path this blob was opened at.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The blob's geometry.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// The durability this handle commits with.
+    pub fn durability(&self) -> Durability {
+        self.durability
+    }
+
+    pub(crate) fn identity(&self) -> FileIdentity {
+        self.identity
+    }
+
+    /// Content size in bytes.
+    pub fn size(&self) -> u64 {
+        self.layout.size()
+    }
+
+    /// Block size in bytes (the file's own, whatever the configured block size is).
+    pub fn block_size(&self) -> u64 {
+        self.layout.block_size()
+    }
+
+    /// Checksum page size in bytes: `min(block_size, 1 MiB)`.
+    pub fn page_size(&self) -> u64 {
+        self.layout.page_size()
+    }
+
+    /// Number of blocks.
+    pub fn block_count(&self) -> u64 {
+        self.layout.block_count()
+    }
+
+    /// The block holding content byte `offset` (`block_count()` or more past the end).
+    pub fn block_of(&self, offset: u64) -> u64 {
+        self.layout.block_of(offset)
+    }
+
+    /// The content bytes of `block` (empty at `size()` past the end).
+    pub fn block_span(&self, block: u64) -> Range<u64> {
+        self.layout.block_span(block)
+    }
+
+    /// Whether `block` is present (in-memory view; false past the end).
+    pub fn is_present(&self, block: u64) -> bool {
+        if block >= self.layout.block_count() {
+            return false;
+        }
+        let byte = self.bitmap[(block / 8) as usize].load(Ordering::Acquire);
+        byte & (1 << (block % 8)) != 0
+    }
+
+    /// Number of present blocks (in-memory view).
+    pub fn present_count(&self) -> u64 {
+        self.present.load(Ordering::Acquire)
+    }
+
+    /// True when every block is present (always true for empty content).
+    pub fn is_complete(&self) -> bool {
+        self.present_count() == self.layout.block_count()
+    }
+
+    /// The blocks overlapping the content byte range `range` (clamped to the content) that are
+    /// not present, in increasing order.
+    pub fn missing_blocks(&self, range: Range<u64>) -> Vec<u64> {
+        self.layout
+            .blocks_covering(range)
+            .filter(|&b| !self.is_present(b))
+            .collect()
+    }
+
+    /// A checksummer for the page CRCs of `block`.
+    pub fn checksummer(&self, block: u64) -> Result<BlockChecksummer> {
+        self.check_block(block)?;
+        BlockChecksummer::new(&self.layout, block)
+    }
+
+    fn check_block(&self, block: u64) -> Result<()> {
+        if block < self.layout.block_count() {
+            Ok(())
+        } else {
+            Err(StoreError::BlockOutOfRange {
+                path: self.path.clone(),
+                block,
+                block_count: self.layout.block_count(),
+            })
+        }
+    }
+
+    fn check_range(&self, op: &'static str, offset: u64, len: u64) -> Result<()> {
+        match offset.checked_add(len) {
+            Some(end) if end <= self.layout.size() => Ok(()),
+            _ => Err(StoreError::OutOfRange {
+                path: self.path.clone(),
+                op,
+                offset,
+                len,
+                size: self.layout.size(),
+            }),
+        }
+    }
+
+    /// Replaces the in-memory bitmap with the on-disk one. Caller must not hold `header_lock`.
+    fn load_bitmap(&self) -> Result<()> {
+        let mut disk = vec![0u8; self.bitmap.len()];
+        // Read under the lock, so a concurrent commit through this handle cannot be
+        // overwritten in memory by a bitmap read just before it.
+        let _g = self.header_lock.lock();
+        read_exact_at(
+            &self.file,
+            &mut disk,
+            self.layout.bitmap_offset(),
+            &self.path,
+            "read block bitmap",
+        )?;
+        for (i, (mem, &d)) in self.bitmap.iter().zip(&disk).enumerate() {
+            self.store_byte_locked(i as u64, mem, d);
+        }
+        Ok(())
+    }
+
+    /// Sets in-memory bitmap byte `byte` (through `mem`) to `value`, masked, keeping the
+    /// present counter in step. Must be called with `header_lock` held.
+    fn store_byte_locked(&self, byte: u64, mem: &AtomicU8, value: u8) {
+        let value = value & valid_bits(&self.layout, byte);
+        let old = mem.swap(value, Ordering::AcqRel);
+        let (old_n, new_n) = (u64::from(old.count_ones()), u64::from(value.count_ones()));
+        if new_n >= old_n {
+            self.present.fetch_add(new_n - old_n, Ordering::AcqRel);
+        } else {
+            self.present.fetch_sub(old_n - new_n, Ordering::AcqRel);
+        }
+    }
+
+    /// Read-modify-write of one on-disk bitmap byte under the in-process mutex and an OFD
+    /// lock on that byte. The byte is re-read from disk under the lock (so bits set by other
+    /// processes are kept), `f` computes the new value, and the in-memory byte is set to the
+    /// result (which also picks up the other processes' bits).
+    fn update_bitmap_byte(&self, byte: u64, f: impl FnOnce(u8) -> u8) -> Result<()> {
+        let offset = self.layout.bitmap_offset() + byte;
+        let _g = self.header_lock.lock();
+        let _l = RangeLock::acquire(&self.file, offset, 1, &self.path)?;
+        let mut b = [0u8; 1];
+        read_exact_at(&self.file, &mut b, offset, &self.path, "read bitmap byte")?;
+        let new = f(b[0]);
+        if new != b[0] {
+            write_all_at(&self.file, &[new], offset, &self.path, "write bitmap byte")?;
+        }
+        self.store_byte_locked(byte, &self.bitmap[byte as usize], new);
+        Ok(())
+    }
+
+    /// Read-modify-write of the header flags word (same locking as the bitmap).
+    fn update_flags(&self, f: impl FnOnce(u32) -> u32) -> Result<()> {
+        let offset = OFF_FLAGS as u64;
+        let _g = self.header_lock.lock();
+        let _l = RangeLock::acquire(&self.file, offset, 4, &self.path)?;
+        let mut b = [0u8; 4];
+        read_exact_at(&self.file, &mut b, offset, &self.path, "read header flags")?;
+        let old = format::flags_of(&b);
+        let new = f(old);
+        if new != old {
+            write_all_at(
+                &self.file,
+                &new.to_le_bytes(),
+                offset,
+                &self.path,
+                "write header flags",
+            )?;
+        }
+        self.flags.store(new, Ordering::Release);
+        Ok(())
+    }
+
+    /// Clears the bits of present blocks that extend past the current end of the file (the
+    /// file was truncated underneath us). Returns how many blocks were cleared.
+    fn clear_truncated_blocks(&self) -> Result<u64> {
+        // Stat *after* the bitmap was read: files only grow before a bit is set, so a bit seen
+        // set implies its block was within the file length we now observe, unless truncated.
+        let file_len = self
+            .file
+            .metadata()
+            .map_err(StoreError::io("stat", &self.path))?
+            .len();
+        let data_end = self.layout.data_offset() + self.layout.size();
+        if file_len >= data_end {
+            return Ok(0);
+        }
+        let first_bad =
+            file_len.saturating_sub(self.layout.data_offset()) / self.layout.block_size();
+        let count = self.layout.block_count();
+        let mut cleared = 0;
+        let mut byte = first_bad / 8;
+        while byte * 8 < count {
+            let lo = (byte * 8).max(first_bad);
+            let hi = (byte * 8 + 8).min(count);
+            let mut mask = 0u8;
+            for b in lo..hi {
+                mask |= 1 << (b % 8);
+            }
+            let mem = self.bitmap[byte as usize].load(Ordering::Acquire);
+            if mem & mask != 0 {
+                cleared += u64::from((mem & mask).count_ones());
+                self.update_bitmap_byte(byte, |d| d & !mask)?;
+            }
+            byte += 1;
+        }
+        if cleared > 0 {
+            log::warn!(
+                "store: {:?} is {file_len} bytes, shorter than its content ({data_end} bytes): \
+                 {cleared} present block(s) from block {first_bad} on were cleared",
+                self.path
+            );
+        }
+        Ok(cleared)
+    }
+
+    /// Re-reads the bitmap and the flags from disk (to see blocks committed or invalidated by
+    /// another process) and clears blocks beyond the end of a truncated file.
+    pub fn reload_bitmap(&self) -> Result<()> {
+        let mut b = [0u8; 4];
+        read_exact_at(
+            &self.file,
+            &mut b,
+            OFF_FLAGS as u64,
+            &self.path,
+            "read header flags",
+        )?;
+        self.flags.store(format::flags_of(&b), Ordering::Release);
+        self.load_bitmap()?;
+        self.clear_truncated_blocks()?;
+        Ok(())
+    }
+
+    /// Writes content bytes at content offset `offset`. May be called any number of times, in
+    /// any order, while blocks are being filled; the bytes become readable through
+    /// [`read_verified`](Self::read_verified) only once their block is committed.
+    ///
+    /// Rewriting a present block with different bytes makes it fail its checksum (and be
+    /// invalidated) on the next verified read; content is determined by the id, so callers
+    /// never need to.
+    pub fn write_data(&self, offset: u64, data: &[u8]) -> Result<()> {
+        self.check_range("write", offset, data.len() as u64)?;
+        if data.is_empty() {
+            return Ok(());
+        }
+        write_all_at(
+            &self.file,
+            data,
+            self.layout.data_offset() + offset,
+            &self.path,
+            "write block data",
+        )
+    }
+
+    /// Marks `block` present. `page_crcs` are its page checksums (from a
+    /// [`BlockChecksummer`] fed the block's bytes) and must number
+    /// `layout().block_pages(block).len()`.
+    ///
+    /// Order of operations (the crash-safety argument, see `docs/storage-format.md`):
+    /// 1. write the page checksums into the header;
+    /// 2. with [`Durability::Fsync`]: `fdatasync` (data and checksums are now durable);
+    /// 3. set the block's bit: read-modify-write of one bitmap byte under the in-process mutex
+    ///    and an OFD lock on that byte;
+    /// 4. with `Fsync`: `fdatasync` again.
+    ///
+    /// If the blob is marked verified and the new checksums differ from the stored ones, the
+    /// verified flag is cleared first (the content may no longer be what was verified); the
+    /// caller should re-verify once the blob is complete.
+    pub fn commit_block(&self, block: u64, page_crcs: &[u32]) -> Result<()> {
+        self.check_block(block)?;
+        let pages = self.layout.block_pages(block);
+        let expected = pages.end - pages.start;
+        if page_crcs.len() as u64 != expected {
+            return Err(StoreError::ChecksumCount {
+                path: self.path.clone(),
+                block,
+                expected,
+                got: page_crcs.len() as u64,
+            });
+        }
+        let crc_offset = self.layout.crc_offset() + pages.start * 4;
+        let encoded: Vec<u8> = page_crcs.iter().flat_map(|c| c.to_le_bytes()).collect();
+        if self.is_verified() {
+            let mut stored = vec![0u8; encoded.len()];
+            read_exact_at(
+                &self.file,
+                &mut stored,
+                crc_offset,
+                &self.path,
+                "read page checksums",
+            )?;
+            if stored != encoded {
+                log::warn!(
+                    "store: {:?}: block {block} recommitted with different checksums; \
+                     clearing the verified flag",
+                    self.path
+                );
+                self.update_flags(|f| f & !FLAG_VERIFIED)?;
+            }
+        }
+        write_all_at(
+            &self.file,
+            &encoded,
+            crc_offset,
+            &self.path,
+            "write page checksums",
+        )?;
+        if self.durability == Durability::Fsync {
+            sync_data(&self.file, &self.path, "fdatasync block data")?;
+        }
+        let bit = 1u8 << (block % 8);
+        self.update_bitmap_byte(block / 8, |b| b | bit)?;
+        if self.durability == Durability::Fsync {
+            sync_data(&self.file, &self.path, "fdatasync block bitmap")?;
+        }
+        Ok(())
+    }
+
+    /// Writes a whole block and commits it: `data` must be exactly the block's bytes.
+    /// Convenience for callers that hold a block in memory.
+    pub fn put_block(&self, block: u64, data: &[u8]) -> Result<()> {
+        let mut sum = self.checksummer(block)?;
+        sum.update(data);
+        let crcs = sum.finish()?;
+        self.write_data(self.layout.block_span(block).start, data)?;
+        self.commit_block(block, &crcs)
+    }
+
+    /// Clears `block`'s bit on disk (same locking as [`commit_block`](Self::commit_block))
+    /// and in memory, so the block will be fetched again.
+    pub fn invalidate_block(&self, block: u64) -> Result<()> {
+        self.check_block(block)?;
+        let bit = 1u8 << (block % 8);
+        self.update_bitmap_byte(block / 8, |b| b & !bit)
+    }
+
+    /// Reads `len` content bytes at `offset`, checking every page they touch against its
+    /// CRC32C.
+    ///
+    /// Every block covering the range must be present, else [`StoreError::NotPresent`] (naming
+    /// the first missing block). Whole pages covering the range are read (so memory use is
+    /// `len` plus at most two pages; callers read at most about 1 MiB at a time). On a
+    /// checksum mismatch the block is invalidated and [`StoreError::Corrupt`] returned: the
+    /// caller refetches it. A file truncated underneath is [`StoreError::ShortRead`].
+    pub fn read_verified(&self, offset: u64, len: usize) -> Result<Bytes> {
+        self.check_range("verified read", offset, len as u64)?;
+        if len == 0 {
+            return Ok(Bytes::new());
+        }
+        let end = offset + len as u64;
+        if let Some(block) = self
+            .layout
+            .blocks_covering(offset..end)
+            .find(|&b| !self.is_present(b))
+        {
+            return Err(StoreError::NotPresent {
+                path: self.path.clone(),
+                block,
+            });
+        }
+        let page_size = self.layout.page_size();
+        let first_page = offset / page_size;
+        let last_page = (end - 1) / page_size;
+        let read_start = first_page * page_size;
+        let read_end = ((last_page + 1) * page_size).min(self.layout.size());
+        let mut buf = vec![0u8; (read_end - read_start) as usize];
+        read_exact_at(
+            &self.file,
+            &mut buf,
+            self.layout.data_offset() + read_start,
+            &self.path,
+            "read block data",
+        )?;
+        let mut crcs = vec![0u8; ((last_page - first_page + 1) * 4) as usize];
+        read_exact_at(
+            &self.file,
+            &mut crcs,
+            self.layout.crc_offset() + first_page * 4,
+            &self.path,
+            "read page checksums",
+        )?;
+        for (i, (page, stored)) in buf
+            .chunks(page_size as usize)
+            .zip(crcs.chunks_exact(4))
+            .enumerate()
+        {
+            let expected = u32::from_le_bytes([stored[0], stored[1], stored[2], stored[3]]);
+            let actual = crc32c::crc32c(page);
+            if actual != expected {
+                let page = first_page + i as u64;
+                let block = page * page_size / self.layout.block_size();
+                log::warn!(
+                    "store: {:?}: page {page} of block {block} fails its checksum \
+                     (crc32c {actual:#010x}, header {expected:#010x}); invalidating the block",
+                    self.path
+                );
+                if let Err(e) = self.invalidate_block(block) {
+                    log::error!(
+                        "store: {:?}: could not invalidate corrupt block {block}: {e}",
+                        self.path
+                    );
+                }
+                return Err(StoreError::Corrupt {
+                    path: self.path.clone(),
+                    block,
+                    page,
+                    expected,
+                    actual,
+                });
+            }
+        }
+        let data = Bytes::from(buf);
+        Ok(data.slice((offset - read_start) as usize..(end - read_start) as usize))
+    }
+
+    /// Reads `len` content bytes at `offset` without any presence or checksum check: for
+    /// bytes of a block still being filled, which the caller knows it wrote. A file that ends
+    /// early is [`StoreError::ShortRead`].
+    pub fn read_raw(&self, offset: u64, len: usize) -> Result<Bytes> {
+        self.check_range("raw read", offset, len as u64)?;
+        let mut buf = vec![0u8; len];
+        read_exact_at(
+            &self.file,
+            &mut buf,
+            self.layout.data_offset() + offset,
+            &self.path,
+            "read raw data",
+        )?;
+        Ok(Bytes::from(buf))
+    }
+
+    /// Hashes the whole content and compares it with the id: sha256 for a 64-digit id, git's
+    /// blob sha1 (`sha1("blob {size}\0" + content)`) for a 40-digit one.
+    ///
+    /// Streams the content through [`read_verified`](Self::read_verified) in 1 MiB reads, so
+    /// memory is bounded and every page is checksummed on the way; all blocks must be present
+    /// ([`StoreError::NotPresent`] otherwise), and a damaged page gives
+    /// [`StoreError::Corrupt`] (and invalidates its block). Does not set the verified flag:
+    /// call [`mark_verified`](Self::mark_verified) on [`ContentCheck::Match`].
+    pub fn verify_content(&self) -> Result<ContentCheck> {
+        enum Hasher {
+            Sha256(Sha256),
+            Sha1(Sha1),
+        }
+        let size = self.layout.size();
+        let mut hasher = if self.id.is_sha256() {
+            Hasher::Sha256(Sha256::new())
+        } else {
+            let mut h = Sha1::new();
+            h.update(format!("blob {size}\0").as_bytes());
+            Hasher::Sha1(h)
+        };
+        let mut offset = 0;
+        while offset < size {
+            let n = VERIFY_CHUNK.min(size - offset);
+            let chunk = self.read_verified(offset, n as usize)?;
+            match &mut hasher {
+                Hasher::Sha256(h) => h.update(&chunk),
+                Hasher::Sha1(h) => h.update(&chunk),
+            }
+            offset += n;
+        }
+        let actual = match hasher {
+            Hasher::Sha256(h) => hex::encode(h.finalize()),
+            Hasher::Sha1(h) => hex::encode(h.finalize()),
+        };
+        Ok(if actual == self.id.as_str() {
+            ContentCheck::Match
+        } else {
+            ContentCheck::Mismatch { actual }
+        })
+    }
+
+    /// Sets header flag bit 0 ("content verified against its id"), persisted (and
+    /// `fdatasync`ed with [`Durability::Fsync`]).
+    pub fn mark_verified(&self) -> Result<()> {
+        self.update_flags(|f| f | FLAG_VERIFIED)?;
+        if self.durability == Durability::Fsync {
+            sync_data(&self.file, &self.path, "fdatasync header flags")?;
+        }
+        Ok(())
+    }
+
+    /// Whether the verified flag is set (in-memory view; see
+    /// [`reload_bitmap`](Self::reload_bitmap)).
+    pub fn is_verified(&self) -> bool {
+        self.flags.load(Ordering::Acquire) & FLAG_VERIFIED != 0
+    }
+
+    /// `fdatasync`s the file (useful with [`Durability::Os`] before a clean shutdown).
+    pub fn sync(&self) -> Result<()> {
+        sync_data(&self.file, &self.path, "fdatasync blob")
+    }
+}
+
+// Compile-time check: async callers share handles across threads.
+const _: () = {
+    const fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<BlobFile>();
+};
+
+/// Computes the page checksums of one block from its bytes, fed in order.
+///
+/// Page checksums are CRC32C (Castagnoli) of each page of the block: `page_size` bytes each,
+/// the last page of the content shorter. Feed the block's bytes with
+/// [`update`](Self::update) as they arrive (any chunking), then [`finish`](Self::finish)
+/// returns the checksums for [`BlobFile::commit_block`].
+#[derive(Debug, Clone)]
+pub struct BlockChecksummer {
+    block: u64,
+    block_len: u64,
+    page_size: u64,
+    expected_pages: usize,
+    fed: u64,
+    cur: u32,
+    cur_len: u64,
+    crcs: Vec<u32>,
+}
+
+impl BlockChecksummer {
+    /// A checksummer for `block` of a blob with geometry `layout` (see
+    /// [`BlobFile::layout`], or [`BlobFile::checksummer`]).
+    pub fn new(layout: &Layout, block: u64) -> Result<Self> {
+        if block >= layout.block_count() {
+            return Err(StoreError::NoSuchBlock {
+                block,
+                block_count: layout.block_count(),
+            });
+        }
+        let pages = layout.block_pages(block);
+        let expected_pages = (pages.end - pages.start) as usize;
+        Ok(BlockChecksummer {
+            block,
+            block_len: layout.block_len(block),
+            page_size: layout.page_size(),
+            expected_pages,
+            fed: 0,
+            cur: 0,
+            cur_len: 0,
+            crcs: Vec::with_capacity(expected_pages),
+        })
+    }
+
+    /// The block this checksummer is for.
+    pub fn block(&self) -> u64 {
+        self.block
+    }
+
+    /// Bytes fed so far.
+    pub fn fed(&self) -> u64 {
+        self.fed
+    }
+
+    /// Feeds the next bytes of the block. Bytes beyond the block's length are counted (so
+    /// [`finish`](Self::finish) fails) but not checksummed.
+    pub fn update(&mut self, data: &[u8]) {
+        let room = self.block_len.saturating_sub(self.fed);
+        let take = (data.len() as u64).min(room) as usize;
+        self.fed += data.len() as u64;
+        let mut rest = &data[..take];
+        while !rest.is_empty() {
+            let n = ((self.page_size - self.cur_len) as usize).min(rest.len());
+            self.cur = crc32c::crc32c_append(self.cur, &rest[..n]);
+            self.cur_len += n as u64;
+            rest = &rest[n..];
+            if self.cur_len == self.page_size {
+                self.crcs.push(self.cur);
+                self.cur = 0;
+                self.cur_len = 0;
+            }
+        }
+    }
+
+    /// The page checksums, or [`StoreError::BlockLength`] if the number of bytes fed is not
+    /// the block's length.
+    pub fn finish(mut self) -> Result<Vec<u32>> {
+        if self.fed != self.block_len {
+            return Err(StoreError::BlockLength {
+                block: self.block,
+                expected: self.block_len,
+                got: self.fed,
+            });
+        }
+        if self.cur_len > 0 {
+            self.crcs.push(self.cur);
+        }
+        debug_assert_eq!(self.crcs.len(), self.expected_pages);
+        Ok(self.crcs)
+    }
+}

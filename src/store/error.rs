@@ -1,0 +1,218 @@
+//! The error type of the block store.
+
+use std::io;
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+/// Result alias used inside the store module.
+pub(crate) type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in the block store.
+///
+/// Every variant that concerns a file names it, and every variant that concerns a block names
+/// the block, so a log line is enough to find the culprit. Callers mostly care about three
+/// variants: [`StoreError::NotPresent`] (fill the block first), [`StoreError::Corrupt`] (the
+/// block was found damaged and has been invalidated: refetch it) and everything else (I/O
+/// trouble or a programming error).
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// An I/O operation failed. `op` says what the store was doing.
+    #[error("{op} {path:?}: {source}")]
+    Io {
+        /// What the store was doing, e.g. `"write block data"`.
+        op: &'static str,
+        /// The file or directory concerned.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// A string that is not a valid content id (40 or 64 hex digits).
+    #[error("invalid blob id {id:?}: {reason}")]
+    InvalidId {
+        /// The offending input (truncated to 80 characters).
+        id: String,
+        /// Why it was rejected.
+        reason: &'static str,
+    },
+
+    /// A block size that is not a power of two in
+    /// [`MIN_BLOCK_SIZE`](super::MIN_BLOCK_SIZE)`..=`[`MAX_BLOCK_SIZE`](super::MAX_BLOCK_SIZE).
+    #[error(
+        "invalid block size {block_size}: must be a power of two between {} and {} bytes",
+        super::format::MIN_BLOCK_SIZE,
+        super::format::MAX_BLOCK_SIZE
+    )]
+    InvalidBlockSize {
+        /// The rejected block size.
+        block_size: u64,
+    },
+
+    /// The content is too large to be described by a blob file (header or file offsets would
+    /// overflow).
+    #[error("content of {size} bytes cannot be stored with block size {block_size}")]
+    TooLarge {
+        /// Content size in bytes.
+        size: u64,
+        /// Block size in bytes.
+        block_size: u64,
+    },
+
+    /// A path the store cannot work with (e.g. one without a file name).
+    #[error("invalid path {path:?}: {reason}")]
+    InvalidPath {
+        /// The path.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+
+    /// The header of a blob file is damaged, of an unknown version, or inconsistent.
+    ///
+    /// [`Store::open_blob`](super::Store::open_blob) handles this one itself (the file is
+    /// removed and `None` returned); it is only seen by callers in unusual races.
+    #[error("{path:?}: bad blob header: {reason}")]
+    BadHeader {
+        /// The blob file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// A block index past the end of the blob.
+    #[error("{path:?}: block {block} out of range (the blob has {block_count} blocks)")]
+    BlockOutOfRange {
+        /// The blob file.
+        path: PathBuf,
+        /// The requested block.
+        block: u64,
+        /// Number of blocks of the blob.
+        block_count: u64,
+    },
+
+    /// A block index past the end of a [`Layout`](super::Layout) (no file involved).
+    #[error("block {block} out of range (the layout has {block_count} blocks)")]
+    NoSuchBlock {
+        /// The requested block.
+        block: u64,
+        /// Number of blocks of the layout.
+        block_count: u64,
+    },
+
+    /// A content byte range that does not lie within the content.
+    #[error("{path:?}: {op} of {len} bytes at content offset {offset} is outside the content ({size} bytes)")]
+    OutOfRange {
+        /// The blob file.
+        path: PathBuf,
+        /// What was attempted.
+        op: &'static str,
+        /// Start of the range (content offset).
+        offset: u64,
+        /// Length of the range.
+        len: u64,
+        /// Content size.
+        size: u64,
+    },
+
+    /// A verified read touched a block that is not (or no longer) present. Fill it first.
+    #[error("{path:?}: block {block} is not present")]
+    NotPresent {
+        /// The blob file.
+        path: PathBuf,
+        /// The first missing block of the requested range.
+        block: u64,
+    },
+
+    /// A page of a present block failed its CRC32C check. The block has been invalidated
+    /// (its presence bit cleared on disk and in memory): refetch it.
+    #[error(
+        "{path:?}: block {block} is corrupt (page {page}: crc32c {actual:#010x}, header says \
+         {expected:#010x}); the block has been invalidated"
+    )]
+    Corrupt {
+        /// The blob file.
+        path: PathBuf,
+        /// The damaged block.
+        block: u64,
+        /// The first damaged page (global page index).
+        page: u64,
+        /// Checksum stored in the header.
+        expected: u32,
+        /// Checksum of the bytes on disk.
+        actual: u32,
+    },
+
+    /// The file ended before the requested bytes (it was truncated underneath us).
+    #[error(
+        "{path:?}: short read ({op}) at file offset {offset}: wanted {wanted} bytes, got {got}"
+    )]
+    ShortRead {
+        /// The file.
+        path: PathBuf,
+        /// What was being read.
+        op: &'static str,
+        /// File offset of the read.
+        offset: u64,
+        /// Bytes wanted.
+        wanted: usize,
+        /// Bytes actually available.
+        got: usize,
+    },
+
+    /// `commit_block` was given the wrong number of page checksums.
+    #[error("{path:?}: block {block} has {expected} pages but {got} page checksums were given")]
+    ChecksumCount {
+        /// The blob file.
+        path: PathBuf,
+        /// The block being committed.
+        block: u64,
+        /// Pages in the block.
+        expected: u64,
+        /// Checksums given.
+        got: u64,
+    },
+
+    /// A [`BlockChecksummer`](super::BlockChecksummer) (or `put_block`) was fed a number of
+    /// bytes different from the block's length.
+    #[error("block {block}: got {got} bytes but the block is {expected} bytes long")]
+    BlockLength {
+        /// The block.
+        block: u64,
+        /// The block's length.
+        expected: u64,
+        /// Bytes fed.
+        got: u64,
+    },
+
+    /// `create_blob` kept finding a conflicting file published by someone else.
+    #[error(
+        "{path:?}: could not publish the blob after {attempts} attempts (concurrent replacement?)"
+    )]
+    PublishConflict {
+        /// The final blob path.
+        path: PathBuf,
+        /// Attempts made.
+        attempts: u32,
+    },
+}
+
+impl StoreError {
+    /// Helper building a closure that wraps an [`io::Error`] with its context.
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> Self {
+        let path = path.into();
+        move |source| StoreError::Io { op, path, source }
+    }
+
+    /// True for [`StoreError::NotPresent`].
+    pub fn is_not_present(&self) -> bool {
+        matches!(self, StoreError::NotPresent { .. })
+    }
+
+    /// True for [`StoreError::Corrupt`].
+    pub fn is_corrupt(&self) -> bool {
+        matches!(self, StoreError::Corrupt { .. })
+    }
+}

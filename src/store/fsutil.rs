@@ -1,0 +1,506 @@
+//! Small file-system helpers: exact positioned I/O, byte-range locks, durable directory
+//! creation, no-clobber publishing and [`atomic_write`].
+
+use std::ffi::OsStr;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use super::error::{Result, StoreError};
+use super::Durability;
+
+/// Identity of an inode, used to make sure we delete or reuse the file we think we do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FileIdentity {
+    dev: u64,
+    ino: u64,
+}
+
+impl FileIdentity {
+    pub(crate) fn of(meta: &fs::Metadata) -> Self {
+        FileIdentity {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        }
+    }
+}
+
+/// Reads exactly `buf.len()` bytes at `offset`; a file that ends early is
+/// [`StoreError::ShortRead`], never a silently shorter buffer.
+pub(crate) fn read_exact_at(
+    file: &File,
+    buf: &mut [u8],
+    offset: u64,
+    path: &Path,
+    op: &'static str,
+) -> Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read_at(&mut buf[done..], offset + done as u64) {
+            Ok(0) => {
+                return Err(StoreError::ShortRead {
+                    path: path.to_path_buf(),
+                    op,
+                    offset,
+                    wanted: buf.len(),
+                    got: done,
+                })
+            }
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(StoreError::io(op, path)(e)),
+        }
+    }
+    Ok(())
+}
+
+/// Writes all of `buf` at `offset`.
+pub(crate) fn write_all_at(
+    file: &File,
+    buf: &[u8],
+    offset: u64,
+    path: &Path,
+    op: &'static str,
+) -> Result<()> {
+    file.write_all_at(buf, offset)
+        .map_err(StoreError::io(op, path))
+}
+
+/// `fdatasync` with context.
+pub(crate) fn sync_data(file: &File, path: &Path, op: &'static str) -> Result<()> {
+    file.sync_data().map_err(StoreError::io(op, path))
+}
+
+/// A held Linux open-file-description write lock on a byte range; released on drop.
+///
+/// OFD locks belong to the open file description, not to the process, so two descriptors
+/// opened separately (in two processes, or twice in one process) exclude each other, while
+/// threads sharing one descriptor do not: callers pair this lock with an in-process mutex.
+pub(crate) struct RangeLock<'a> {
+    file: Option<&'a File>,
+    start: u64,
+    len: u64,
+}
+
+static LOCK_UNSUPPORTED_WARNED: AtomicBool = AtomicBool::new(false);
+
+impl<'a> RangeLock<'a> {
+    /// Blocks until the write lock on `[start, start+len)` is held.
+    ///
+    /// If the file system does not support OFD locks (`EINVAL`, `ENOLCK`, `EOPNOTSUPP`,
+    /// `ENOSYS`), a warning is logged once and the lock degrades to a no-op: a single process
+    /// remains correct thanks to the in-process mutex; only concurrent processes lose the
+    /// protection.
+    pub(crate) fn acquire(file: &'a File, start: u64, len: u64, path: &Path) -> Result<Self> {
+        match ofd_lock(file, start, len, true) {
+            Ok(()) => Ok(RangeLock {
+                file: Some(file),
+                start,
+                len,
+            }),
+            Err(e) if lock_unsupported(&e) => {
+                if !LOCK_UNSUPPORTED_WARNED.swap(true, Ordering::Relaxed) {
+                    log::warn!(
+                        "store: byte-range (OFD) locks unsupported on {path:?} ({e}); \
+                         processes sharing this cache directory may lose bitmap updates"
+                    );
+                }
+                Ok(RangeLock {
+                    file: None,
+                    start,
+                    len,
+                })
+            }
+            Err(e) => Err(StoreError::io("lock header range of", path)(e)),
+        }
+    }
+}
+
+impl Drop for RangeLock<'_> {
+    fn drop(&mut self) {
+        if let Some(file) = self.file {
+            if let Err(e) = ofd_lock(file, self.start, self.len, false) {
+                // Closing the descriptor would release it; it stays open, so this matters,
+                // but there is nothing better to do than to report it.
+                log::error!(
+                    "store: failed to release byte-range lock {}+{}: {e}",
+                    self.start,
+                    self.len
+                );
+            }
+        }
+    }
+}
+
+fn lock_unsupported(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EINVAL | libc::ENOLCK | libc::EOPNOTSUPP | libc::ENOSYS)
+    )
+}
+
+#[cfg(target_os = "linux")]
+fn ofd_lock(file: &File, start: u64, len: u64, lock: bool) -> io::Result<()> {
+    use std::os::unix::io::AsRawFd;
+
+    let to_off =
+        |v: u64| libc::off_t::try_from(v).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL));
+    // SAFETY: `flock` is a plain C struct for which all-zero bytes are a valid value.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = if lock { libc::F_WRLCK } else { libc::F_UNLCK } as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    fl.l_start = to_off(start)?;
+    fl.l_len = to_off(len)?;
+    fl.l_pid = 0; // required for OFD locks
+    let cmd = if lock {
+        libc::F_OFD_SETLKW
+    } else {
+        libc::F_OFD_SETLK
+    };
+    loop {
+        // SAFETY: the descriptor is open for the lifetime of `file` and `fl` is a valid,
+        // initialised `flock` that outlives the call.
+        let rc = unsafe { libc::fcntl(file.as_raw_fd(), cmd, &mut fl as *mut libc::flock) };
+        if rc == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn ofd_lock(_file: &File, _start: u64, _len: u64, _lock: bool) -> io::Result<()> {
+    Err(io::Error::from_raw_os_error(libc::ENOSYS))
+}
+
+/// A process-unique suffix for temporary file names: `{pid}.{counter}`.
+pub(crate) fn unique_suffix() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{}.{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// `fsync`s a directory, making the entries created or renamed in it durable.
+pub(crate) fn fsync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(StoreError::io("fsync directory", dir))
+}
+
+/// `mkdir -p`; with [`Durability::Fsync`] the parent of every directory it created is
+/// `fsync`ed so the new entries survive a power loss.
+pub(crate) fn create_dir_all_durable(dir: &Path, durability: Durability) -> Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mut created = Vec::new();
+    let mut cur = Some(dir);
+    while let Some(d) = cur {
+        if d.as_os_str().is_empty() || d.exists() {
+            break;
+        }
+        created.push(d);
+        cur = d.parent();
+    }
+    fs::create_dir_all(dir).map_err(StoreError::io("create directory", dir))?;
+    if durability == Durability::Fsync {
+        for d in created.iter().rev() {
+            if let Some(parent) = d.parent().filter(|p| !p.as_os_str().is_empty()) {
+                fsync_dir(parent)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Outcome of [`publish_no_clobber`].
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Publish {
+    /// `final_path` now names the temp file's inode; the temp name may still exist.
+    Published,
+    /// Something already exists at `final_path`; nothing was changed.
+    AlreadyExists,
+}
+
+/// Makes `tmp` visible at `final_path` atomically, unless `final_path` already exists.
+///
+/// Uses `link(2)` (which fails with `EEXIST` instead of replacing). On file systems without
+/// hard links it falls back to `renameat2(RENAME_NOREPLACE)`. The caller removes `tmp`
+/// afterwards (ignoring `NotFound`).
+pub(crate) fn publish_no_clobber(tmp: &Path, final_path: &Path) -> io::Result<Publish> {
+    match fs::hard_link(tmp, final_path) {
+        Ok(()) => Ok(Publish::Published),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(Publish::AlreadyExists),
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EPERM | libc::EOPNOTSUPP | libc::ENOSYS | libc::EMLINK)
+            ) =>
+        {
+            rename_no_replace(tmp, final_path)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn rename_no_replace(from: &Path, to: &Path) -> io::Result<Publish> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+
+    let c = |p: &Path| {
+        CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+    };
+    let (from_c, to_c) = (c(from)?, c(to)?);
+    // SAFETY: both pointers are valid NUL-terminated strings for the duration of the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            libc::AT_FDCWD,
+            from_c.as_ptr(),
+            libc::AT_FDCWD,
+            to_c.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if rc == 0 {
+        return Ok(Publish::Published);
+    }
+    let e = io::Error::last_os_error();
+    if e.kind() == io::ErrorKind::AlreadyExists {
+        Ok(Publish::AlreadyExists)
+    } else {
+        Err(e)
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn rename_no_replace(_from: &Path, _to: &Path) -> io::Result<Publish> {
+    Err(io::Error::from_raw_os_error(libc::ENOSYS))
+}
+
+/// Removes `path` only if it still names the inode `expected`. Returns whether it removed
+/// anything. (A tiny window remains between the check and the unlink; losing that race only
+/// costs a cached file, never correctness.)
+pub(crate) fn remove_if_same(path: &Path, expected: FileIdentity) -> Result<bool> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if FileIdentity::of(&m) == expected => match fs::remove_file(path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(StoreError::io("remove", path)(e)),
+        },
+        Ok(_) => Ok(false),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(StoreError::io("stat", path)(e)),
+    }
+}
+
+/// Removes a file, treating "already gone" as success.
+pub(crate) fn remove_file_if_exists(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// The temporary name [`atomic_write`] uses for `path`: `.{name}.{pid}.{counter}.tmp` in the
+/// same directory (the name part is cut to 100 characters to stay under `NAME_MAX`).
+fn atomic_temp_path(dir: &Path, name: &OsStr) -> PathBuf {
+    let name: String = name.to_string_lossy().chars().take(100).collect();
+    dir.join(format!(".{name}.{}.tmp", unique_suffix()))
+}
+
+/// Replaces the file at `path` with `bytes` atomically: readers see either the old or the new
+/// content, never a mix, and a crash never leaves a partial file at `path`.
+///
+/// Writes a temporary file `.{name}.{pid}.{counter}.tmp` in the same directory (creating the
+/// directory if needed), `fsync`s it when `durability` is [`Durability::Fsync`], renames it
+/// over `path`, then `fsync`s the directory (again only with `Fsync`). On error the temporary
+/// file is removed. A crash can leave such a temporary file behind; its name starts with `.`
+/// and ends with `.tmp`, so a cleaner can recognise it.
+pub fn atomic_write(path: &Path, bytes: &[u8], durability: Durability) -> Result<(), StoreError> {
+    let name = path.file_name().ok_or_else(|| StoreError::InvalidPath {
+        path: path.to_path_buf(),
+        reason: "no file name",
+    })?;
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    create_dir_all_durable(dir, durability)?;
+    let tmp = atomic_temp_path(dir, name);
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(StoreError::io("create temporary file", &tmp))?;
+        f.write_all(bytes)
+            .map_err(StoreError::io("write temporary file", &tmp))?;
+        if durability == Durability::Fsync {
+            f.sync_all()
+                .map_err(StoreError::io("fsync temporary file", &tmp))?;
+        }
+        drop(f);
+        fs::rename(&tmp, path).map_err(StoreError::io("rename temporary file to", path))?;
+        Ok(())
+    })();
+    if result.is_err() {
+        if let Err(e) = remove_file_if_exists(&tmp) {
+            log::warn!("store: could not remove temporary file {tmp:?}: {e}");
+        }
+        return result;
+    }
+    if durability == Durability::Fsync {
+        fsync_dir(dir)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entries(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn atomic_write_replaces_content_and_leaves_no_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/meta.json");
+        for durability in [Durability::Fsync, Durability::Os] {
+            atomic_write(&path, b"{\"a\":1}", durability).unwrap();
+            assert_eq!(fs::read(&path).unwrap(), b"{\"a\":1}");
+            atomic_write(&path, b"{}", durability).unwrap();
+            assert_eq!(fs::read(&path).unwrap(), b"{}");
+            assert_eq!(entries(&dir.path().join("sub")), vec!["meta.json"]);
+        }
+    }
+
+    #[test]
+    fn atomic_write_error_removes_the_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        // Renaming a file over a non-empty directory fails.
+        let path = dir.path().join("occupied");
+        fs::create_dir(&path).unwrap();
+        fs::write(path.join("x"), b"x").unwrap();
+        assert!(atomic_write(&path, b"data", Durability::Os).is_err());
+        assert_eq!(entries(dir.path()), vec!["occupied"]);
+        assert!(atomic_write(Path::new("/"), b"x", Durability::Os).is_err());
+    }
+
+    #[test]
+    fn read_exact_at_reports_short_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        fs::write(&path, b"0123456789").unwrap();
+        let f = File::open(&path).unwrap();
+        let mut buf = [0u8; 4];
+        read_exact_at(&f, &mut buf, 6, &path, "test").unwrap();
+        assert_eq!(&buf, b"6789");
+        let err = read_exact_at(&f, &mut buf, 8, &path, "test").unwrap_err();
+        assert!(matches!(
+            err,
+            StoreError::ShortRead {
+                wanted: 4,
+                got: 2,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn publish_no_clobber_never_replaces_an_existing_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b, target) = (
+            dir.path().join("a"),
+            dir.path().join("b"),
+            dir.path().join("t"),
+        );
+        fs::write(&a, b"first").unwrap();
+        fs::write(&b, b"second").unwrap();
+        assert_eq!(publish_no_clobber(&a, &target).unwrap(), Publish::Published);
+        assert_eq!(
+            publish_no_clobber(&b, &target).unwrap(),
+            Publish::AlreadyExists
+        );
+        assert_eq!(fs::read(&target).unwrap(), b"first");
+        // The renameat2 fallback behaves the same.
+        let c = dir.path().join("c");
+        fs::write(&c, b"third").unwrap();
+        assert_eq!(
+            rename_no_replace(&c, &target).unwrap(),
+            Publish::AlreadyExists
+        );
+        let t2 = dir.path().join("t2");
+        assert_eq!(rename_no_replace(&c, &t2).unwrap(), Publish::Published);
+        assert_eq!(fs::read(&t2).unwrap(), b"third");
+        assert!(!c.exists());
+    }
+
+    #[test]
+    fn range_locks_exclude_other_open_file_descriptions() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        fs::write(&path, [0u8; 16]).unwrap();
+        let f1 = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        let f2 = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        let held = RangeLock::acquire(&f1, 3, 1, &path).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let t = std::thread::spawn(move || {
+            let _l = RangeLock::acquire(&f2, 3, 1, Path::new("f2")).unwrap();
+            tx.send(()).unwrap();
+        });
+        // While f1 holds the byte, f2 must wait.
+        assert!(rx
+            .recv_timeout(std::time::Duration::from_millis(200))
+            .is_err());
+        drop(held);
+        rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn remove_if_same_only_removes_the_expected_inode() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        fs::write(&path, b"1").unwrap();
+        let old = FileIdentity::of(&fs::metadata(&path).unwrap());
+        fs::remove_file(&path).unwrap();
+        let keep = dir.path().join("keep");
+        fs::write(&keep, b"2").unwrap();
+        fs::rename(&keep, &path).unwrap();
+        // Inode numbers can be reused; only assert when they differ.
+        let new = FileIdentity::of(&fs::metadata(&path).unwrap());
+        if new != old {
+            assert!(!remove_if_same(&path, old).unwrap());
+            assert!(path.exists());
+        }
+        assert!(remove_if_same(&path, new).unwrap());
+        assert!(!path.exists());
+        assert!(!remove_if_same(&path, new).unwrap());
+    }
+}
