@@ -1,0 +1,52 @@
+//! Errors of the fill engine.
+
+use std::sync::Arc;
+
+use crate::upstream::UpstreamError;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum FetchError {
+    #[error("cache storage failed: {0}")]
+    Store(String),
+    #[error(transparent)]
+    Upstream(Arc<UpstreamError>),
+    #[error("upstream refused {what}: HTTP {status}")]
+    Refused { what: String, status: u16 },
+    #[error("upstream kept failing for bytes {start}-{end}: {reason}")]
+    GaveUp {
+        start: u64,
+        end: u64,
+        reason: String,
+    },
+    #[error("offline: block {block} of {blob} is not cached")]
+    NotCached { blob: String, block: u64 },
+    #[error("no progress on {blob} for {secs} s")]
+    Stalled { blob: String, secs: u64 },
+    #[error("content of {blob} does not match its hash (got {actual})")]
+    Corrupt { blob: String, actual: String },
+    #[error("offset {offset} is beyond the end of {blob} ({size} bytes)")]
+    OutOfRange {
+        blob: String,
+        offset: u64,
+        size: u64,
+    },
+}
+
+impl From<UpstreamError> for FetchError {
+    fn from(e: UpstreamError) -> Self {
+        FetchError::Upstream(Arc::new(e))
+    }
+}
+
+impl FetchError {
+    /// The HTTP status to answer with when this happens before any byte was sent.
+    pub fn gateway_status(&self) -> u16 {
+        match self {
+            FetchError::Upstream(e) => e.gateway_status(),
+            FetchError::Stalled { .. } => 504,
+            FetchError::NotCached { .. } => 404,
+            FetchError::Store(_) | FetchError::OutOfRange { .. } => 500,
+            _ => 502,
+        }
+    }
+}

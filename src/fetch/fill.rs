@@ -1,0 +1,639 @@
+//! The shared, in-memory state of one blob being read and filled.
+
+use std::collections::VecDeque;
+use std::ops::Range;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::sync::{watch, OwnedSemaphorePermit};
+
+use super::engine::EngineInner;
+use super::{BlobSource, FetchError, FillMode};
+use crate::hf::{self, Revision};
+use crate::store::{BlobFile, BlobId, ContentCheck, StoreError};
+use crate::upstream::Location;
+
+/// A reader that sees no progress at all on its blob for this long gives up.
+const STALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// A signed CDN location is reused for at most this long (they expire within minutes).
+const LOCATION_TTL: Duration = Duration::from_secs(120);
+/// How many times one read retries after finding a corrupt block.
+const CORRUPT_RETRIES: usize = 3;
+/// Completed files that fail verification this many times stop being refetched.
+const MAX_VERIFY_FAILURES: u32 = 2;
+
+#[derive(Debug, Clone)]
+enum Block {
+    Missing,
+    /// Being fetched; `written` bytes from the block's start are on disk (not yet verified).
+    InFlight {
+        written: u64,
+    },
+    /// Committed: all bytes on disk with their page checksums.
+    Present,
+    /// The last fetch failed at `at`.
+    Failed {
+        at: Instant,
+        error: FetchError,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verify {
+    NotStarted,
+    Running,
+    Done,
+}
+
+struct FillState {
+    blocks: Vec<Block>,
+    /// Blocks readers are waiting for, most urgent first.
+    demand: VecDeque<u64>,
+    /// Segment tasks running for this blob.
+    running: usize,
+    source: Option<BlobSource>,
+    wants_completion: bool,
+    background: Option<OwnedSemaphorePermit>,
+    waiting_for_slot: bool,
+    verify: Verify,
+    verify_failures: u32,
+}
+
+/// What a reader may read at an offset.
+enum Readable {
+    /// A committed block, readable with checksum verification up to `until`.
+    Verified { until: u64 },
+    /// A block in flight, whose bytes up to `until` are on disk.
+    Raw { until: u64 },
+}
+
+enum Step {
+    Ready(Readable),
+    Wait,
+}
+
+/// One blob's fill: the block states, readers' demand, and the running segment fetches.
+pub struct BlobFill {
+    id: BlobId,
+    file: Arc<BlobFile>,
+    engine: Weak<EngineInner>,
+    state: Mutex<FillState>,
+    /// Bumped on every state change; readers wait on it.
+    version: watch::Sender<u64>,
+    location: tokio::sync::Mutex<Option<(Location, Instant)>>,
+}
+
+impl BlobFill {
+    pub(super) fn new(
+        id: BlobId,
+        file: Arc<BlobFile>,
+        source: Option<BlobSource>,
+        engine: Weak<EngineInner>,
+    ) -> Arc<Self> {
+        let blocks = (0..file.block_count())
+            .map(|b| {
+                if file.is_present(b) {
+                    Block::Present
+                } else {
+                    Block::Missing
+                }
+            })
+            .collect();
+        let (version, _) = watch::channel(0);
+        Arc::new(Self {
+            id,
+            file,
+            engine,
+            state: Mutex::new(FillState {
+                blocks,
+                demand: VecDeque::new(),
+                running: 0,
+                source,
+                wants_completion: false,
+                background: None,
+                waiting_for_slot: false,
+                verify: Verify::NotStarted,
+                verify_failures: 0,
+            }),
+            version,
+            location: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    pub fn id(&self) -> &BlobId {
+        &self.id
+    }
+
+    pub fn size(&self) -> u64 {
+        self.file.size()
+    }
+
+    pub(super) fn file(&self) -> &Arc<BlobFile> {
+        &self.file
+    }
+
+    pub(super) fn engine(&self) -> Option<Arc<EngineInner>> {
+        self.engine.upgrade()
+    }
+
+    /// Whether every block is on disk.
+    pub fn is_complete(&self) -> bool {
+        self.state
+            .lock()
+            .blocks
+            .iter()
+            .all(|b| matches!(b, Block::Present))
+    }
+
+    fn notify(&self) {
+        self.version.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    /// A later reader offers how to fetch this blob; kept if we had none.
+    pub(super) fn offer_source(&self, source: BlobSource) {
+        let mut st = self.state.lock();
+        if st.source.is_none() {
+            st.source = Some(source);
+        }
+    }
+
+    /// A client started downloading: in `complete` mode, fetch the rest in the background.
+    pub fn want_completion(self: &Arc<Self>) {
+        let Some(engine) = self.engine() else { return };
+        if engine.settings.mode != FillMode::Complete || engine.settings.offline {
+            return;
+        }
+        {
+            let mut st = self.state.lock();
+            if st.wants_completion || st.source.is_none() {
+                return;
+            }
+            st.wants_completion = true;
+        }
+        self.schedule();
+    }
+
+    /// Wait until the byte at `offset` can be read (fetching its block if needed). Used to
+    /// answer an error status instead of a broken 200 when the upstream cannot deliver.
+    pub async fn wait_readable(self: &Arc<Self>, offset: u64) -> Result<(), FetchError> {
+        self.readable(offset).await.map(|_| ())
+    }
+
+    /// Read up to `max` bytes at `offset`: verified bytes from committed blocks, or bytes of
+    /// a block in flight as soon as they are on disk. Waits for missing blocks.
+    pub async fn read(self: &Arc<Self>, offset: u64, max: usize) -> Result<Bytes, FetchError> {
+        if offset >= self.size() {
+            return Err(FetchError::OutOfRange {
+                blob: self.id.to_string(),
+                offset,
+                size: self.size(),
+            });
+        }
+        let mut retries = 0;
+        loop {
+            match self.readable(offset).await? {
+                Readable::Raw { until } => {
+                    let len = (until - offset).min(max as u64) as usize;
+                    return self.blocking_read(offset, len, false).await;
+                }
+                Readable::Verified { until } => {
+                    let page = self.file.page_size();
+                    let page_end = (offset / page + 1) * page;
+                    let len = (until.min(page_end) - offset).min(max as u64) as usize;
+                    match self.blocking_read(offset, len, true).await {
+                        Err(FetchError::Store(reason)) if retries < CORRUPT_RETRIES => {
+                            retries += 1;
+                            log::warn!("{}: {reason}; fetching the block again", self.id);
+                            self.mark_missing(self.file.block_of(offset));
+                        }
+                        other => return other,
+                    }
+                }
+            }
+        }
+    }
+
+    async fn blocking_read(
+        &self,
+        offset: u64,
+        len: usize,
+        verify: bool,
+    ) -> Result<Bytes, FetchError> {
+        let file = Arc::clone(&self.file);
+        let result = tokio::task::spawn_blocking(move || {
+            if verify {
+                file.read_verified(offset, len)
+            } else {
+                file.read_raw(offset, len)
+            }
+        })
+        .await
+        .map_err(|e| FetchError::Store(e.to_string()))?;
+        match result {
+            Ok(bytes) => Ok(bytes),
+            Err(e @ (StoreError::Corrupt { .. } | StoreError::NotPresent { .. })) => {
+                if matches!(e, StoreError::Corrupt { .. }) {
+                    if let Some(engine) = self.engine() {
+                        engine
+                            .stats
+                            .corrupt_blocks
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+                Err(FetchError::Store(e.to_string()))
+            }
+            Err(e) => Err(FetchError::Store(format!("unrecoverable: {e}"))),
+        }
+    }
+
+    /// A committed block turned out bad (or vanished): forget it so it is fetched again.
+    fn mark_missing(self: &Arc<Self>, block: u64) {
+        {
+            let mut st = self.state.lock();
+            if let Some(b @ Block::Present) = st.blocks.get_mut(block as usize) {
+                *b = Block::Missing;
+            }
+        }
+        self.notify();
+    }
+
+    async fn readable(self: &Arc<Self>, offset: u64) -> Result<Readable, FetchError> {
+        let started = Instant::now();
+        let mut rx = self.version.subscribe();
+        loop {
+            rx.borrow_and_update();
+            let (step, demanded) = self.check(offset, started)?;
+            if demanded {
+                self.schedule();
+            }
+            match step {
+                Step::Ready(readable) => return Ok(readable),
+                Step::Wait => {
+                    if tokio::time::timeout(STALL_TIMEOUT, rx.changed())
+                        .await
+                        .is_err()
+                    {
+                        return Err(FetchError::Stalled {
+                            blob: self.id.to_string(),
+                            secs: STALL_TIMEOUT.as_secs(),
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// Look at the block holding `offset`; demand it (and the read-ahead) if missing.
+    fn check(&self, offset: u64, started: Instant) -> Result<(Step, bool), FetchError> {
+        let engine = self.engine();
+        let offline = engine.as_ref().is_none_or(|e| e.settings.offline);
+        let read_ahead = engine.as_ref().map(|e| e.settings.read_ahead).unwrap_or(0);
+        let block = self.file.block_of(offset);
+        let span = self.file.block_span(block);
+        let mut st = self.state.lock();
+        let can_fetch = !offline && st.source.is_some();
+        let step = match &st.blocks[block as usize] {
+            Block::Present => Step::Ready(Readable::Verified { until: span.end }),
+            Block::InFlight { written } if span.start + written > offset => {
+                Step::Ready(Readable::Raw {
+                    until: span.start + written,
+                })
+            }
+            Block::InFlight { .. } => Step::Wait,
+            Block::Failed { at, error } if *at >= started => return Err(error.clone()),
+            Block::Failed { .. } | Block::Missing => {
+                if !can_fetch {
+                    return Err(FetchError::NotCached {
+                        blob: self.id.to_string(),
+                        block,
+                    });
+                }
+                st.blocks[block as usize] = Block::Missing;
+                push_demand(&mut st, block);
+                Step::Wait
+            }
+        };
+        let mut demanded = matches!(step, Step::Wait);
+        if can_fetch {
+            let ahead_blocks = read_ahead.div_ceil(self.file.block_size().max(1));
+            let last = (block + ahead_blocks).min(self.file.block_count().saturating_sub(1));
+            for b in block + 1..=last {
+                if matches!(st.blocks[b as usize], Block::Missing) && !st.demand.contains(&b) {
+                    st.demand.push_back(b);
+                    demanded = true;
+                }
+            }
+        }
+        Ok((step, demanded))
+    }
+
+    /// Start segment fetches while there is work and connections for this blob.
+    pub(super) fn schedule(self: &Arc<Self>) {
+        let Some(engine) = self.engine() else { return };
+        if engine.settings.offline {
+            return;
+        }
+        let mut launches: Vec<Range<u64>> = Vec::new();
+        let mut took_slot = false;
+        let mut must_wait = false;
+        {
+            let mut st = self.state.lock();
+            if st.source.is_none() {
+                return;
+            }
+            let per_file = engine.settings.connections_per_file.max(1);
+            let per_segment = (engine.settings.segment / self.file.block_size()).max(1);
+            let count = st.blocks.len() as u64;
+            while st.running < per_file {
+                let next = match pop_demand(&mut st) {
+                    Some(block) => Some(block),
+                    None if st.wants_completion => {
+                        let first_missing = st
+                            .blocks
+                            .iter()
+                            .position(|b| matches!(b, Block::Missing))
+                            .map(|b| b as u64);
+                        if first_missing.is_some() && st.background.is_none() {
+                            match Arc::clone(&engine.background).try_acquire_owned() {
+                                Ok(permit) => {
+                                    st.background = Some(permit);
+                                    took_slot = true;
+                                }
+                                Err(_) => {
+                                    if !st.waiting_for_slot {
+                                        st.waiting_for_slot = true;
+                                        must_wait = true;
+                                    }
+                                }
+                            }
+                        }
+                        first_missing.filter(|_| st.background.is_some())
+                    }
+                    None => None,
+                };
+                let Some(start) = next else { break };
+                let mut end = start + 1;
+                while end < count
+                    && end - start < per_segment
+                    && matches!(st.blocks[end as usize], Block::Missing)
+                {
+                    end += 1;
+                }
+                for b in start..end {
+                    st.blocks[b as usize] = Block::InFlight { written: 0 };
+                }
+                st.running += 1;
+                launches.push(start..end);
+            }
+            if took_slot {
+                st.waiting_for_slot = false;
+            }
+        }
+        if took_slot {
+            engine.pin(self);
+        }
+        if must_wait {
+            engine.wait_for_background_slot(self);
+        }
+        for blocks in launches {
+            tokio::spawn(super::segment::run(Arc::clone(self), blocks));
+        }
+    }
+
+    /// Bytes of `block` up to `written` are on disk; `committed` once the block is complete.
+    pub(super) fn progress(&self, block: u64, written: u64, committed: bool) {
+        {
+            let mut st = self.state.lock();
+            if let Some(b) = st.blocks.get_mut(block as usize) {
+                *b = if committed {
+                    Block::Present
+                } else {
+                    Block::InFlight { written }
+                };
+            }
+        }
+        self.notify();
+    }
+
+    /// A segment gave up: its unfinished blocks fail (readers waiting on them get `error`;
+    /// later readers try again).
+    pub(super) fn fail_blocks(&self, blocks: Range<u64>, error: FetchError) {
+        log::warn!("{}: blocks {blocks:?} failed: {error}", self.id);
+        {
+            let mut st = self.state.lock();
+            let at = Instant::now();
+            for b in blocks {
+                if let Some(block) = st.blocks.get_mut(b as usize) {
+                    if !matches!(block, Block::Present) {
+                        *block = Block::Failed {
+                            at,
+                            error: error.clone(),
+                        };
+                    }
+                }
+            }
+        }
+        self.notify();
+    }
+
+    /// A segment task ended (successfully or not).
+    pub(super) fn segment_finished(self: &Arc<Self>) {
+        {
+            let mut st = self.state.lock();
+            st.running = st.running.saturating_sub(1);
+        }
+        self.schedule();
+        self.release_background_if_done();
+        self.check_completed();
+    }
+
+    fn release_background_if_done(self: &Arc<Self>) {
+        let released = {
+            let mut st = self.state.lock();
+            let idle = st.running == 0
+                && !st
+                    .blocks
+                    .iter()
+                    .any(|b| matches!(b, Block::Missing | Block::InFlight { .. }));
+            if idle {
+                st.background.take().is_some()
+            } else {
+                false
+            }
+        };
+        if released {
+            if let Some(engine) = self.engine() {
+                engine.unpin(&self.id);
+                engine.background_slot_freed();
+            }
+        }
+    }
+
+    /// When the file is complete, verify it against its content hash once (in the
+    /// background). A mismatch discards every block, so it is fetched again.
+    pub(super) fn check_completed(self: &Arc<Self>) {
+        let verifiable = {
+            let mut st = self.state.lock();
+            let complete = st.blocks.iter().all(|b| matches!(b, Block::Present));
+            let verifiable = st.source.as_ref().is_some_and(|s| s.verifiable);
+            if !complete || !verifiable || st.verify != Verify::NotStarted {
+                return;
+            }
+            st.verify = Verify::Running;
+            verifiable
+        };
+        if !verifiable || self.file.is_verified() {
+            self.state.lock().verify = Verify::Done;
+            return;
+        }
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let file = Arc::clone(&this.file);
+            let outcome = tokio::task::spawn_blocking(move || {
+                let check = file.verify_content()?;
+                if check == ContentCheck::Match {
+                    file.mark_verified()?;
+                }
+                Ok::<_, StoreError>(check)
+            })
+            .await;
+            match outcome {
+                Ok(Ok(ContentCheck::Match)) => {
+                    if let Some(engine) = this.engine() {
+                        engine
+                            .stats
+                            .verified_files
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    this.state.lock().verify = Verify::Done;
+                }
+                Ok(Ok(ContentCheck::Mismatch { actual })) => this.discard_mismatch(actual),
+                Ok(Err(e)) => {
+                    log::warn!("{}: cannot verify: {e}", this.id);
+                    this.state.lock().verify = Verify::NotStarted;
+                }
+                Err(e) => {
+                    log::warn!("{}: verification task failed: {e}", this.id);
+                    this.state.lock().verify = Verify::NotStarted;
+                }
+            }
+        });
+    }
+
+    fn discard_mismatch(self: &Arc<Self>, actual: String) {
+        log::error!(
+            "{}: downloaded content hashes to {actual}; discarding the file",
+            self.id
+        );
+        if let Some(engine) = self.engine() {
+            engine
+                .stats
+                .verify_failures
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        for block in 0..self.file.block_count() {
+            if let Err(e) = self.file.invalidate_block(block) {
+                log::warn!("{}: cannot invalidate block {block}: {e}", self.id);
+            }
+        }
+        {
+            let mut st = self.state.lock();
+            st.verify_failures += 1;
+            st.verify = Verify::NotStarted;
+            let give_up = st.verify_failures >= MAX_VERIFY_FAILURES;
+            let error = FetchError::Corrupt {
+                blob: self.id.to_string(),
+                actual,
+            };
+            let at = Instant::now();
+            for block in st.blocks.iter_mut() {
+                *block = if give_up {
+                    Block::Failed {
+                        at,
+                        error: error.clone(),
+                    }
+                } else {
+                    Block::Missing
+                };
+            }
+            if give_up {
+                st.wants_completion = false;
+            }
+        }
+        self.notify();
+        self.schedule();
+    }
+
+    /// Where to fetch this blob's bytes: reuse the last location while fresh, otherwise ask
+    /// the upstream chain (one HEAD on the resolve URL).
+    pub(super) async fn location(&self) -> Result<Location, FetchError> {
+        let mut cached = self.location.lock().await;
+        if let Some((location, at)) = cached.as_ref() {
+            if at.elapsed() < LOCATION_TTL {
+                return Ok(location.clone());
+            }
+        }
+        let source = self
+            .state
+            .lock()
+            .source
+            .clone()
+            .ok_or_else(|| FetchError::NotCached {
+                blob: self.id.to_string(),
+                block: 0,
+            })?;
+        let engine = self
+            .engine()
+            .ok_or_else(|| FetchError::Store("engine stopped".into()))?;
+        let commit = Revision::new(&source.commit)
+            .map_err(|e| FetchError::Store(format!("bad commit in source: {e}")))?;
+        let path = hf::resolve_path(&source.repo, &commit, &source.path);
+        match engine
+            .upstream
+            .locate(&path, source.auth.as_deref())
+            .await?
+        {
+            Ok(location) => {
+                *cached = Some((location.clone(), Instant::now()));
+                Ok(location)
+            }
+            Err(response) => Err(FetchError::Refused {
+                what: path,
+                status: response.status,
+            }),
+        }
+    }
+
+    /// Forget `used` (expired, or its host failed) so the next attempt locates again.
+    pub(super) async fn invalidate_location(&self, used: &Location) {
+        let mut cached = self.location.lock().await;
+        if cached.as_ref().is_some_and(|(l, _)| l.url == used.url) {
+            *cached = None;
+        }
+    }
+}
+
+fn push_demand(st: &mut FillState, block: u64) {
+    if !st.demand.contains(&block) {
+        st.demand.push_front(block);
+    }
+}
+
+fn pop_demand(st: &mut FillState) -> Option<u64> {
+    while let Some(block) = st.demand.pop_front() {
+        if matches!(st.blocks.get(block as usize), Some(Block::Missing)) {
+            return Some(block);
+        }
+    }
+    None
+}
+
+impl Drop for BlobFill {
+    fn drop(&mut self) {
+        if let Some(engine) = self.engine.upgrade() {
+            engine.forget(&self.id);
+        }
+    }
+}

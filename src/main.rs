@@ -1,0 +1,115 @@
+//! The `hubcache` command line: `serve`, `check-config`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use pingora::proxy::http_proxy_service;
+use pingora::server::configuration::{Opt, ServerConf};
+use pingora::server::Server;
+
+use hubcache::app::App;
+use hubcache::config::Config;
+use hubcache::proxy::HubProxy;
+
+#[derive(Parser)]
+#[command(
+    name = "hubcache",
+    version,
+    about = "A caching Hugging Face Hub mirror"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the mirror (with the embedded default config unless --config is given).
+    Serve {
+        /// YAML config file.
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// Take over the listening sockets of a running hubcache (graceful upgrade): start
+        /// the new binary with this flag, then send SIGQUIT to the old one.
+        #[arg(short, long)]
+        upgrade: bool,
+    },
+    /// Validate a config file and exit (non-zero, naming the key, when invalid).
+    CheckConfig {
+        /// YAML config file.
+        file: PathBuf,
+    },
+}
+
+fn load_config(path: Option<&PathBuf>) -> Result<Config, String> {
+    match path {
+        Some(path) => Config::load(path).map_err(|e| e.to_string()),
+        None => Ok(Config::embedded_default()),
+    }
+}
+
+fn serve(config: Config, upgrade: bool) -> Result<(), String> {
+    let app = App::new(config.clone()).map_err(|e| e.to_string())?;
+    let mut server_conf = ServerConf {
+        threads: config.server.threads,
+        grace_period_seconds: Some(config.server.grace_period.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(5),
+        pid_file: config.server.pid_file.display().to_string(),
+        upgrade_sock: config.server.upgrade_sock.display().to_string(),
+        ..ServerConf::default()
+    };
+    server_conf.upstream_keepalive_pool_size = 128;
+    let opt = Opt {
+        upgrade,
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, server_conf);
+    server.bootstrap();
+    let mut service = http_proxy_service(&server.configuration, HubProxy::new(app));
+    service.add_tcp(&config.listen.to_string());
+    server.add_service(service);
+    log::info!(
+        "hubcache listening on {} (cache {:?}, upstreams: {}, offline: {})",
+        config.listen,
+        config.cache_roots(),
+        config
+            .upstreams
+            .iter()
+            .map(|u| u.url.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        config.offline
+    );
+    server.run_forever();
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(
+        env_logger::Env::default().default_filter_or("info,pingora=warn,pingora_core=warn"),
+    )
+    .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckConfig { file } => match Config::load(&file) {
+            Ok(_) => {
+                println!("{}: ok", file.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Serve { config, upgrade } => {
+            let result = load_config(config.as_ref()).and_then(|c| serve(c, upgrade));
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("hubcache: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! Where metadata lives on disk, and atomic JSON reads and writes.
+//!
+//! ```text
+//! {root}/meta/{models|datasets|spaces}/{repo id}/
+//!     refs.json                       branch/tag -> commit mappings (with when they were learned)
+//!     access.json                     private/gated flags and per-token grants (hashed tokens)
+//!     commits/{sha}/files/{h}.json    per-revision path index: one file's metadata, h = sha256(path)
+//!     commits/{sha}/api/{h}.json      cached API answers bound to this commit
+//!     live/{h}.json                   cached answers for mutable things (refs listings)
+//! ```
+//! Every write is temp file + rename, so a crash never leaves half a JSON file.
+
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::hf::Repo;
+use crate::store::{atomic_write, Durability};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DiskError {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("writing {path}: {reason}")]
+    Write { path: PathBuf, reason: String },
+    #[error("encoding {path}: {source}")]
+    Encode {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+}
+
+/// The metadata directory of one cache root.
+#[derive(Debug, Clone)]
+pub struct MetaDir {
+    root: PathBuf,
+    durability: Durability,
+}
+
+/// Hex sha256 of a string: stable, filesystem-safe names for arbitrary keys.
+pub fn hashed_name(key: &str) -> String {
+    hex::encode(Sha256::digest(key.as_bytes()))
+}
+
+impl MetaDir {
+    pub fn new(cache_root: &Path, durability: Durability) -> Self {
+        Self {
+            root: cache_root.join("meta"),
+            durability,
+        }
+    }
+
+    pub fn repo_dir(&self, repo: &Repo) -> PathBuf {
+        self.root
+            .join(repo.kind.api_plural())
+            .join(repo.id.as_str())
+    }
+
+    pub fn refs_file(&self, repo: &Repo) -> PathBuf {
+        self.repo_dir(repo).join("refs.json")
+    }
+
+    pub fn access_file(&self, repo: &Repo) -> PathBuf {
+        self.repo_dir(repo).join("access.json")
+    }
+
+    pub fn file_entry(&self, repo: &Repo, commit: &str, path: &str) -> PathBuf {
+        self.repo_dir(repo)
+            .join("commits")
+            .join(commit)
+            .join("files")
+            .join(format!("{}.json", hashed_name(path)))
+    }
+
+    pub fn api_entry(&self, repo: &Repo, commit: &str, key: &str) -> PathBuf {
+        self.repo_dir(repo)
+            .join("commits")
+            .join(commit)
+            .join("api")
+            .join(format!("{}.json", hashed_name(key)))
+    }
+
+    pub fn live_entry(&self, repo: &Repo, key: &str) -> PathBuf {
+        self.repo_dir(repo)
+            .join("live")
+            .join(format!("{}.json", hashed_name(key)))
+    }
+
+    /// Read a JSON file; `None` when it does not exist. A file that does not parse is treated
+    /// as absent (and logged), never as an error that blocks serving.
+    pub fn load<T: DeserializeOwned>(&self, path: &Path) -> Result<Option<T>, DiskError> {
+        let bytes = match std::fs::read(path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(source) => {
+                return Err(DiskError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })
+            }
+        };
+        match serde_json::from_slice(&bytes) {
+            Ok(value) => Ok(Some(value)),
+            Err(e) => {
+                log::warn!("ignoring unreadable metadata file {}: {e}", path.display());
+                Ok(None)
+            }
+        }
+    }
+
+    pub fn save<T: Serialize>(&self, path: &Path, value: &T) -> Result<(), DiskError> {
+        let bytes = serde_json::to_vec(value).map_err(|source| DiskError::Encode {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| DiskError::Write {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            })?;
+        }
+        atomic_write(path, &bytes, self.durability).map_err(|e| DiskError::Write {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hf::{RepoId, RepoType};
+
+    fn repo() -> Repo {
+        Repo {
+            kind: RepoType::Dataset,
+            id: RepoId::new("acme/data").unwrap(),
+        }
+    }
+
+    #[test]
+    fn save_then_load_round_trips_and_missing_is_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = MetaDir::new(dir.path(), Durability::Os);
+        let path = meta.file_entry(&repo(), &"a".repeat(40), "sub/x y.txt");
+        assert!(meta.load::<serde_json::Value>(&path).unwrap().is_none());
+        meta.save(&path, &serde_json::json!({"k": 1})).unwrap();
+        let back: serde_json::Value = meta.load(&path).unwrap().unwrap();
+        assert_eq!(back["k"], 1);
+        assert!(path.starts_with(dir.path().join("meta/datasets/acme/data/commits")));
+    }
+
+    #[test]
+    fn corrupt_json_is_treated_as_absent() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = MetaDir::new(dir.path(), Durability::Os);
+        let path = meta.refs_file(&repo());
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, b"{not json").unwrap();
+        assert!(meta.load::<serde_json::Value>(&path).unwrap().is_none());
+    }
+}

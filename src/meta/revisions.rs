@@ -1,0 +1,133 @@
+//! Branch, tag and `refs/pr/N` -> commit mappings, remembered per repo (in memory and on
+//! disk). Online they are trusted for `revision_ttl`; offline, or when every upstream is
+//! down, the last known mapping keeps serving (stale-if-error).
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+use super::disk::MetaDir;
+use crate::hf::Repo;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct RefEntry {
+    commit: String,
+    /// Unix seconds when the upstream last confirmed this mapping.
+    learned_at: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct RefsFile {
+    /// Revision name -> entry. The empty name is the repo's default branch.
+    refs: HashMap<String, RefEntry>,
+}
+
+/// A remembered mapping and how old it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownRevision {
+    pub commit: String,
+    pub age: Duration,
+}
+
+pub struct Revisions {
+    dir: MetaDir,
+    repos: Mutex<HashMap<String, RefsFile>>,
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Revisions {
+    pub fn new(dir: MetaDir) -> Self {
+        Self {
+            dir,
+            repos: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn with_refs<T>(&self, repo: &Repo, f: impl FnOnce(&mut RefsFile) -> T) -> T {
+        let key = repo.to_string();
+        let mut repos = self.repos.lock();
+        if !repos.contains_key(&key) {
+            let loaded = self
+                .dir
+                .load::<RefsFile>(&self.dir.refs_file(repo))
+                .ok()
+                .flatten()
+                .unwrap_or_default();
+            repos.insert(key.clone(), loaded);
+        }
+        f(repos.entry(key).or_default())
+    }
+
+    /// The last known commit for `name` ("" = default branch).
+    pub fn lookup(&self, repo: &Repo, name: &str) -> Option<KnownRevision> {
+        let now = now();
+        self.with_refs(repo, |refs| {
+            refs.refs.get(name).map(|entry| KnownRevision {
+                commit: entry.commit.clone(),
+                age: Duration::from_secs(now.saturating_sub(entry.learned_at)),
+            })
+        })
+    }
+
+    /// Whether anything at all is known about this repo (used to tell RepoNotFound from
+    /// RevisionNotFound when offline).
+    pub fn knows_repo(&self, repo: &Repo) -> bool {
+        self.with_refs(repo, |refs| !refs.refs.is_empty()) || self.dir.repo_dir(repo).is_dir()
+    }
+
+    /// Remember that `name` points at `commit` as of now.
+    pub fn record(&self, repo: &Repo, name: &str, commit: &str) {
+        let snapshot = self.with_refs(repo, |refs| {
+            refs.refs.insert(
+                name.to_string(),
+                RefEntry {
+                    commit: commit.to_string(),
+                    learned_at: now(),
+                },
+            );
+            refs.clone()
+        });
+        if let Err(e) = self.dir.save(&self.dir.refs_file(repo), &snapshot) {
+            log::warn!("cannot persist revisions of {repo}: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hf::{RepoId, RepoType};
+    use crate::store::Durability;
+
+    fn repo() -> Repo {
+        Repo {
+            kind: RepoType::Model,
+            id: RepoId::new("acme/tiny").unwrap(),
+        }
+    }
+
+    #[test]
+    fn recorded_mapping_is_found_fresh_and_survives_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let sha = "a".repeat(40);
+        let revs = Revisions::new(MetaDir::new(dir.path(), Durability::Os));
+        assert!(revs.lookup(&repo(), "main").is_none());
+        revs.record(&repo(), "main", &sha);
+        let known = revs.lookup(&repo(), "main").unwrap();
+        assert_eq!(known.commit, sha);
+        assert!(known.age < Duration::from_secs(5));
+
+        let again = Revisions::new(MetaDir::new(dir.path(), Durability::Os));
+        assert_eq!(again.lookup(&repo(), "main").unwrap().commit, sha);
+        assert!(again.knows_repo(&repo()));
+        assert!(again.lookup(&repo(), "dev").is_none());
+    }
+}

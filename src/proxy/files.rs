@@ -1,0 +1,162 @@
+//! Resolve requests: settle the file's metadata, then hand the bytes to the blob storage
+//! (see `cache`), which Pingora serves with its own Range/HEAD/conditional logic.
+
+use std::sync::Arc;
+
+use pingora::proxy::Session;
+use pingora::Result;
+
+use super::respond::{respond_failure, respond_hf};
+use super::RequestCtx;
+use crate::app::App;
+use crate::cache::ServedBlob;
+use crate::fetch::BlobSource;
+use crate::hf::{self, HfError, RangeRequest, Repo, RepoPath, Revision};
+use crate::meta::FileMeta;
+use crate::store::BlobId;
+
+/// The per-request state of a file answer, used to add HF headers to the response.
+pub struct FileAnswer {
+    pub meta: FileMeta,
+    pub served: Arc<ServedBlob>,
+}
+
+/// The first byte a GET needs: the start of its range, or 0.
+fn first_needed_byte(session: &Session, size: u64) -> Option<u64> {
+    if size == 0 {
+        return None;
+    }
+    let range = session
+        .req_header()
+        .headers
+        .get("range")
+        .and_then(|v| v.to_str().ok());
+    match range.map(|r| hf::parse_single_range(r, size)) {
+        Some(RangeRequest::Satisfiable(r)) => Some(r.start),
+        Some(RangeRequest::Unsatisfiable) => None,
+        Some(RangeRequest::Ignore) | None => Some(0),
+    }
+}
+
+/// Handle `HEAD|GET` of a file. Returns `Ok(true)` when the answer was written here (an
+/// error); `Ok(false)` when the blob storage will serve it.
+pub async fn resolve(
+    app: &App,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    repo: &Repo,
+    revision: &Revision,
+    path: &RepoPath,
+) -> Result<bool> {
+    let auth = ctx.auth.clone();
+    let meta = match app
+        .meta
+        .resolve_file(repo, revision, path, auth.as_deref())
+        .await
+    {
+        Ok(meta) => meta,
+        Err(failure) => {
+            respond_failure(session, &failure).await?;
+            return Ok(true);
+        }
+    };
+    let id = match BlobId::parse(&meta.blob) {
+        Ok(id) => id,
+        Err(e) => {
+            respond_hf(session, &HfError::upstream_unavailable(&e.to_string())).await?;
+            return Ok(true);
+        }
+    };
+    let is_head = session.req_header().method == http::Method::HEAD;
+    let served = if app.config.offline {
+        match offline_blob(app, &id, &meta).await {
+            Some(fill) => ServedBlob {
+                id,
+                size: meta.size,
+                etag: meta.etag.clone(),
+                engine: app.fill.clone(),
+                source: None,
+                fill,
+            },
+            None => {
+                let error = HfError::entry_not_found(Some(&meta.commit));
+                respond_hf(session, &error).await?;
+                return Ok(true);
+            }
+        }
+    } else {
+        let source = BlobSource {
+            repo: repo.clone(),
+            commit: meta.commit.clone(),
+            path: path.clone(),
+            auth,
+            size: meta.size,
+            verifiable: meta.verifiable,
+        };
+        let mut fill = None;
+        if !is_head {
+            if let Some(first) = first_needed_byte(session, meta.size) {
+                match open_and_wait(app, &id, source.clone(), first).await {
+                    Ok(opened) => fill = Some(opened),
+                    Err(error) => {
+                        respond_hf(session, &error).await?;
+                        return Ok(true);
+                    }
+                }
+            }
+        }
+        ServedBlob {
+            id,
+            size: meta.size,
+            etag: meta.etag.clone(),
+            engine: app.fill.clone(),
+            source: Some(source),
+            fill,
+        }
+    };
+    ctx.file = Some(FileAnswer {
+        meta,
+        served: Arc::new(served),
+    });
+    Ok(false)
+}
+
+/// Offline, only complete cached files are served. `Some(None)` for an empty file (nothing
+/// to read), `Some(Some(fill))` for a complete blob, `None` otherwise.
+async fn offline_blob(
+    app: &App,
+    id: &BlobId,
+    meta: &FileMeta,
+) -> Option<Option<Arc<crate::fetch::BlobFill>>> {
+    if meta.size == 0 {
+        return Some(None);
+    }
+    match app.fill.open_cached(id).await {
+        Ok(Some(fill)) if fill.is_complete() => Some(Some(fill)),
+        Ok(_) => None,
+        Err(e) => {
+            log::warn!("offline read of {id}: {e}");
+            None
+        }
+    }
+}
+
+/// Open the blob's fill and wait until the first byte the client needs is readable, so an
+/// upstream that cannot deliver gets a clean 5xx instead of a 200 that breaks off.
+async fn open_and_wait(
+    app: &App,
+    id: &BlobId,
+    source: BlobSource,
+    first: u64,
+) -> Result<Arc<crate::fetch::BlobFill>, HfError> {
+    let fill = app
+        .fill
+        .open(id, source)
+        .await
+        .map_err(|e| HfError::new(e.gateway_status(), None, e.to_string()))?;
+    fill.wait_readable(first)
+        .await
+        .map_err(|e| HfError::new(e.gateway_status(), None, e.to_string()))?;
+    fill.want_completion();
+    Ok(fill)
+}

@@ -1,0 +1,111 @@
+//! Writing local answers (JSON, HF errors) to the client.
+
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+use pingora::Result;
+
+use crate::hf::HfError;
+use crate::meta::Failure;
+
+/// Make a header value safe: printable ASCII only.
+pub fn header_safe(value: &str) -> String {
+    value
+        .chars()
+        .map(|c| {
+            if c.is_ascii() && !c.is_ascii_control() {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect()
+}
+
+/// Write a complete response. For HEAD only the header (with the body's length) is sent.
+pub async fn respond(
+    session: &mut Session,
+    status: u16,
+    headers: &[(String, String)],
+    body: Bytes,
+) -> Result<()> {
+    let mut header = ResponseHeader::build(status, Some(headers.len() + 1))?;
+    for (name, value) in headers {
+        if name.eq_ignore_ascii_case("content-length") {
+            continue;
+        }
+        header.append_header(name.clone(), header_safe(value))?;
+    }
+    header.insert_header("content-length", body.len().to_string())?;
+    let head_only = session.req_header().method == http::Method::HEAD || body.is_empty();
+    session
+        .write_response_header(Box::new(header), head_only)
+        .await?;
+    if !head_only {
+        session.write_response_body(Some(body), true).await?;
+    }
+    Ok(())
+}
+
+/// Write an HF protocol error.
+pub async fn respond_hf(session: &mut Session, error: &HfError) -> Result<()> {
+    let headers: Vec<(String, String)> = error
+        .headers()
+        .into_iter()
+        .map(|(name, value)| (name.to_string(), value))
+        .collect();
+    respond(
+        session,
+        error.status,
+        &headers,
+        Bytes::from(error.body_json()),
+    )
+    .await
+}
+
+/// Write the answer for a metadata failure: HF errors as decided, upstream errors replayed,
+/// and "no upstream could answer" as 502/503/504 so clients fall back to their own cache.
+pub async fn respond_failure(session: &mut Session, failure: &Failure) -> Result<()> {
+    match failure {
+        Failure::Hf(error) => respond_hf(session, error).await,
+        Failure::Replay(answer) => {
+            respond(session, answer.status, &answer.headers, answer.body.clone()).await
+        }
+        Failure::Upstream(e) => {
+            let mut error = HfError::new(e.gateway_status(), None, e.to_string());
+            error.message = format!(
+                "hubcache could not reach an upstream hub: {}",
+                error.message
+            );
+            let mut headers: Vec<(String, String)> = error
+                .headers()
+                .into_iter()
+                .map(|(name, value)| (name.to_string(), value))
+                .collect();
+            if let Some(retry_after) = e.retry_after() {
+                headers.push(("retry-after".into(), retry_after));
+            }
+            respond(
+                session,
+                error.status,
+                &headers,
+                Bytes::from(error.body_json()),
+            )
+            .await
+        }
+        Failure::BadGateway(reason) => {
+            let error = HfError::upstream_unavailable(reason);
+            respond_hf(session, &error).await
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_safe_replaces_non_ascii_and_controls() {
+        assert_eq!(header_safe("ok é\nx"), "ok ??x");
+    }
+}
