@@ -77,11 +77,16 @@ impl UpstreamAnswer {
         }
     }
 
-    pub fn error_code(&self) -> Option<&str> {
+    /// A replayed header's value (names are stored lowercase).
+    pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
-            .find(|(name, _)| name == "x-error-code")
+            .find(|(n, _)| n == name)
             .map(|(_, value)| value.as_str())
+    }
+
+    pub fn error_code(&self) -> Option<&str> {
+        self.header("x-error-code")
     }
 }
 

@@ -69,7 +69,14 @@ pub async fn respond_failure(session: &mut Session, failure: &Failure) -> Result
     match failure {
         Failure::Hf(error) => respond_hf(session, error).await,
         Failure::Replay(answer) => {
-            respond(session, answer.status, &answer.headers, answer.body.clone()).await
+            // Answers learned from an upstream HEAD have no body; give GETs the HF JSON one.
+            let body = match (answer.body.is_empty(), answer.header("x-error-message")) {
+                (true, Some(message)) => {
+                    Bytes::from(serde_json::json!({ "error": message }).to_string())
+                }
+                _ => answer.body.clone(),
+            };
+            respond(session, answer.status, &answer.headers, body).await
         }
         Failure::Upstream(e) => {
             let mut error = HfError::new(e.gateway_status(), None, e.to_string());
