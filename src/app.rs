@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::admin::Metrics;
 use crate::config::{self, Config};
 use crate::fetch::{FillEngine, FillMode, FillSettings};
 use crate::meta::{Meta, MetaSettings};
@@ -16,6 +17,8 @@ pub enum StartError {
     Store { path: PathBuf, reason: String },
     #[error("upstreams: {0}")]
     Upstream(String),
+    #[error("{0}")]
+    Metrics(String),
 }
 
 /// Everything a request handler needs, shared by all requests.
@@ -25,6 +28,7 @@ pub struct App {
     pub store: Arc<Store>,
     pub meta: Meta,
     pub fill: FillEngine,
+    pub metrics: Metrics,
 }
 
 fn durability(d: config::Durability) -> Durability {
@@ -79,12 +83,14 @@ impl App {
                 offline: config.offline,
             },
         );
+        let metrics = Metrics::new(fill.clone()).map_err(|e| StartError::Metrics(e.to_string()))?;
         Ok(Arc::new(Self {
             config,
             upstream,
             store,
             meta,
             fill,
+            metrics,
         }))
     }
 }

@@ -4,6 +4,7 @@
 //! `fetch`/`meta` → `upstream`; `hf` and `config` import nothing else of ours.
 //! See `docs/architecture.md`.
 
+pub mod admin;
 pub mod app;
 pub mod cache;
 pub mod config;

@@ -65,8 +65,9 @@ pub(super) struct EngineInner {
     fills: Mutex<HashMap<BlobId, Weak<BlobFill>>>,
     /// Blobs kept alive while they complete in the background.
     pinned: Mutex<HashMap<BlobId, Arc<BlobFill>>>,
-    /// Blobs that want a background slot.
-    waiting: Mutex<VecDeque<Weak<BlobFill>>>,
+    /// Blobs that want a background slot (kept alive: a started file is completed even when
+    /// every client went away).
+    waiting: Mutex<VecDeque<Arc<BlobFill>>>,
 }
 
 impl EngineInner {
@@ -81,21 +82,18 @@ impl EngineInner {
     }
 
     pub(super) fn wait_for_background_slot(&self, fill: &Arc<BlobFill>) {
-        self.waiting.lock().push_back(Arc::downgrade(fill));
+        self.waiting.lock().push_back(Arc::clone(fill));
     }
 
     /// A background slot was freed: let the next waiting blob take it.
     pub(super) fn background_slot_freed(&self) {
         loop {
             let next = self.waiting.lock().pop_front();
-            match next {
-                None => return,
-                Some(weak) => {
-                    if let Some(fill) = weak.upgrade() {
-                        fill.schedule();
-                        return;
-                    }
-                }
+            let Some(fill) = next else { return };
+            fill.leave_slot_queue();
+            fill.schedule();
+            if fill.holds_background_slot() {
+                return;
             }
         }
     }

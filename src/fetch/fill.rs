@@ -147,6 +147,15 @@ impl BlobFill {
             .all(|b| matches!(b, Block::Present))
     }
 
+    /// Taken off the engine's queue of blobs waiting for a background slot.
+    pub(super) fn leave_slot_queue(&self) {
+        self.state.lock().waiting_for_slot = false;
+    }
+
+    pub(super) fn holds_background_slot(&self) -> bool {
+        self.state.lock().background.is_some()
+    }
+
     fn notify(&self) {
         self.version.send_modify(|v| *v = v.wrapping_add(1));
     }

@@ -121,6 +121,15 @@ impl ProxyHttp for HubProxy {
             Route::ResolveCache { repo, commit, path } => {
                 files::resolve(&app, session, ctx, repo, commit, path).await
             }
+            Route::Other if session.req_header().uri.path() == "/metrics" => {
+                let body = bytes::Bytes::from(app.metrics.render());
+                let headers = [(
+                    "content-type".to_string(),
+                    "text/plain; version=0.0.4".to_string(),
+                )];
+                respond::respond(session, 200, &headers, body).await?;
+                Ok(true)
+            }
             Route::Other => {
                 if app.config.offline {
                     let error = HfError::new(
@@ -288,6 +297,9 @@ impl ProxyHttp for HubProxy {
             .response_written()
             .map(|r| r.status.as_u16())
             .unwrap_or(0);
+        self.app
+            .metrics
+            .record_request(ctx.route, status, session.body_bytes_sent());
         let req = session.req_header();
         let elapsed = ctx.started.elapsed();
         match error {
