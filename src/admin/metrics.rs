@@ -117,6 +117,16 @@ const FILL_COUNTERS: &[FillCounter] = &[
         "Completed files verified against their hash",
         |s| FillStats::get(&s.verified_files),
     ),
+    (
+        "hubcache_store_no_space_total",
+        "Cache writes that failed for lack of space",
+        |s| FillStats::get(&s.no_space),
+    ),
+    (
+        "hubcache_uncached_streams_total",
+        "Client ranges streamed from upstream without caching because the cache was full",
+        |s| FillStats::get(&s.uncached_streams),
+    ),
 ];
 
 impl FillCollector {

@@ -23,7 +23,7 @@ use pingora::cache::{CacheMeta, Storage};
 use pingora::http::ResponseHeader;
 use pingora::{Error, ErrorType, Result};
 
-use crate::fetch::{BlobFill, BlobSource, FillEngine};
+use crate::fetch::{BlobFill, BlobSource, DirectStream, FetchError, FillEngine};
 use crate::store::BlobId;
 
 /// Bytes handed to Pingora per `read_body` call.
@@ -58,10 +58,6 @@ pub struct BlobStorage;
 
 pub static BLOB_STORAGE: BlobStorage = BlobStorage;
 
-fn storage_error(context: &'static str, e: impl std::fmt::Display) -> Box<Error> {
-    Error::explain(ErrorType::InternalError, format!("{context}: {e}"))
-}
-
 #[async_trait]
 impl Storage for BlobStorage {
     async fn lookup(
@@ -79,6 +75,7 @@ impl Storage for BlobStorage {
         let hit = BlobHit {
             blob: Arc::clone(blob),
             fill: blob.fill.clone(),
+            direct: None,
             pos: 0,
             end: blob.size,
         };
@@ -124,33 +121,61 @@ impl Storage for BlobStorage {
 pub struct BlobHit {
     blob: Arc<ServedBlob>,
     fill: Option<Arc<BlobFill>>,
+    /// Set when the cache is full: the rest of the range streams from upstream uncached.
+    direct: Option<DirectStream>,
     pos: u64,
     end: u64,
 }
 
+fn read_error(e: impl std::fmt::Display) -> Box<Error> {
+    Error::explain(ErrorType::ReadError, e.to_string())
+}
+
 impl BlobHit {
-    async fn fill(&mut self) -> Result<Arc<BlobFill>> {
+    async fn fill(&mut self) -> Result<Arc<BlobFill>, FetchError> {
         if let Some(fill) = &self.fill {
             return Ok(Arc::clone(fill));
         }
         let fill = match &self.blob.source {
-            Some(source) => self
-                .blob
-                .engine
-                .open(&self.blob.id, source.clone())
-                .await
-                .map_err(|e| storage_error("opening blob", e))?,
+            Some(source) => self.blob.engine.open(&self.blob.id, source.clone()).await?,
             None => self
                 .blob
                 .engine
                 .open_cached(&self.blob.id)
-                .await
-                .map_err(|e| storage_error("opening blob", e))?
-                .ok_or_else(|| storage_error("opening blob", "not cached"))?,
+                .await?
+                .ok_or_else(|| FetchError::NotCached {
+                    blob: self.blob.id.to_string(),
+                    block: 0,
+                })?,
         };
         fill.want_completion();
         self.fill = Some(Arc::clone(&fill));
         Ok(fill)
+    }
+
+    /// The next chunk from the store (through the fill engine).
+    async fn read_cached(&mut self, want: usize) -> Result<Bytes, FetchError> {
+        let fill = self.fill().await?;
+        fill.read(self.pos, want).await
+    }
+
+    /// Switch to streaming the rest of the range from upstream without caching.
+    async fn go_direct(&mut self, why: &FetchError) -> Result<()> {
+        let source = self.blob.source.as_ref().ok_or_else(|| read_error(why))?;
+        log::warn!(
+            "{}: {why}; streaming bytes {}-{} from upstream without caching",
+            self.blob.id,
+            self.pos,
+            self.end - 1
+        );
+        let stream = self
+            .blob
+            .engine
+            .open_direct(source, self.pos, self.end)
+            .await
+            .map_err(read_error)?;
+        self.direct = Some(stream);
+        Ok(())
     }
 }
 
@@ -160,20 +185,34 @@ impl HandleHit for BlobHit {
         if self.pos >= self.end {
             return Ok(None);
         }
-        let fill = self.fill().await?;
-        let want = (self.end - self.pos).min(READ_CHUNK as u64) as usize;
-        let bytes = fill
-            .read(self.pos, want)
-            .await
-            .map_err(|e| Error::explain(ErrorType::ReadError, e.to_string()))?;
-        if bytes.is_empty() {
-            return Err(Error::explain(
-                ErrorType::ReadError,
-                format!("empty read at {} of {}", self.pos, self.blob.id),
-            ));
+        if self.direct.is_none() {
+            let want = (self.end - self.pos).min(READ_CHUNK as u64) as usize;
+            match self.read_cached(want).await {
+                Ok(bytes) if bytes.is_empty() => {
+                    return Err(read_error(format!(
+                        "empty read at {} of {}",
+                        self.pos, self.blob.id
+                    )))
+                }
+                Ok(bytes) => {
+                    self.pos += bytes.len() as u64;
+                    return Ok(Some(bytes));
+                }
+                Err(e @ FetchError::NoSpace(_)) => self.go_direct(&e).await?,
+                Err(e) => return Err(read_error(e)),
+            }
         }
-        self.pos += bytes.len() as u64;
-        Ok(Some(bytes))
+        let direct = self
+            .direct
+            .as_mut()
+            .ok_or_else(|| read_error("no direct stream"))?;
+        match direct.next().await.map_err(read_error)? {
+            Some(bytes) => {
+                self.pos += bytes.len() as u64;
+                Ok(Some(bytes))
+            }
+            None => Ok(None),
+        }
     }
 
     async fn finish(

@@ -45,6 +45,10 @@ pub struct FillStats {
     pub verify_failures: AtomicU64,
     /// Completed files verified against their hash.
     pub verified_files: AtomicU64,
+    /// Writes that failed because the cache was full.
+    pub no_space: AtomicU64,
+    /// Client ranges streamed from upstream without caching (cache full).
+    pub uncached_streams: AtomicU64,
 }
 
 impl FillStats {
@@ -129,6 +133,20 @@ impl FillEngine {
                 waiting: Mutex::new(VecDeque::new()),
             }),
         }
+    }
+
+    /// Stream `[start, end)` of a file from upstream without caching it (disk full).
+    pub async fn open_direct(
+        &self,
+        source: &BlobSource,
+        start: u64,
+        end: u64,
+    ) -> Result<super::DirectStream, FetchError> {
+        self.inner
+            .stats
+            .uncached_streams
+            .fetch_add(1, Ordering::Relaxed);
+        super::DirectStream::open(&self.inner.upstream, source, start, end).await
     }
 
     pub fn stats(&self) -> &FillStats {

@@ -8,6 +8,10 @@ use crate::upstream::UpstreamError;
 pub enum FetchError {
     #[error("cache storage failed: {0}")]
     Store(String),
+    /// The cache has no room for these bytes (every root full); they can still be streamed
+    /// to the client without caching.
+    #[error("no space left in the cache: {0}")]
+    NoSpace(String),
     #[error(transparent)]
     Upstream(Arc<UpstreamError>),
     #[error("upstream refused {what}: HTTP {status}")]
@@ -45,7 +49,7 @@ impl FetchError {
             FetchError::Upstream(e) => e.gateway_status(),
             FetchError::Stalled { .. } => 504,
             FetchError::NotCached { .. } => 404,
-            FetchError::Store(_) | FetchError::OutOfRange { .. } => 500,
+            FetchError::Store(_) | FetchError::NoSpace(_) | FetchError::OutOfRange { .. } => 500,
             _ => 502,
         }
     }

@@ -12,11 +12,13 @@
 //!   disk, and verified bytes (page checksums) once the block is committed.
 //! - **Complete in the background** (`fill.mode: complete`), bounded by `background_fills`.
 
+mod direct;
 mod engine;
 mod error;
 mod fill;
 mod segment;
 
+pub use direct::DirectStream;
 pub use engine::{FillEngine, FillSettings, FillStats};
 pub use error::FetchError;
 pub use fill::BlobFill;

@@ -111,7 +111,7 @@ fn parse_content_range(value: &str) -> Option<(u64, u64, u64)> {
 }
 
 /// Check that a response carries exactly `[start, end)` of a `size`-byte file.
-fn check_response(
+pub(super) fn check_response(
     status: u16,
     content_range: Option<&str>,
     start: u64,

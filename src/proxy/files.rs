@@ -10,7 +10,7 @@ use super::respond::{respond_failure, respond_hf};
 use super::RequestCtx;
 use crate::app::App;
 use crate::cache::ServedBlob;
-use crate::fetch::BlobSource;
+use crate::fetch::{BlobFill, BlobSource, FetchError};
 use crate::hf::{self, HfError, RangeRequest, Repo, RepoPath, Revision};
 use crate::meta::FileMeta;
 use crate::store::BlobId;
@@ -97,7 +97,7 @@ pub async fn resolve(
         if !is_head {
             if let Some(first) = first_needed_byte(session, meta.size) {
                 match open_and_wait(app, &id, source.clone(), first).await {
-                    Ok(opened) => fill = Some(opened),
+                    Ok(opened) => fill = opened,
                     Err(error) => {
                         respond_hf(session, &error).await?;
                         return Ok(true);
@@ -123,11 +123,7 @@ pub async fn resolve(
 
 /// Offline, only complete cached files are served. `Some(None)` for an empty file (nothing
 /// to read), `Some(Some(fill))` for a complete blob, `None` otherwise.
-async fn offline_blob(
-    app: &App,
-    id: &BlobId,
-    meta: &FileMeta,
-) -> Option<Option<Arc<crate::fetch::BlobFill>>> {
+async fn offline_blob(app: &App, id: &BlobId, meta: &FileMeta) -> Option<Option<Arc<BlobFill>>> {
     if meta.size == 0 {
         return Some(None);
     }
@@ -143,20 +139,26 @@ async fn offline_blob(
 
 /// Open the blob's fill and wait until the first byte the client needs is readable, so an
 /// upstream that cannot deliver gets a clean 5xx instead of a 200 that breaks off.
+/// `Ok(None)` when the cache is full: the bytes are then streamed without caching.
 async fn open_and_wait(
     app: &App,
     id: &BlobId,
     source: BlobSource,
     first: u64,
-) -> Result<Arc<crate::fetch::BlobFill>, HfError> {
-    let fill = app
-        .fill
-        .open(id, source)
-        .await
-        .map_err(|e| HfError::new(e.gateway_status(), None, e.to_string()))?;
-    fill.wait_readable(first)
-        .await
-        .map_err(|e| HfError::new(e.gateway_status(), None, e.to_string()))?;
+) -> Result<Option<Arc<BlobFill>>, HfError> {
+    let gateway = |e: FetchError| HfError::new(e.gateway_status(), None, e.to_string());
+    let fill = match app.fill.open(id, source).await {
+        Ok(fill) => fill,
+        Err(FetchError::NoSpace(reason)) => {
+            log::warn!("{id}: cache full ({reason}); serving without caching");
+            return Ok(None);
+        }
+        Err(e) => return Err(gateway(e)),
+    };
+    match fill.wait_readable(first).await {
+        Ok(()) | Err(FetchError::NoSpace(_)) => {}
+        Err(e) => return Err(gateway(e)),
+    }
     fill.want_completion();
-    Ok(fill)
+    Ok(Some(fill))
 }
