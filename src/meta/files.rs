@@ -120,7 +120,13 @@ impl Meta {
         Some(entry)
     }
 
-    fn remember_file(&self, repo: &Repo, commit: &str, path: &str, entry: Arc<FileEntry>) {
+    pub(super) fn remember_file(
+        &self,
+        repo: &Repo,
+        commit: &str,
+        path: &str,
+        entry: Arc<FileEntry>,
+    ) {
         let file = self.inner.dir.file_entry(repo, commit, path);
         if let Err(e) = self.inner.dir.save(&file, &*entry) {
             log::warn!("cannot persist metadata of {repo}/{path}@{commit}: {e}");

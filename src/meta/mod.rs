@@ -259,7 +259,7 @@ impl Meta {
             .map_err(|e| Failure::BadGateway(format!("repo info of {repo} is not JSON: {e}")))?;
         let summary = hf::RepoInfoSummary::from_json(&json)
             .map_err(|e| Failure::BadGateway(format!("repo info of {repo}: {e}")))?;
-        let gated = !matches!(summary.gated, hf::Gated::No);
+        let gated = summary.gated.is_gated();
         inner.access.learn_visibility(repo, summary.private, gated);
         inner.access.learn_success(repo, Scope::Api, auth);
         inner.revisions.record(repo, name, &summary.sha);
@@ -274,5 +274,46 @@ impl Meta {
             &JsonAnswer::new(body, None),
         );
         Ok(summary.sha)
+    }
+}
+
+/// Recording metadata that did not come from an upstream answer (cache import).
+impl Meta {
+    /// Remember that `name` (a branch or tag; "" = default branch) pointed at `commit`.
+    pub fn import_revision(&self, repo: &Repo, name: &str, commit: &str) {
+        self.inner.revisions.record(repo, name, commit);
+    }
+
+    /// Record a file's metadata at its commit (the per-revision path index).
+    pub fn import_file(&self, repo: &Repo, meta: FileMeta) {
+        let (commit, path) = (meta.commit.clone(), meta.path.clone());
+        self.remember_file(
+            repo,
+            &commit,
+            &path,
+            Arc::new(files::FileEntry::Present(meta)),
+        );
+    }
+
+    /// Record a repo-info JSON answer for `commit` (learning the repo's visibility from it).
+    pub fn import_repo_info(&self, repo: &Repo, commit: &str, body: &[u8]) -> Result<(), Failure> {
+        let mut json: serde_json::Value = serde_json::from_slice(body)
+            .map_err(|e| Failure::BadGateway(format!("repo info of {repo} is not JSON: {e}")))?;
+        let summary = hf::RepoInfoSummary::from_json(&json)
+            .map_err(|e| Failure::BadGateway(format!("repo info of {repo}: {e}")))?;
+        self.inner
+            .access
+            .learn_visibility(repo, summary.private, summary.gated.is_gated());
+        hf::strip_xet_json(&mut json);
+        let body = serde_json::to_vec(&json)
+            .map(Bytes::from)
+            .map_err(|e| Failure::BadGateway(e.to_string()))?;
+        self.store_api_answer(
+            repo,
+            commit,
+            &api::info_key(None),
+            &JsonAnswer::new(body, None),
+        );
+        Ok(())
     }
 }
