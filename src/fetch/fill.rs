@@ -383,10 +383,13 @@ impl BlobFill {
                     None => None,
                 };
                 let Some(start) = next else { break };
+                // A segment runs over the following missing blocks when the whole file is
+                // wanted; on demand, only over blocks readers asked for (incl. read-ahead).
                 let mut end = start + 1;
                 while end < count
                     && end - start < per_segment
                     && matches!(st.blocks[end as usize], Block::Missing)
+                    && (st.wants_completion || st.demand.contains(&end))
                 {
                     end += 1;
                 }
