@@ -57,7 +57,7 @@ impl App {
             })?,
         );
         let meta = Meta::new(
-            &root,
+            &config.cache_roots(),
             Arc::clone(&upstream),
             MetaSettings {
                 offline: config.offline,

@@ -8,7 +8,9 @@
 //!     commits/{sha}/api/{h}.json      cached API answers bound to this commit
 //!     live/{h}.json                   cached answers for mutable things (refs listings)
 //! ```
-//! Every write is temp file + rename, so a crash never leaves half a JSON file.
+//! Every write is temp file + rename, so a crash never leaves half a JSON file. With several
+//! cache roots, metadata (small) is written to every root and read from the first that has
+//! it, so losing a disk loses no metadata.
 
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
@@ -36,10 +38,12 @@ pub enum DiskError {
     },
 }
 
-/// The metadata directory of one cache root.
+/// The metadata directories of the cache roots. Paths handed out are under the first root;
+/// `load` and `save` map them onto every root.
 #[derive(Debug, Clone)]
 pub struct MetaDir {
     root: PathBuf,
+    mirrors: Vec<PathBuf>,
     durability: Durability,
 }
 
@@ -49,11 +53,29 @@ pub fn hashed_name(key: &str) -> String {
 }
 
 impl MetaDir {
+    #[cfg(test)]
     pub fn new(cache_root: &Path, durability: Durability) -> Self {
+        Self::with_roots(&[cache_root.to_path_buf()], durability)
+    }
+
+    /// Metadata kept on every one of `cache_roots` (the first is the primary).
+    pub fn with_roots(cache_roots: &[PathBuf], durability: Durability) -> Self {
+        let mut metas = cache_roots.iter().map(|r| r.join("meta"));
+        let root = metas.next().unwrap_or_else(|| PathBuf::from("meta"));
         Self {
-            root: cache_root.join("meta"),
+            root,
+            mirrors: metas.collect(),
             durability,
         }
+    }
+
+    /// The same relative path under every root, the primary first.
+    fn copies(&self, path: &Path) -> Vec<PathBuf> {
+        let mut copies = vec![path.to_path_buf()];
+        if let Ok(relative) = path.strip_prefix(&self.root) {
+            copies.extend(self.mirrors.iter().map(|m| m.join(relative)));
+        }
+        copies
     }
 
     pub fn repo_dir(&self, repo: &Repo) -> PathBuf {
@@ -95,41 +117,76 @@ impl MetaDir {
     /// Read a JSON file; `None` when it does not exist. A file that does not parse is treated
     /// as absent (and logged), never as an error that blocks serving.
     pub fn load<T: DeserializeOwned>(&self, path: &Path) -> Result<Option<T>, DiskError> {
-        let bytes = match std::fs::read(path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-            Err(source) => {
-                return Err(DiskError::Read {
-                    path: path.to_path_buf(),
-                    source,
-                })
+        let mut first_error = None;
+        for copy in self.copies(path) {
+            match load_one(&copy) {
+                Ok(Some(value)) => return Ok(Some(value)),
+                Ok(None) => {}
+                Err(e) => {
+                    log::warn!("{e}");
+                    first_error.get_or_insert(e);
+                }
             }
-        };
-        match serde_json::from_slice(&bytes) {
-            Ok(value) => Ok(Some(value)),
-            Err(e) => {
-                log::warn!("ignoring unreadable metadata file {}: {e}", path.display());
-                Ok(None)
-            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(None),
         }
     }
 
+    /// Write to every root; succeeds if at least one copy was written.
     pub fn save<T: Serialize>(&self, path: &Path, value: &T) -> Result<(), DiskError> {
         let bytes = serde_json::to_vec(value).map_err(|source| DiskError::Encode {
             path: path.to_path_buf(),
             source,
         })?;
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| DiskError::Write {
-                path: path.to_path_buf(),
-                reason: e.to_string(),
-            })?;
+        let mut written = false;
+        let mut first_error = None;
+        for copy in self.copies(path) {
+            match save_one(&copy, &bytes, self.durability) {
+                Ok(()) => written = true,
+                Err(e) => {
+                    log::warn!("{e}");
+                    first_error.get_or_insert(e);
+                }
+            }
         }
-        atomic_write(path, &bytes, self.durability).map_err(|e| DiskError::Write {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })
+        match (written, first_error) {
+            (false, Some(e)) => Err(e),
+            _ => Ok(()),
+        }
     }
+}
+
+fn load_one<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, DiskError> {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(DiskError::Read {
+                path: path.to_path_buf(),
+                source,
+            })
+        }
+    };
+    match serde_json::from_slice(&bytes) {
+        Ok(value) => Ok(Some(value)),
+        Err(e) => {
+            log::warn!("ignoring unreadable metadata file {}: {e}", path.display());
+            Ok(None)
+        }
+    }
+}
+
+fn save_one(path: &Path, bytes: &[u8], durability: Durability) -> Result<(), DiskError> {
+    let failed = |reason: String| DiskError::Write {
+        path: path.to_path_buf(),
+        reason,
+    };
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| failed(e.to_string()))?;
+    }
+    atomic_write(path, bytes, durability).map_err(|e| failed(e.to_string()))
 }
 
 #[cfg(test)]
@@ -154,6 +211,19 @@ mod tests {
         let back: serde_json::Value = meta.load(&path).unwrap().unwrap();
         assert_eq!(back["k"], 1);
         assert!(path.starts_with(dir.path().join("meta/datasets/acme/data/commits")));
+    }
+
+    #[test]
+    fn metadata_is_written_to_every_root_and_survives_losing_one() {
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        let roots = [a.path().to_path_buf(), b.path().to_path_buf()];
+        let meta = MetaDir::with_roots(&roots, Durability::Os);
+        let path = meta.refs_file(&repo());
+        meta.save(&path, &serde_json::json!({"k": 2})).unwrap();
+        std::fs::remove_dir_all(a.path().join("meta")).unwrap();
+        let back: serde_json::Value = meta.load(&path).unwrap().unwrap();
+        assert_eq!(back["k"], 2);
     }
 
     #[test]

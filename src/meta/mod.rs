@@ -140,12 +140,13 @@ fn caller(auth: Option<&str>) -> String {
 }
 
 impl Meta {
+    /// Metadata kept under every one of `cache_roots`.
     pub fn new(
-        cache_root: &std::path::Path,
+        cache_roots: &[std::path::PathBuf],
         upstream: Arc<UpstreamChain>,
         settings: MetaSettings,
     ) -> Self {
-        let dir = MetaDir::new(cache_root, settings.durability);
+        let dir = MetaDir::with_roots(cache_roots, settings.durability);
         let capacity =
             std::num::NonZeroUsize::new(FILE_CACHE_ENTRIES).unwrap_or(std::num::NonZeroUsize::MIN);
         Self {
