@@ -169,11 +169,13 @@ impl FillEngine {
         }
         let store = Arc::clone(&self.inner.store);
         let (blob_id, size, block_size) = (id.clone(), source.size, self.inner.settings.block_size);
-        let file =
-            tokio::task::spawn_blocking(move || store.create_blob(&blob_id, size, block_size))
-                .await
-                .map_err(|e| FetchError::Store(e.to_string()))?
-                .map_err(|e| FetchError::Store(e.to_string()))?;
+        let content_addressed = source.verifiable;
+        let file = tokio::task::spawn_blocking(move || {
+            store.create_blob(&blob_id, size, block_size, content_addressed)
+        })
+        .await
+        .map_err(|e| FetchError::Store(e.to_string()))?
+        .map_err(|e| FetchError::Store(e.to_string()))?;
         Ok(self.adopt(id, file, Some(source)))
     }
 

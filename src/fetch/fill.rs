@@ -522,6 +522,7 @@ impl BlobFill {
                     this.state.lock().verify = Verify::Done;
                 }
                 Ok(Ok(ContentCheck::Mismatch { actual })) => this.discard_mismatch(actual),
+                Ok(Ok(ContentCheck::NotApplicable)) => this.state.lock().verify = Verify::Done,
                 Ok(Err(e)) => {
                     log::warn!("{}: cannot verify: {e}", this.id);
                     this.state.lock().verify = Verify::NotStarted;

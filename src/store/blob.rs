@@ -13,8 +13,13 @@ use sha2::{Digest, Sha256};
 
 use super::blob_id::BlobId;
 use super::error::{Result, StoreError};
-use super::format::{self, Layout, FIXED_HEADER_LEN, FLAG_VERIFIED, OFF_FLAGS};
-use super::fsutil::{read_exact_at, sync_data, write_all_at, FileIdentity, RangeLock};
+use super::format::{
+    self, valid_bits, Layout, CLAIM_LOCK_BASE, FIXED_HEADER_LEN, FLAG_NOT_CONTENT_ADDRESSED,
+    FLAG_VERIFIED, OFF_FLAGS,
+};
+use super::fsutil::{
+    read_exact_at, reopen, sync_data, write_all_at, FileIdentity, OwnedRangeLock, RangeLock,
+};
 use super::{ContentCheck, Durability};
 
 /// Bytes read at a time by [`BlobFile::verify_content`].
@@ -39,6 +44,8 @@ const VERIFY_CHUNK: u64 = 1 << 20;
 /// being filled.
 pub struct BlobFile {
     id: BlobId,
+    /// Index of the storage root this copy lives on (in its `Store`).
+    root: usize,
     path: PathBuf,
     file: File,
     identity: FileIdentity,
@@ -59,35 +66,30 @@ impl fmt::Debug for BlobFile {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BlobFile")
             .field("id", &self.id)
+            .field("root", &self.root)
             .field("path", &self.path)
             .field("size", &self.layout.size())
             .field("block_size", &self.layout.block_size())
             .field("present", &self.present_count())
             .field("blocks", &self.layout.block_count())
             .field("verified", &self.is_verified())
+            .field("content_addressed", &self.is_content_addressed())
             .finish()
     }
 }
 
-/// Mask of the bits of bitmap byte `byte` that correspond to real blocks.
-fn valid_bits(layout: &Layout, byte: u64) -> u8 {
-    let first_block = byte * 8;
-    let n = layout.block_count().saturating_sub(first_block).min(8);
-    if n >= 8 {
-        0xff
-    } else {
-        ((1u16 << n) - 1) as u8
-    }
-}
-
 impl BlobFile {
-    /// Wraps a freshly created file whose header was just written (bitmap all zero).
+    /// Wraps a freshly created file whose header was just written with `flags` (bitmap all
+    /// zero).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new_created(
         file: File,
+        root: usize,
         path: PathBuf,
         identity: FileIdentity,
         id: BlobId,
         layout: Layout,
+        flags: u32,
         durability: Durability,
     ) -> Result<BlobFile> {
         let bitmap_len =
@@ -97,6 +99,7 @@ impl BlobFile {
             })?;
         Ok(BlobFile {
             id,
+            root,
             path,
             file,
             identity,
@@ -104,7 +107,7 @@ impl BlobFile {
             durability,
             bitmap: (0..bitmap_len).map(|_| AtomicU8::new(0)).collect(),
             present: AtomicU64::new(0),
-            flags: AtomicU32::new(0),
+            flags: AtomicU32::new(flags),
             header_lock: Mutex::new(()),
         })
     }
@@ -115,6 +118,7 @@ impl BlobFile {
     /// A damaged, inconsistent or truncated header is [`StoreError::BadHeader`].
     pub(crate) fn open_existing(
         file: File,
+        root: usize,
         path: PathBuf,
         identity: FileIdentity,
         id: BlobId,
@@ -140,8 +144,8 @@ impl BlobFile {
                 layout.header_len()
             )));
         }
-        let blob = BlobFile::new_created(file, path, identity, id, layout, durability)?;
-        blob.flags.store(flags, Ordering::Release);
+        let blob =
+            BlobFile::new_created(file, root, path, identity, id, layout, flags, durability)?;
         blob.load_bitmap()?;
         blob.clear_truncated_blocks()?;
         Ok(blob)
@@ -155,6 +159,11 @@ impl BlobFile {
     /// The path this blob was opened at.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The index (in the `Store`'s root list) of the storage root this copy lives on.
+    pub fn root_index(&self) -> usize {
+        self.root
     }
 
     /// The blob's geometry.
@@ -392,6 +401,27 @@ impl BlobFile {
         Ok(())
     }
 
+    /// Claims `block` for filling, across processes: takes a non-blocking Linux OFD write lock
+    /// (`F_OFD_SETLK`) on the claim byte of the block, `CLAIM_LOCK_BASE + block` (far beyond
+    /// the end of the file, so it never overlaps the header locks), through a descriptor of
+    /// its own. `Ok(None)` if someone else holds the claim: another process, another `Store`
+    /// in this process, or another claim of this very handle (every claim has its own open
+    /// file description, so claims exclude each other even within one handle).
+    ///
+    /// The claim is released when the [`BlockClaim`] is dropped, and by the kernel when its
+    /// holder dies, so a waiter should poll: the block became present (see
+    /// [`reload_bitmap`](Self::reload_bitmap)), or the claim became free (fill it yourself).
+    /// A claim is advisory: it does not stop anyone from writing or committing the block.
+    /// Where OFD locks are unsupported, every claim succeeds (a warning is logged once).
+    pub fn try_claim_block(&self, block: u64) -> Result<Option<BlockClaim>> {
+        self.check_block(block)?;
+        let file = reopen(&self.file, &self.path, self.identity)?;
+        Ok(
+            OwnedRangeLock::try_acquire(file, CLAIM_LOCK_BASE + block, 1, &self.path)?
+                .map(|lock| BlockClaim { block, _lock: lock }),
+        )
+    }
+
     /// Writes content bytes at content offset `offset`. May be called any number of times, in
     /// any order, while blocks are being filled; the bytes become readable through
     /// [`read_verified`](Self::read_verified) only once their block is committed.
@@ -598,7 +628,13 @@ impl BlobFile {
     /// ([`StoreError::NotPresent`] otherwise), and a damaged page gives
     /// [`StoreError::Corrupt`] (and invalidates its block). Does not set the verified flag:
     /// call [`mark_verified`](Self::mark_verified) on [`ContentCheck::Match`].
+    ///
+    /// A blob whose id is not a content hash ([`is_content_addressed`](Self::is_content_addressed)
+    /// false) gives [`ContentCheck::NotApplicable`] without reading anything.
     pub fn verify_content(&self) -> Result<ContentCheck> {
+        if !self.is_content_addressed() {
+            return Ok(ContentCheck::NotApplicable);
+        }
         enum Hasher {
             Sha256(Sha256),
             Sha1(Sha1),
@@ -648,9 +684,64 @@ impl BlobFile {
         self.flags.load(Ordering::Acquire) & FLAG_VERIFIED != 0
     }
 
+    /// Whether the blob id is a hash of the content (header flag bit 1 clear), so that
+    /// [`verify_content`](Self::verify_content) can check it. Set at creation from
+    /// `Store::create_blob`'s `content_addressed` argument.
+    pub fn is_content_addressed(&self) -> bool {
+        self.flags.load(Ordering::Acquire) & FLAG_NOT_CONTENT_ADDRESSED == 0
+    }
+
+    /// The header flags (in-memory view).
+    pub(crate) fn flags(&self) -> u32 {
+        self.flags.load(Ordering::Acquire)
+    }
+
+    /// Sets or clears header flag bit 1 so that it says `content_addressed`, persisted (and
+    /// `fdatasync`ed with [`Durability::Fsync`]). Clearing the content-addressed property also
+    /// clears the verified flag.
+    pub(crate) fn set_content_addressed(&self, content_addressed: bool) -> Result<()> {
+        if self.is_content_addressed() == content_addressed {
+            return Ok(());
+        }
+        self.update_flags(|f| {
+            if content_addressed {
+                f & !FLAG_NOT_CONTENT_ADDRESSED
+            } else {
+                (f | FLAG_NOT_CONTENT_ADDRESSED) & !FLAG_VERIFIED
+            }
+        })?;
+        if self.durability == Durability::Fsync {
+            sync_data(&self.file, &self.path, "fdatasync header flags")?;
+        }
+        Ok(())
+    }
+
     /// `fdatasync`s the file (useful with [`Durability::Os`] before a clean shutdown).
     pub fn sync(&self) -> Result<()> {
         sync_data(&self.file, &self.path, "fdatasync blob")
+    }
+}
+
+/// A held claim on one block of a blob, from [`BlobFile::try_claim_block`]: an OFD write lock
+/// on the block's claim byte through a descriptor of its own. Dropping it releases the claim
+/// (`F_UNLCK`, and the descriptor is closed); so does the death of the process.
+pub struct BlockClaim {
+    block: u64,
+    _lock: OwnedRangeLock,
+}
+
+impl BlockClaim {
+    /// The claimed block.
+    pub fn block(&self) -> u64 {
+        self.block
+    }
+}
+
+impl fmt::Debug for BlockClaim {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BlockClaim")
+            .field("block", &self.block)
+            .finish()
     }
 }
 
@@ -658,6 +749,7 @@ impl BlobFile {
 const _: () = {
     const fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<BlobFile>();
+    assert_send_sync::<BlockClaim>();
 };
 
 /// Computes the page checksums of one block from its bytes, fed in order.

@@ -187,6 +187,35 @@ pub enum StoreError {
         got: u64,
     },
 
+    /// No storage root can take a new blob: every root is full (free space below the size plus
+    /// the reserve), unhealthy, or failed the write for lack of space. `detail` says, per root,
+    /// why. Callers serve the bytes without caching them.
+    #[error("no storage root can take {needed} more bytes: {detail}")]
+    NoSpace {
+        /// Bytes the blob needs.
+        needed: u64,
+        /// Why each root was refused.
+        detail: String,
+    },
+
+    /// A storage root cannot be used right now (missing, not a directory, unreadable, on another
+    /// device than when the store was opened, or marked unhealthy after I/O errors).
+    #[error("storage root {path:?} is unavailable: {reason}")]
+    RootUnavailable {
+        /// The root directory.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A store configuration that cannot work (no roots, a root listed twice, a replica count
+    /// outside `1..=roots`).
+    #[error("invalid store configuration: {reason}")]
+    InvalidConfig {
+        /// What is wrong.
+        reason: String,
+    },
+
     /// `create_blob` kept finding a conflicting file published by someone else.
     #[error(
         "{path:?}: could not publish the blob after {attempts} attempts (concurrent replacement?)"
@@ -215,4 +244,54 @@ impl StoreError {
     pub fn is_corrupt(&self) -> bool {
         matches!(self, StoreError::Corrupt { .. })
     }
+
+    /// True when the disk (or the user's quota) is full: [`StoreError::NoSpace`], or an I/O
+    /// error `ENOSPC` / `EDQUOT` from any write. A failed write never leaves a block present,
+    /// so the caller may serve the bytes without caching them.
+    pub fn is_no_space(&self) -> bool {
+        match self {
+            StoreError::NoSpace { .. } => true,
+            StoreError::Io { source, .. } => is_no_space_errno(source),
+            _ => false,
+        }
+    }
+
+    /// True for an I/O error of the file system (not for lack of space): the copy it came
+    /// from may be on a failing disk, so a reader should call
+    /// [`Store::failover`](super::Store::failover) for another copy.
+    pub fn is_io_error(&self) -> bool {
+        match self {
+            StoreError::Io { source, .. } => !is_no_space_errno(source),
+            StoreError::RootUnavailable { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// True when the error says something about the storage root it happened on rather than
+    /// about one file or about this process: the root is then marked unhealthy.
+    pub(crate) fn is_root_failure(&self) -> bool {
+        match self {
+            StoreError::RootUnavailable { .. } => true,
+            StoreError::Io { source, .. } => {
+                source.kind() != io::ErrorKind::NotFound
+                    && !matches!(
+                        source.raw_os_error(),
+                        Some(
+                            libc::ENOSPC
+                                | libc::EDQUOT
+                                | libc::EMFILE
+                                | libc::ENFILE
+                                | libc::ENOMEM
+                                | libc::EAGAIN
+                                | libc::EINTR
+                        )
+                    )
+            }
+            _ => false,
+        }
+    }
+}
+
+fn is_no_space_errno(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
 }

@@ -13,6 +13,16 @@ pub const MAGIC: [u8; 8] = *b"HUBCBLK1";
 pub const FORMAT_VERSION: u32 = 1;
 /// Header flag bit 0: the whole content has been verified against the blob id.
 pub const FLAG_VERIFIED: u32 = 1 << 0;
+/// Header flag bit 1: the blob id is *not* a hash of the content (a private id, e.g. for a
+/// file whose upstream ETag is no content hash), so the content cannot be verified against it.
+/// Clear (the default, and in every file written before the flag existed): the id is the
+/// sha256 (64 digits) or git blob sha1 (40 digits) of the content.
+pub const FLAG_NOT_CONTENT_ADDRESSED: u32 = 1 << 1;
+/// Start of the byte range used for cross-process block claims
+/// ([`BlobFile::try_claim_block`](super::BlobFile::try_claim_block)): block `i` is claimed
+/// by an OFD write lock on the one byte at `CLAIM_LOCK_BASE + i`, far beyond any real file
+/// offset, so claims never overlap the header locks (flags and bitmap bytes).
+pub const CLAIM_LOCK_BASE: u64 = 1 << 60;
 /// Smallest accepted block size (64 KiB).
 pub const MIN_BLOCK_SIZE: u64 = 64 << 10;
 /// Largest accepted block size (1 GiB).
@@ -201,6 +211,24 @@ impl Layout {
         }
         self.block_of(range.start)..self.block_of(end - 1) + 1
     }
+}
+
+/// Mask of the bits of bitmap byte `byte` that correspond to real blocks.
+pub(crate) fn valid_bits(layout: &Layout, byte: u64) -> u8 {
+    let first_block = byte * 8;
+    let n = layout.block_count().saturating_sub(first_block).min(8);
+    if n >= 8 {
+        0xff
+    } else {
+        ((1u16 << n) - 1) as u8
+    }
+}
+
+/// The bitmap of a blob with every block present (bits past `block_count` zero).
+pub(crate) fn full_bitmap(layout: &Layout) -> Vec<u8> {
+    (0..layout.bitmap_len())
+        .map(|byte| valid_bits(layout, byte))
+        .collect()
 }
 
 /// Encodes the fixed part of the header (everything before the bitmap).

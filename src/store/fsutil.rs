@@ -64,8 +64,44 @@ pub(crate) fn write_all_at(
     path: &Path,
     op: &'static str,
 ) -> Result<()> {
+    #[cfg(test)]
+    if let Some(e) = faults::take(op) {
+        // Like a real ENOSPC in the middle of a write: part of the bytes land, then it fails.
+        let _ = file.write_all_at(&buf[..buf.len() / 2], offset);
+        return Err(StoreError::io(op, path)(e));
+    }
     file.write_all_at(buf, offset)
         .map_err(StoreError::io(op, path))
+}
+
+/// Test-only fault injection for [`write_all_at`]: the next write (of the given `op`, or of
+/// any op) on the calling thread writes half its bytes and then fails with `errno`.
+#[cfg(test)]
+pub(crate) mod faults {
+    use std::cell::RefCell;
+    use std::io;
+
+    thread_local! {
+        static PENDING: RefCell<Vec<(Option<&'static str>, i32)>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// Arms one failure of the next write whose op is `op` (any op when `None`).
+    pub(crate) fn fail_next_write(op: Option<&'static str>, errno: i32) {
+        PENDING.with(|p| p.borrow_mut().push((op, errno)));
+    }
+
+    /// Disarms every pending failure of this thread.
+    pub(crate) fn clear() {
+        PENDING.with(|p| p.borrow_mut().clear());
+    }
+
+    pub(super) fn take(op: &str) -> Option<io::Error> {
+        PENDING.with(|p| {
+            let mut p = p.borrow_mut();
+            let i = p.iter().position(|(o, _)| o.is_none_or(|o| o == op))?;
+            Some(io::Error::from_raw_os_error(p.remove(i).1))
+        })
+    }
 }
 
 /// `fdatasync` with context.
@@ -141,8 +177,80 @@ fn lock_unsupported(e: &io::Error) -> bool {
     )
 }
 
-#[cfg(target_os = "linux")]
+/// A held non-blocking OFD write lock on a byte range of a file this lock owns (its own open
+/// file description); released on drop (`F_UNLCK`, then the descriptor is closed).
+pub(crate) struct OwnedRangeLock {
+    file: Option<File>,
+    start: u64,
+    len: u64,
+}
+
+impl OwnedRangeLock {
+    /// Tries to take the write lock on `[start, start+len)` of `file` without waiting.
+    /// `Ok(None)`: another open file description holds a conflicting lock. Where OFD locks
+    /// are unsupported, a warning is logged once and an empty (lock-free) guard returned.
+    pub(crate) fn try_acquire(
+        file: File,
+        start: u64,
+        len: u64,
+        path: &Path,
+    ) -> Result<Option<Self>> {
+        match ofd_try_lock(&file, start, len) {
+            Ok(true) => Ok(Some(OwnedRangeLock {
+                file: Some(file),
+                start,
+                len,
+            })),
+            Ok(false) => Ok(None),
+            Err(e) if lock_unsupported(&e) => {
+                if !LOCK_UNSUPPORTED_WARNED.swap(true, Ordering::Relaxed) {
+                    log::warn!(
+                        "store: byte-range (OFD) locks unsupported on {path:?} ({e}); \
+                         processes sharing this cache directory may fetch blocks twice"
+                    );
+                }
+                Ok(Some(OwnedRangeLock {
+                    file: None,
+                    start,
+                    len,
+                }))
+            }
+            Err(e) => Err(StoreError::io("claim block of", path)(e)),
+        }
+    }
+}
+
+impl Drop for OwnedRangeLock {
+    fn drop(&mut self) {
+        if let Some(file) = &self.file {
+            if let Err(e) = ofd_lock(file, self.start, self.len, false) {
+                // Closing the descriptor (just below) releases it anyway.
+                log::debug!(
+                    "store: failed to release claim lock {}+{}: {e}",
+                    self.start,
+                    self.len
+                );
+            }
+        }
+    }
+}
+
+/// Non-blocking OFD write lock: `Ok(false)` if a conflicting lock is held elsewhere.
+fn ofd_try_lock(file: &File, start: u64, len: u64) -> io::Result<bool> {
+    match ofd_fcntl(file, start, len, true, false) {
+        Ok(()) => Ok(true),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EACCES)) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 fn ofd_lock(file: &File, start: u64, len: u64, lock: bool) -> io::Result<()> {
+    ofd_fcntl(file, start, len, lock, true)
+}
+
+/// `fcntl` with an OFD lock command: lock (`wait`: blocking) or unlock `[start, start+len)`.
+#[cfg(target_os = "linux")]
+fn ofd_fcntl(file: &File, start: u64, len: u64, lock: bool, wait: bool) -> io::Result<()> {
     use std::os::unix::io::AsRawFd;
 
     let to_off =
@@ -154,7 +262,7 @@ fn ofd_lock(file: &File, start: u64, len: u64, lock: bool) -> io::Result<()> {
     fl.l_start = to_off(start)?;
     fl.l_len = to_off(len)?;
     fl.l_pid = 0; // required for OFD locks
-    let cmd = if lock {
+    let cmd = if lock && wait {
         libc::F_OFD_SETLKW
     } else {
         libc::F_OFD_SETLK
@@ -174,8 +282,84 @@ fn ofd_lock(file: &File, start: u64, len: u64, lock: bool) -> io::Result<()> {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn ofd_lock(_file: &File, _start: u64, _len: u64, _lock: bool) -> io::Result<()> {
+fn ofd_fcntl(_file: &File, _start: u64, _len: u64, _lock: bool, _wait: bool) -> io::Result<()> {
     Err(io::Error::from_raw_os_error(libc::ENOSYS))
+}
+
+/// Opens `file` again: a new open file description of the same inode (so OFD locks taken
+/// through it conflict with locks taken through `file`), read-write. Uses
+/// `/proc/self/fd/{fd}`, which reaches the very inode even if `path` was unlinked or replaced;
+/// without `/proc`, opens `path` and checks that it still names the inode `identity`.
+pub(crate) fn reopen(file: &File, path: &Path, identity: FileIdentity) -> Result<File> {
+    use std::os::unix::io::AsRawFd;
+
+    let open = |p: &Path| OpenOptions::new().read(true).write(true).open(p);
+    if let Ok(f) = open(Path::new(&format!("/proc/self/fd/{}", file.as_raw_fd()))) {
+        return Ok(f);
+    }
+    let f = open(path).map_err(StoreError::io("reopen blob", path))?;
+    let meta = f.metadata().map_err(StoreError::io("stat", path))?;
+    if FileIdentity::of(&meta) != identity {
+        return Err(StoreError::io("reopen blob", path)(io::Error::new(
+            io::ErrorKind::NotFound,
+            "the blob file was removed or replaced since it was opened",
+        )));
+    }
+    Ok(f)
+}
+
+/// Free and total bytes of a file system, for unprivileged users (`statvfs`: `f_bavail`
+/// and `f_blocks` times `f_frsize`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FsSpace {
+    /// Bytes available to unprivileged users.
+    pub free: u64,
+    /// Size of the file system in bytes.
+    pub total: u64,
+}
+
+/// `statvfs(path)`.
+pub(crate) fn fs_space(path: &Path) -> io::Result<FsSpace> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+
+    let c = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: `statvfs` is a plain C struct for which all-zero bytes are a valid value.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid NUL-terminated string and `st` a valid, writable `statvfs`.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    #[allow(clippy::unnecessary_cast)] // the field types differ between targets
+    let unit = if st.f_frsize > 0 {
+        st.f_frsize as u64
+    } else {
+        st.f_bsize as u64
+    };
+    #[allow(clippy::unnecessary_cast)]
+    Ok(FsSpace {
+        free: (st.f_bavail as u64).saturating_mul(unit),
+        total: (st.f_blocks as u64).saturating_mul(unit),
+    })
+}
+
+/// Creates the directory `dir` (one level: its parent must exist), `fsync`ing the parent with
+/// [`Durability::Fsync`]. An existing directory is fine.
+pub(crate) fn create_dir_durable(dir: &Path, durability: Durability) -> Result<()> {
+    match fs::create_dir(dir) {
+        Ok(()) => {
+            if durability == Durability::Fsync {
+                if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    fsync_dir(parent)?;
+                }
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        Err(e) => Err(StoreError::io("create directory", dir)(e)),
+    }
 }
 
 /// A process-unique suffix for temporary file names: `{pid}.{counter}`.

@@ -1,11 +1,18 @@
 //! The on-disk block store.
 //!
 //! Every cached file ("blob") is one file under `{root}/blobs/{hex[0..2]}/{hex[2..4]}/{hex}`,
-//! named by its content id ([`BlobId`]: sha256 for LFS files, git blob sha1 otherwise), so
-//! blobs are shared by every repository and revision that contains them. A blob file is a
-//! header (geometry, a presence bitmap with one bit per block, one CRC32C per 1 MiB page) and
-//! the content in fixed-size blocks, filled in any order. `docs/storage-format.md` describes
-//! the format byte by byte and the crash-safety argument.
+//! named by its id ([`BlobId`]: sha256 for LFS files, git blob sha1 otherwise, or a private
+//! id for files without a content hash), so blobs are shared by every repository and revision
+//! that contains them. A blob file is a header (geometry, flags, a presence bitmap with one bit
+//! per block, one CRC32C per 1 MiB page) and the content in fixed-size blocks, filled in any
+//! order. `docs/storage-format.md` describes the format byte by byte and the crash-safety
+//! argument.
+//!
+//! A [`Store`] spans one or more *storage roots* (disks). Each blob has `replicas` home roots
+//! chosen by rendezvous hashing of its id over the root paths ([`Store::placement`]); it is
+//! created on the first home that is healthy and has room, and copied to the others by
+//! [`Store::replicate`]. Reads use the best copy on any root ([`Store::open_blob`]) and move
+//! to another one when a disk fails ([`Store::failover`]).
 //!
 //! The store is pure, synchronous storage: no network, no async. [`Store`] and [`BlobFile`]
 //! are `Send + Sync` and every method takes `&self` (positioned I/O), so async callers use
@@ -14,49 +21,68 @@
 //! Guarantees:
 //! - a block is *present* only after its bytes and checksums were written (and, with
 //!   [`Durability::Fsync`], made durable), so a crash at any moment (kill -9; power loss with
-//!   `Fsync`) loses at most the blocks in flight;
+//!   `Fsync`) loses at most the blocks in flight, and a write that fails (disk full) never
+//!   leaves a block present;
 //! - [`BlobFile::read_verified`] never returns a byte whose page fails its CRC32C; a damaged
 //!   block is invalidated and reported as [`StoreError::Corrupt`] so it gets refetched;
-//! - several processes may share one cache directory (graceful binary upgrade): blobs are
-//!   published without clobbering, and bitmap updates are read-modify-writes under a byte-range
-//!   lock, so no process loses another's bits.
+//! - a replica is only ever made from page-checksummed bytes of a complete copy;
+//! - several processes may share the cache directories (graceful binary upgrade): blobs are
+//!   published without clobbering, bitmap updates are read-modify-writes under a byte-range
+//!   lock, so no process loses another's bits, and [`BlobFile::try_claim_block`] lets them
+//!   agree on who fetches which block.
 
 mod blob;
 mod blob_id;
 mod error;
 mod format;
 mod fsutil;
+mod replica;
+mod root;
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::HashMap;
+use std::collections::BTreeSet;
 use std::fmt;
 use std::fs::{self, OpenOptions};
 use std::hash::{Hash, Hasher};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Weak};
-use std::time::{Duration, SystemTime};
+use std::sync::Arc;
+use std::time::Duration;
 
 use parking_lot::Mutex;
 
-pub use blob::{BlobFile, BlockChecksummer};
+pub use blob::{BlobFile, BlockChecksummer, BlockClaim};
 pub use blob_id::BlobId;
 pub use error::StoreError;
 pub use format::{
-    validate_block_size, Layout, DATA_ALIGNMENT, DEFAULT_BLOCK_SIZE, FIXED_HEADER_LEN,
-    FLAG_VERIFIED, FORMAT_VERSION, MAGIC, MAX_BLOCK_SIZE, MAX_PAGE_SIZE, MIN_BLOCK_SIZE,
+    validate_block_size, Layout, CLAIM_LOCK_BASE, DATA_ALIGNMENT, DEFAULT_BLOCK_SIZE,
+    FIXED_HEADER_LEN, FLAG_NOT_CONTENT_ADDRESSED, FLAG_VERIFIED, FORMAT_VERSION, MAGIC,
+    MAX_BLOCK_SIZE, MAX_PAGE_SIZE, MIN_BLOCK_SIZE,
 };
-pub use fsutil::atomic_write;
+pub use fsutil::{atomic_write, FsSpace};
+pub use root::RootStatus;
 
 use error::Result;
 use fsutil::{
-    create_dir_all_durable, fsync_dir, publish_no_clobber, remove_file_if_exists, remove_if_same,
-    unique_suffix, write_all_at, FileIdentity, Publish,
+    create_dir_durable, fs_space, fsync_dir, publish_no_clobber, remove_file_if_exists,
+    remove_if_same, unique_suffix, write_all_at, FileIdentity, Publish,
 };
+use root::Root;
 
 /// Temporary files in `{root}/tmp/` older than this are leftovers of a crash and are deleted
-/// by [`Store::open`]. Younger ones may belong to another live process sharing the directory.
+/// when the store is opened. Younger ones may belong to another live process sharing the
+/// directory.
 pub const TEMP_FILE_MAX_AGE: Duration = Duration::from_secs(3600);
+
+/// How long a root marked unhealthy is skipped before it is probed again (default).
+pub const DEFAULT_REPROBE_AFTER: Duration = Duration::from_secs(30);
+
+/// Least free space kept on every root (default): no blob is created where it would leave
+/// less than `max(DEFAULT_RESERVE_MIN_BYTES, DEFAULT_RESERVE_PERCENT % of the file system)`.
+pub const DEFAULT_RESERVE_MIN_BYTES: u64 = 256 << 20;
+
+/// See [`DEFAULT_RESERVE_MIN_BYTES`].
+pub const DEFAULT_RESERVE_PERCENT: u8 = 1;
 
 /// Number of per-id lock stripes serialising open/create/remove of the same blob in-process.
 const STRIPES: usize = 64;
@@ -111,62 +137,227 @@ pub enum ContentCheck {
         /// The hash actually computed (lowercase hex, same kind as the id).
         actual: String,
     },
+    /// The blob id is not a content hash (the blob was created with
+    /// `content_addressed == false`): there is nothing to verify against.
+    NotApplicable,
 }
 
-#[derive(Default)]
-struct Registry {
-    open: HashMap<BlobId, Weak<BlobFile>>,
-    prune_at: usize,
+/// The state of one root's copy of a blob, from [`Store::replica_status`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplicaState {
+    /// Every block is present.
+    Complete {
+        /// The verified flag is set (the content was hashed and matched the id).
+        verified: bool,
+    },
+    /// A copy with some blocks missing.
+    Partial {
+        /// Present blocks.
+        present: u64,
+        /// Blocks of the blob.
+        blocks: u64,
+    },
+    /// The root is healthy and has no copy.
+    Missing,
+    /// The root is unhealthy, or the copy could not be opened.
+    Unreadable {
+        /// Why.
+        reason: String,
+    },
 }
 
-/// A cache directory of blob files.
+/// A free-space probe: the space of the file system holding a root directory. The default is
+/// `statvfs`; tests inject their own.
+pub type SpaceProbe = Arc<dyn Fn(&Path) -> io::Result<FsSpace> + Send + Sync>;
+
+/// How a [`Store`] is set up; [`Store::open_roots`] uses the defaults for everything but the
+/// replica count and the durability.
+#[derive(Clone)]
+pub struct StoreOptions {
+    /// Copies of each complete blob, `1..=roots`.
+    pub replicas: usize,
+    /// When data is forced to stable storage.
+    pub durability: Durability,
+    /// Free space always left on a root: at least this many bytes...
+    pub reserve_min_bytes: u64,
+    /// ...and at least this percentage of the root's file system.
+    pub reserve_percent: u8,
+    /// How long an unhealthy root is skipped before it is probed again.
+    pub reprobe_after: Duration,
+    /// Free-space probe (`None`: `statvfs`).
+    pub space_probe: Option<SpaceProbe>,
+}
+
+impl StoreOptions {
+    /// Defaults with `replicas` copies and `durability`.
+    pub fn new(replicas: usize, durability: Durability) -> StoreOptions {
+        StoreOptions {
+            replicas,
+            durability,
+            reserve_min_bytes: DEFAULT_RESERVE_MIN_BYTES,
+            reserve_percent: DEFAULT_RESERVE_PERCENT,
+            reprobe_after: DEFAULT_REPROBE_AFTER,
+            space_probe: None,
+        }
+    }
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions::new(1, Durability::default())
+    }
+}
+
+impl fmt::Debug for StoreOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoreOptions")
+            .field("replicas", &self.replicas)
+            .field("durability", &self.durability)
+            .field("reserve_min_bytes", &self.reserve_min_bytes)
+            .field("reserve_percent", &self.reserve_percent)
+            .field("reprobe_after", &self.reprobe_after)
+            .field("space_probe", &self.space_probe.as_ref().map(|_| "custom"))
+            .finish()
+    }
+}
+
+/// The cache: one or more storage roots of blob files.
 ///
-/// Within one `Store`, every open blob has exactly one [`BlobFile`] (shared through `Arc`), so
-/// all threads see the same in-memory bitmap. Separate `Store`s on the same directory (for
-/// instance two processes during a graceful upgrade) each have their own handles and
-/// coordinate through the file system: no-clobber publishing and byte-range locks.
+/// Within one `Store`, every open copy of a blob has exactly one [`BlobFile`] (shared through
+/// `Arc`), so all threads see the same in-memory bitmap. Separate `Store`s on the same
+/// directories (for instance two processes during a graceful upgrade) each have their own
+/// handles and coordinate through the file system: no-clobber publishing, byte-range locks
+/// and block claims.
 pub struct Store {
-    root: PathBuf,
-    blobs_dir: PathBuf,
-    tmp_dir: PathBuf,
+    roots: Box<[Root]>,
+    replicas: usize,
     durability: Durability,
-    registry: Mutex<Registry>,
+    reserve_min_bytes: u64,
+    reserve_percent: u8,
+    space_probe: Option<SpaceProbe>,
     stripes: Box<[Mutex<()>]>,
 }
 
 impl fmt::Debug for Store {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Store")
-            .field("root", &self.root)
+            .field("roots", &self.root_paths())
+            .field("replicas", &self.replicas)
             .field("durability", &self.durability)
             .finish()
     }
 }
 
+/// What was found on one root when looking for copies of a blob.
+enum Found {
+    Copy(Arc<BlobFile>),
+    Missing,
+    Unreadable(String),
+}
+
 impl Store {
-    /// Opens (creating if needed) the cache directory `root`: makes `{root}/blobs` and
-    /// `{root}/tmp`, and deletes files in `{root}/tmp` older than [`TEMP_FILE_MAX_AGE`].
+    /// Opens (creating if needed) the one cache directory `root`: the shorthand for
+    /// [`open_roots`](Self::open_roots)`(&[root], 1, durability)`.
     pub fn open(root: impl Into<PathBuf>, durability: Durability) -> Result<Store, StoreError> {
-        let root = root.into();
-        let blobs_dir = root.join("blobs");
-        let tmp_dir = root.join("tmp");
-        create_dir_all_durable(&blobs_dir, durability)?;
-        create_dir_all_durable(&tmp_dir, durability)?;
-        let store = Store {
-            root,
-            blobs_dir,
-            tmp_dir,
-            durability,
-            registry: Mutex::new(Registry::default()),
-            stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
-        };
-        store.clean_tmp()?;
-        Ok(store)
+        Store::open_roots(&[root.into()], 1, durability)
     }
 
-    /// The cache directory.
-    pub fn root(&self) -> &Path {
-        &self.root
+    /// Opens a store over `roots` keeping `replicas` copies (`1..=roots.len()`) of each
+    /// complete blob, with the default reserve and re-probe interval.
+    pub fn open_roots(
+        roots: &[PathBuf],
+        replicas: usize,
+        durability: Durability,
+    ) -> Result<Store, StoreError> {
+        Store::open_with(roots, StoreOptions::new(replicas, durability))
+    }
+
+    /// Opens a store over `roots` with `options`.
+    ///
+    /// Every root directory is created if missing (with its parents), probed, and cleaned of
+    /// temp files older than [`TEMP_FILE_MAX_AGE`]. A root that fails is marked unhealthy (and
+    /// re-probed later) as long as at least one root works; if none does, the first root's
+    /// error is returned. Roots are identified by their path as given, lexically normalised
+    /// (trailing `/` and `.` components removed): it keys the placement of blobs.
+    ///
+    /// Errors: [`StoreError::InvalidConfig`] for no roots, a root listed twice, or `replicas`
+    /// outside `1..=roots.len()`.
+    pub fn open_with(roots: &[PathBuf], options: StoreOptions) -> Result<Store, StoreError> {
+        let invalid = |reason: String| StoreError::InvalidConfig { reason };
+        if roots.is_empty() {
+            return Err(invalid("no storage root".into()));
+        }
+        if options.replicas == 0 || options.replicas > roots.len() {
+            return Err(invalid(format!(
+                "{} replicas need between 1 and {} (the number of roots)",
+                options.replicas,
+                roots.len()
+            )));
+        }
+        let paths: Vec<PathBuf> = roots
+            .iter()
+            .map(|r| r.components().collect::<PathBuf>())
+            .collect();
+        for (i, p) in paths.iter().enumerate() {
+            if p.as_os_str().is_empty() {
+                return Err(invalid(format!("root {i} is an empty path")));
+            }
+            if let Some(j) = paths[..i].iter().position(|q| q == p) {
+                return Err(invalid(format!("roots {j} and {i} are both {p:?}")));
+            }
+        }
+        let store = Store {
+            roots: paths
+                .into_iter()
+                .enumerate()
+                .map(|(i, p)| Root::new(i, p, options.durability, options.reprobe_after))
+                .collect(),
+            replicas: options.replicas,
+            durability: options.durability,
+            reserve_min_bytes: options.reserve_min_bytes,
+            reserve_percent: options.reserve_percent.min(100),
+            space_probe: options.space_probe,
+            stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+        };
+        let mut first_error = None;
+        let mut seen = Vec::new();
+        for root in store.roots.iter() {
+            match root.init() {
+                Ok(()) => {
+                    if let Ok(m) = fs::metadata(&root.path) {
+                        let ident = FileIdentity::of(&m);
+                        if let Some((j, _)) = seen.iter().find(|(_, id)| *id == ident) {
+                            return Err(invalid(format!(
+                                "roots {j} and {} are the same directory ({:?})",
+                                root.index, root.path
+                            )));
+                        }
+                        seen.push((root.index, ident));
+                    }
+                }
+                Err(e) => {
+                    if store.roots.len() > 1 {
+                        root.mark_unhealthy(e.to_string());
+                    }
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match first_error {
+            Some(e) if seen.is_empty() => Err(e),
+            _ => Ok(store),
+        }
+    }
+
+    /// The root directories, in configuration order (a blob's [`placement`](Self::placement)
+    /// and [`BlobFile::root_index`] index this list).
+    pub fn root_paths(&self) -> Vec<PathBuf> {
+        self.roots.iter().map(|r| r.path.clone()).collect()
+    }
+
+    /// The number of copies kept of each complete blob.
+    pub fn replicas(&self) -> usize {
+        self.replicas
     }
 
     /// The durability blobs are committed with.
@@ -174,44 +365,55 @@ impl Store {
         self.durability
     }
 
-    /// Where the blob `id` lives: `{root}/blobs/{hex[0..2]}/{hex[2..4]}/{hex}`.
-    pub fn blob_path(&self, id: &BlobId) -> PathBuf {
-        let (a, b) = id.shard();
-        self.blobs_dir.join(a).join(b).join(id.as_str())
+    /// Where the blob `id` lives on root `root`: `{root}/blobs/{hex[0..2]}/{hex[2..4]}/{hex}`
+    /// (`None` for a root index out of range).
+    pub fn blob_path(&self, root: usize, id: &BlobId) -> Option<PathBuf> {
+        self.roots.get(root).map(|r| r.blob_path(id))
     }
 
-    fn clean_tmp(&self) -> Result<()> {
-        let entries = fs::read_dir(&self.tmp_dir)
-            .map_err(StoreError::io("list temporary directory", &self.tmp_dir))?;
-        let now = SystemTime::now();
-        let mut removed = 0;
-        for entry in entries {
-            let entry = entry.map_err(StoreError::io("list temporary directory", &self.tmp_dir))?;
-            let path = entry.path();
-            let meta = match fs::symlink_metadata(&path) {
-                Ok(m) => m,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(StoreError::io("stat", &path)(e)),
-            };
-            let old = meta
-                .modified()
-                .ok()
-                .and_then(|m| now.duration_since(m).ok())
-                .is_some_and(|age| age > TEMP_FILE_MAX_AGE);
-            if old && !meta.is_dir() {
-                match remove_file_if_exists(&path) {
-                    Ok(()) => removed += 1,
-                    Err(e) => log::warn!("store: could not remove stale temp file {path:?}: {e}"),
+    /// Health and free space of every root, in configuration order. Unhealthy roots whose
+    /// re-probe time has come are probed first.
+    pub fn roots(&self) -> Vec<RootStatus> {
+        self.roots
+            .iter()
+            .map(|root| {
+                let healthy = root.usable();
+                let space = if healthy { self.space(root).ok() } else { None };
+                let reserve = space.map(|s| self.reserve(s.total));
+                RootStatus {
+                    index: root.index,
+                    path: root.path.clone(),
+                    healthy,
+                    problem: root.problem(),
+                    free_bytes: space.map(|s| s.free),
+                    total_bytes: space.map(|s| s.total),
+                    reserve_bytes: reserve,
+                    accepts_new_blobs: healthy
+                        && space.zip(reserve).is_some_and(|(s, r)| s.free > r),
+                    open_blobs: root.open_count(),
                 }
-            }
+            })
+            .collect()
+    }
+
+    /// Probes every unhealthy root now instead of waiting for its re-probe time (e.g. after
+    /// an operator replaced a disk).
+    pub fn probe_roots(&self) {
+        for root in self.roots.iter() {
+            root.retry_now();
+            root.usable();
         }
-        if removed > 0 {
-            log::info!(
-                "store: removed {removed} stale temp file(s) from {:?}",
-                self.tmp_dir
-            );
-        }
-        Ok(())
+    }
+
+    /// All root indices in rendezvous order for blob `id`: decreasing
+    /// `weight(root, id)` (see `docs/storage-format.md`), ties by index. The first
+    /// [`replicas`](Self::replicas) are the blob's home roots. Adding a root moves only the
+    /// blobs for which the new root ranks among the homes (about `replicas/n` of them).
+    pub fn placement(&self, id: &BlobId) -> Vec<usize> {
+        let mut ranked: Vec<(u64, usize)> =
+            self.roots.iter().map(|r| (r.weight(id), r.index)).collect();
+        ranked.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        ranked.into_iter().map(|(_, i)| i).collect()
     }
 
     fn stripe(&self, id: &BlobId) -> &Mutex<()> {
@@ -220,55 +422,80 @@ impl Store {
         &self.stripes[(h.finish() % STRIPES as u64) as usize]
     }
 
-    fn lookup(&self, id: &BlobId) -> Option<Arc<BlobFile>> {
-        self.registry.lock().open.get(id).and_then(Weak::upgrade)
-    }
-
-    fn remember(&self, blob: &Arc<BlobFile>) {
-        let mut reg = self.registry.lock();
-        reg.open.insert(blob.id().clone(), Arc::downgrade(blob));
-        if reg.open.len() > reg.prune_at {
-            reg.open.retain(|_, w| w.strong_count() > 0);
-            reg.prune_at = (reg.open.len() * 2).max(1024);
+    /// The free space of `root`'s file system.
+    fn space(&self, root: &Root) -> io::Result<FsSpace> {
+        match &self.space_probe {
+            Some(probe) => probe(&root.path),
+            None => fs_space(&root.path),
         }
     }
 
-    fn forget(&self, id: &BlobId) {
-        self.registry.lock().open.remove(id);
+    /// The reserve kept free on a file system of `total` bytes.
+    fn reserve(&self, total: u64) -> u64 {
+        let percent = u64::try_from(u128::from(total) * u128::from(self.reserve_percent) / 100)
+            .unwrap_or(u64::MAX);
+        percent.max(self.reserve_min_bytes)
     }
 
-    /// Opens the existing blob `id`, or `Ok(None)` if there is none.
+    /// Whether `root` has room for `needed` more bytes above its reserve (`Err`: why not).
+    fn check_room(&self, root: &Root, needed: u64) -> std::result::Result<(), String> {
+        let space = self
+            .space(root)
+            .map_err(|e| format!("cannot read free space: {e}"))?;
+        let reserve = self.reserve(space.total);
+        if space.free >= needed.saturating_add(reserve) {
+            Ok(())
+        } else {
+            Err(format!(
+                "full ({} bytes free, {needed} needed plus a reserve of {reserve})",
+                space.free
+            ))
+        }
+    }
+
+    /// Takes note of an error on `root`: errors that concern the root as a whole mark it
+    /// unhealthy.
+    fn note_error(&self, root: &Root, e: &StoreError) {
+        if e.is_root_failure() {
+            root.mark_unhealthy(e.to_string());
+        } else {
+            log::warn!("store: {:?}: {e}", root.path);
+        }
+    }
+
+    /// Opens the copy of `id` on `root`: `Ok(None)` if there is none. Call with the id's
+    /// stripe held.
     ///
-    /// Returns the handle already open in this `Store` if the file at the blob path is still
-    /// the same inode. A file with a bad magic, an unknown version, a truncated header or
-    /// inconsistent geometry is deleted (with a warning) and `None` returned. Blocks extending
-    /// beyond the end of a truncated file are cleared from the bitmap.
-    pub fn open_blob(&self, id: &BlobId) -> Result<Option<Arc<BlobFile>>, StoreError> {
-        let _stripe = self.stripe(id).lock();
-        self.open_blob_locked(id, &self.blob_path(id))
-    }
-
-    fn open_blob_locked(&self, id: &BlobId, path: &Path) -> Result<Option<Arc<BlobFile>>> {
-        if let Some(blob) = self.lookup(id) {
-            match fs::metadata(path) {
+    /// Returns the handle already open if the file at the blob path is still the same inode.
+    /// A file with a bad magic, an unknown version, a truncated header or inconsistent
+    /// geometry is deleted (with a warning) and `None` returned.
+    fn open_copy(&self, root: &Root, id: &BlobId) -> Result<Option<Arc<BlobFile>>> {
+        let path = root.blob_path(id);
+        if let Some(blob) = root.lookup(id) {
+            match fs::metadata(&path) {
                 Ok(m) if FileIdentity::of(&m) == blob.identity() => return Ok(Some(blob)),
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(StoreError::io("stat", path)(e)),
+                Err(e) => return Err(StoreError::io("stat", &path)(e)),
             }
             // Removed or replaced by someone else since we opened it.
-            self.forget(id);
+            root.forget(id);
         }
-        let file = match OpenOptions::new().read(true).write(true).open(path) {
+        let file = match OpenOptions::new().read(true).write(true).open(&path) {
             Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(StoreError::io("open blob", path)(e)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                // No copy; unless the whole root went away.
+                root.check_blobs_dir()?;
+                return Ok(None);
+            }
+            Err(e) => return Err(StoreError::io("open blob", &path)(e)),
         };
-        let meta = file.metadata().map_err(StoreError::io("stat", path))?;
+        let meta = file.metadata().map_err(StoreError::io("stat", &path))?;
         let identity = FileIdentity::of(&meta);
         match BlobFile::open_existing(
             file,
-            path.to_path_buf(),
+            root.index,
+            path.clone(),
             identity,
             id.clone(),
             self.durability,
@@ -276,27 +503,137 @@ impl Store {
         ) {
             Ok(blob) => {
                 let blob = Arc::new(blob);
-                self.remember(&blob);
+                root.remember(&blob);
                 Ok(Some(blob))
             }
             Err(StoreError::BadHeader { reason, .. }) => {
                 log::warn!("store: removing unusable blob file {path:?}: {reason}");
-                remove_if_same(path, identity)?;
+                remove_if_same(&path, identity)?;
                 Ok(None)
             }
             Err(e) => Err(e),
         }
     }
 
-    /// Opens the blob `id` for filling, creating it if needed.
+    /// What each root holds of `id`, in the order of `roots` (indices). Unhealthy roots and
+    /// copies that fail to open are `Unreadable` (root-wide errors mark the root unhealthy).
+    /// Call with the id's stripe held.
+    fn survey(&self, id: &BlobId, roots: &[usize]) -> Vec<(usize, Found)> {
+        roots
+            .iter()
+            .map(|&r| {
+                let root = &self.roots[r];
+                if !root.usable() {
+                    let reason = root.problem().unwrap_or_else(|| "unhealthy".into());
+                    return (r, Found::Unreadable(reason));
+                }
+                let found = match self.open_copy(root, id) {
+                    Ok(Some(blob)) => Found::Copy(blob),
+                    Ok(None) => Found::Missing,
+                    Err(e) => {
+                        self.note_error(root, &e);
+                        Found::Unreadable(e.to_string())
+                    }
+                };
+                (r, found)
+            })
+            .collect()
+    }
+
+    /// The best copy of `id` on the usable roots of `order` (placement order): the first
+    /// complete one (the search stops there), else the first partial one. With `size`,
+    /// copies of another size are removed on the way. Errors concerning a root mark it
+    /// unhealthy and skip it. Call with the id's stripe held.
+    fn find_copy(&self, id: &BlobId, order: &[usize], size: Option<u64>) -> Option<Arc<BlobFile>> {
+        let mut partial = None;
+        for &r in order {
+            let root = &self.roots[r];
+            if !root.usable() {
+                continue;
+            }
+            let blob = match self.open_copy(root, id) {
+                Ok(Some(blob)) => blob,
+                Ok(None) => continue,
+                Err(e) => {
+                    self.note_error(root, &e);
+                    continue;
+                }
+            };
+            if let Some(size) = size.filter(|&s| s != blob.size()) {
+                log::warn!(
+                    "store: {:?} holds {} bytes but {id} is {size} bytes; removing it",
+                    blob.path(),
+                    blob.size()
+                );
+                root.forget(id);
+                if let Err(e) = remove_if_same(blob.path(), blob.identity()) {
+                    self.note_error(root, &e);
+                }
+                continue;
+            }
+            if blob.is_complete() {
+                return Some(blob);
+            }
+            partial.get_or_insert(blob);
+        }
+        partial
+    }
+
+    /// Opens the best existing copy of blob `id`, or `Ok(None)` if no usable root has one.
     ///
-    /// - An existing blob of content size `size` is reused as it is (its present blocks are
-    ///   kept, and its own block size wins over `block_size`).
-    /// - An existing blob of another size is replaced (with a warning).
-    /// - Otherwise a new blob with no block present is written to a temp file in
-    ///   `{root}/tmp/` (`fsync`ed with [`Durability::Fsync`]) and published by hard-linking
-    ///   it to the blob path, which never clobbers a blob another process published
-    ///   meanwhile: on `EEXIST` that blob is opened instead.
+    /// Roots are searched in [`placement`](Self::placement) order (all roots, not only the
+    /// homes: a copy may have been created elsewhere while a home was full or down). The
+    /// first complete copy wins; failing that, the first partial one. Unhealthy roots are
+    /// skipped; a root that turns out to be missing, unreadable or erroring is marked
+    /// unhealthy (logged once) and skipped until it passes a re-probe.
+    ///
+    /// Returns the handle already open in this `Store` if the file at the blob path is still
+    /// the same inode. A file with a bad magic, an unknown version, a truncated header or
+    /// inconsistent geometry is deleted (with a warning) and treated as absent. Blocks
+    /// extending beyond the end of a truncated file are cleared from the bitmap.
+    pub fn open_blob(&self, id: &BlobId) -> Result<Option<Arc<BlobFile>>, StoreError> {
+        let order = self.placement(id);
+        let _stripe = self.stripe(id).lock();
+        Ok(self.find_copy(id, &order, None))
+    }
+
+    /// The copy at `failed`'s root gave an I/O error ([`StoreError::is_io_error`]): marks that
+    /// root unhealthy (it is re-probed later) and returns another copy of `id` as
+    /// [`open_blob`](Self::open_blob) would (a complete one if any), or `None`.
+    pub fn failover(
+        &self,
+        id: &BlobId,
+        failed: &BlobFile,
+    ) -> Result<Option<Arc<BlobFile>>, StoreError> {
+        if let Some(root) = self.roots.get(failed.root_index()) {
+            // Only if the handle is really one of this store's copies.
+            if failed.path().starts_with(&root.blobs_dir) {
+                root.forget_handle(failed);
+                root.mark_unhealthy(format!("I/O error on {:?}", failed.path()));
+            }
+        }
+        self.open_blob(id)
+    }
+
+    /// Opens blob `id` for filling, creating it if needed.
+    ///
+    /// - An existing copy on any usable root of content size `size` is reused as it is (the
+    ///   best one, as for [`open_blob`](Self::open_blob); its present blocks are kept, and its
+    ///   own block size wins over `block_size`). If its content-addressed flag disagrees with
+    ///   `content_addressed`, the flag is updated (the caller knows where the id came from).
+    /// - Copies of another size are removed (with a warning).
+    /// - Otherwise a new blob with no block present is created on the first root in
+    ///   placement order that is healthy and has room: free space of at least `size` plus the
+    ///   reserve. It is written to a temp file in that root's `tmp/` (`fsync`ed with
+    ///   [`Durability::Fsync`]) and published by hard-linking it to the blob path, which never
+    ///   clobbers a blob another process published meanwhile: on `EEXIST` that blob is used
+    ///   instead. A root whose write fails for lack of space is skipped; one that fails
+    ///   otherwise is marked unhealthy and skipped.
+    /// - If no root can take it: [`StoreError::NoSpace`] (see [`StoreError::is_no_space`]).
+    ///
+    /// `content_addressed`: whether `id` is the content's hash (sha256 or git blob sha1).
+    /// When false, header flag bit 1 is set and [`BlobFile::verify_content`] answers
+    /// [`ContentCheck::NotApplicable`].
     ///
     /// `block_size` must be a power of two in `MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE`
     /// ([`StoreError::InvalidBlockSize`]). Empty content (`size == 0`) has no blocks and is
@@ -306,51 +643,124 @@ impl Store {
         id: &BlobId,
         size: u64,
         block_size: u64,
+        content_addressed: bool,
     ) -> Result<Arc<BlobFile>, StoreError> {
         let layout = Layout::new(size, block_size)?;
-        let path = self.blob_path(id);
+        let flags = if content_addressed {
+            0
+        } else {
+            FLAG_NOT_CONTENT_ADDRESSED
+        };
+        let order = self.placement(id);
         let _stripe = self.stripe(id).lock();
         for _ in 0..PUBLISH_ATTEMPTS {
-            if let Some(existing) = self.open_blob_locked(id, &path)? {
-                if existing.size() == size {
-                    return Ok(existing);
+            if let Some(existing) = self.find_copy(id, &order, Some(size)) {
+                if existing.is_content_addressed() != content_addressed {
+                    log::warn!(
+                        "store: {:?}: content-addressed flag was {}, now {content_addressed}",
+                        existing.path(),
+                        existing.is_content_addressed()
+                    );
+                    existing.set_content_addressed(content_addressed)?;
                 }
-                log::warn!(
-                    "store: {path:?} holds {} bytes but {id} is {size} bytes; replacing it",
-                    existing.size()
-                );
-                self.forget(id);
-                remove_if_same(&path, existing.identity())?;
+                return Ok(existing);
             }
-            if let Some(blob) = self.publish_new(id, &path, layout)? {
-                let blob = Arc::new(blob);
-                self.remember(&blob);
-                return Ok(blob);
+            let mut refused = Vec::new();
+            let mut raced = false;
+            for &r in &order {
+                let root = &self.roots[r];
+                if !root.usable() {
+                    let why = root.problem().unwrap_or_else(|| "unhealthy".into());
+                    refused.push(format!("{:?}: unhealthy ({why})", root.path));
+                    continue;
+                }
+                if let Err(why) = self.check_room(root, size) {
+                    refused.push(format!("{:?}: {why}", root.path));
+                    continue;
+                }
+                match self.publish_new(root, id, layout, flags) {
+                    Ok(Some(blob)) => {
+                        let blob = Arc::new(blob);
+                        root.remember(&blob);
+                        return Ok(blob);
+                    }
+                    Ok(None) => {
+                        // Someone else published first: look again and use theirs.
+                        raced = true;
+                        break;
+                    }
+                    Err(e) if e.is_no_space() => {
+                        log::warn!("store: no space for {id} on {:?}: {e}", root.path);
+                        refused.push(format!("{:?}: {e}", root.path));
+                    }
+                    Err(e) if e.is_root_failure() => {
+                        root.mark_unhealthy(e.to_string());
+                        refused.push(format!("{:?}: {e}", root.path));
+                    }
+                    Err(e) => return Err(e),
+                }
             }
-            // Someone else published first: loop and open theirs.
+            if !raced {
+                return Err(StoreError::NoSpace {
+                    needed: size,
+                    detail: refused.join("; "),
+                });
+            }
         }
         Err(StoreError::PublishConflict {
-            path,
+            path: self.roots[order[0]].blob_path(id),
             attempts: PUBLISH_ATTEMPTS,
         })
     }
 
-    /// Writes a new empty blob to a temp file and publishes it at `path` unless something is
-    /// already there (`Ok(None)`).
-    fn publish_new(&self, id: &BlobId, path: &Path, layout: Layout) -> Result<Option<BlobFile>> {
-        let shard_dir = path.parent().unwrap_or(&self.blobs_dir);
-        create_dir_all_durable(shard_dir, self.durability)?;
-        let tmp = self
+    /// Creates the shard directories of `path` on `root` (never the root or `blobs/` itself:
+    /// a missing `blobs/` means the root is gone).
+    fn create_shard_dirs(&self, root: &Root, path: &Path) -> Result<()> {
+        root.check_blobs_dir()?;
+        let shard = path.parent().unwrap_or(&root.blobs_dir);
+        if shard.is_dir() {
+            return Ok(());
+        }
+        if let Some(first) = shard.parent() {
+            create_dir_durable(first, self.durability)?;
+        }
+        create_dir_durable(shard, self.durability)
+    }
+
+    /// A new temp file in `root`'s `tmp/` for blob `id`.
+    fn create_temp(&self, root: &Root, id: &BlobId) -> Result<(fs::File, PathBuf)> {
+        let tmp = root
             .tmp_dir
             .join(format!("{}.{}.tmp", id.as_str(), unique_suffix()));
-        let file = OpenOptions::new()
+        match OpenOptions::new()
             .read(true)
             .write(true)
             .create_new(true)
             .open(&tmp)
-            .map_err(StoreError::io("create temporary blob", &tmp))?;
+        {
+            Ok(f) => Ok((f, tmp)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StoreError::RootUnavailable {
+                path: root.path.clone(),
+                reason: "tmp/ directory missing".into(),
+            }),
+            Err(e) => Err(StoreError::io("create temporary blob", &tmp)(e)),
+        }
+    }
+
+    /// Writes a new empty blob to a temp file on `root` and publishes it unless something is
+    /// already there (`Ok(None)`).
+    fn publish_new(
+        &self,
+        root: &Root,
+        id: &BlobId,
+        layout: Layout,
+        flags: u32,
+    ) -> Result<Option<BlobFile>> {
+        let path = root.blob_path(id);
+        self.create_shard_dirs(root, &path)?;
+        let (file, tmp) = self.create_temp(root, id)?;
         let published = (|| {
-            let header = format::encode_fixed_header(&layout, 0, id);
+            let header = format::encode_fixed_header(&layout, flags, id);
             write_all_at(&file, &header, 0, &tmp, "write blob header")?;
             // Bitmap and checksums start zeroed: extend the file to the data offset (sparse).
             file.set_len(layout.data_offset())
@@ -359,7 +769,7 @@ impl Store {
                 file.sync_all()
                     .map_err(StoreError::io("fsync temporary blob", &tmp))?;
             }
-            publish_no_clobber(&tmp, path).map_err(StoreError::io("publish blob", path))
+            publish_no_clobber(&tmp, &path).map_err(StoreError::io("publish blob", &path))
         })();
         if let Err(e) = remove_file_if_exists(&tmp) {
             log::warn!("store: could not remove temporary blob {tmp:?}: {e}");
@@ -368,15 +778,19 @@ impl Store {
             Publish::AlreadyExists => Ok(None),
             Publish::Published => {
                 if self.durability == Durability::Fsync {
-                    fsync_dir(shard_dir)?;
+                    if let Some(shard) = path.parent() {
+                        fsync_dir(shard)?;
+                    }
                 }
-                let meta = file.metadata().map_err(StoreError::io("stat", path))?;
+                let meta = file.metadata().map_err(StoreError::io("stat", &path))?;
                 let blob = BlobFile::new_created(
                     file,
-                    path.to_path_buf(),
+                    root.index,
+                    path,
                     FileIdentity::of(&meta),
                     id.clone(),
                     layout,
+                    flags,
                     self.durability,
                 )?;
                 Ok(Some(blob))
@@ -384,59 +798,102 @@ impl Store {
         }
     }
 
-    /// Deletes the blob `id` (nothing if absent). Handles already open keep working on the
-    /// unlinked file, but nothing they write is visible to later opens.
-    pub fn remove_blob(&self, id: &BlobId) -> Result<(), StoreError> {
-        let path = self.blob_path(id);
+    /// The state of blob `id`'s copy on every root, indexed like
+    /// [`root_paths`](Self::root_paths). Copies' bitmaps are re-read from disk first, so
+    /// blocks committed by other processes count.
+    pub fn replica_status(&self, id: &BlobId) -> Vec<ReplicaState> {
+        let all: Vec<usize> = (0..self.roots.len()).collect();
         let _stripe = self.stripe(id).lock();
-        self.forget(id);
-        remove_file_if_exists(&path).map_err(StoreError::io("remove blob", &path))
+        self.survey(id, &all)
+            .into_iter()
+            .map(|(_, found)| match found {
+                Found::Copy(blob) => match blob.reload_bitmap() {
+                    Err(e) => ReplicaState::Unreadable {
+                        reason: e.to_string(),
+                    },
+                    Ok(()) if blob.is_complete() => ReplicaState::Complete {
+                        verified: blob.is_verified(),
+                    },
+                    Ok(()) => ReplicaState::Partial {
+                        present: blob.present_count(),
+                        blocks: blob.block_count(),
+                    },
+                },
+                Found::Missing => ReplicaState::Missing,
+                Found::Unreadable(reason) => ReplicaState::Unreadable { reason },
+            })
+            .collect()
     }
 
-    /// The ids of all blob files in the store, sorted. Entries that are not blob files in
-    /// their right place are ignored.
-    pub fn list_blobs(&self) -> Result<Vec<BlobId>, StoreError> {
-        fn dir_names(dir: &Path) -> Result<Vec<(String, PathBuf, fs::FileType)>> {
-            let mut out = Vec::new();
-            let entries = match fs::read_dir(dir) {
-                Ok(e) => e,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
-                Err(e) => return Err(StoreError::io("list directory", dir)(e)),
-            };
-            for entry in entries {
-                let entry = entry.map_err(StoreError::io("list directory", dir))?;
-                let ft = entry
-                    .file_type()
-                    .map_err(StoreError::io("stat", entry.path()))?;
-                if let Some(name) = entry.file_name().to_str() {
-                    out.push((name.to_owned(), entry.path(), ft));
+    /// Deletes every copy of blob `id` (nothing if absent). Handles already open keep working
+    /// on the unlinked files, but nothing they write is visible to later opens.
+    ///
+    /// Every root is tried. A root already known to be unhealthy that cannot be reached is
+    /// skipped silently (its copy, if any, stays there); an error on any other root marks it
+    /// unhealthy and is returned once all roots were tried.
+    pub fn remove_blob(&self, id: &BlobId) -> Result<(), StoreError> {
+        let _stripe = self.stripe(id).lock();
+        let mut first_error = None;
+        for root in self.roots.iter() {
+            root.forget(id);
+            let path = root.blob_path(id);
+            match remove_file_if_exists(&path) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => {}
+                Err(e) => {
+                    if root.problem().is_none() {
+                        let e = StoreError::io("remove blob", &path)(e);
+                        self.note_error(root, &e);
+                        first_error.get_or_insert(e);
+                    }
                 }
             }
-            Ok(out)
         }
-        let mut ids = Vec::new();
-        for (a, a_path, a_type) in dir_names(&self.blobs_dir)? {
-            if !a_type.is_dir() || a.len() != 2 {
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// The ids of all blobs on any usable root, sorted and deduplicated. Entries that are not
+    /// blob files in their right place are ignored. A root that is unhealthy or fails to list
+    /// is left out (and marked unhealthy); if no root could be listed, that is an error.
+    pub fn list_blobs(&self) -> Result<Vec<BlobId>, StoreError> {
+        let mut ids = BTreeSet::new();
+        let mut listed = false;
+        let mut first_error = None;
+        for root in self.roots.iter() {
+            if !root.usable() {
+                first_error.get_or_insert_with(|| StoreError::RootUnavailable {
+                    path: root.path.clone(),
+                    reason: root.problem().unwrap_or_else(|| "unhealthy".into()),
+                });
                 continue;
             }
-            for (b, b_path, b_type) in dir_names(&a_path)? {
-                if !b_type.is_dir() || b.len() != 2 {
-                    continue;
+            match root.list_blobs() {
+                Ok(v) => {
+                    listed = true;
+                    ids.extend(v);
                 }
-                for (name, _, ft) in dir_names(&b_path)? {
-                    if !ft.is_file() {
-                        continue;
-                    }
-                    if let Ok(id) = BlobId::parse(&name) {
-                        if id.as_str() == name && id.shard() == (a.as_str(), b.as_str()) {
-                            ids.push(id);
-                        }
-                    }
+                Err(e) => {
+                    self.note_error(root, &e);
+                    first_error.get_or_insert(e);
                 }
             }
         }
-        ids.sort();
-        Ok(ids)
+        match first_error {
+            Some(e) if !listed => Err(e),
+            _ => Ok(ids.into_iter().collect()),
+        }
+    }
+
+    /// The ids of the blobs on root `root` (sorted), e.g. for per-disk eviction. A root
+    /// index out of range is [`StoreError::InvalidConfig`].
+    pub fn list_blobs_on(&self, root: usize) -> Result<Vec<BlobId>, StoreError> {
+        let r = self
+            .roots
+            .get(root)
+            .ok_or_else(|| StoreError::InvalidConfig {
+                reason: format!("no root {root} (the store has {})", self.roots.len()),
+            })?;
+        r.list_blobs().inspect_err(|e| self.note_error(r, e))
     }
 }
 
@@ -448,3 +905,5 @@ const _: () = {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_roots;

@@ -10,11 +10,11 @@ use sha2::{Digest, Sha256};
 
 use super::*;
 
-const KIB: u64 = 1024;
-const BS: u64 = 64 * KIB;
+pub(super) const KIB: u64 = 1024;
+pub(super) const BS: u64 = 64 * KIB;
 
 /// Deterministic pseudo-random content.
-fn content(len: u64, seed: u64) -> Vec<u8> {
+pub(super) fn content(len: u64, seed: u64) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     (0..len)
         .map(|_| {
@@ -26,7 +26,7 @@ fn content(len: u64, seed: u64) -> Vec<u8> {
         .collect()
 }
 
-fn sha256_id(data: &[u8]) -> BlobId {
+pub(super) fn sha256_id(data: &[u8]) -> BlobId {
     BlobId::parse(&hex::encode(Sha256::digest(data))).unwrap()
 }
 
@@ -42,7 +42,7 @@ fn store(dir: &tempfile::TempDir) -> Store {
 }
 
 /// Writes `block` in a few unevenly sized pieces (last piece first), as a fill would.
-fn fill_block(blob: &BlobFile, data: &[u8], block: u64) {
+pub(super) fn fill_block(blob: &BlobFile, data: &[u8], block: u64) {
     let span = blob.block_span(block);
     let bytes = &data[span.start as usize..span.end as usize];
     let cut = bytes.len() / 3;
@@ -56,7 +56,7 @@ fn fill_block(blob: &BlobFile, data: &[u8], block: u64) {
     blob.commit_block(block, &sum.finish().unwrap()).unwrap();
 }
 
-fn fill_all(blob: &BlobFile, data: &[u8]) {
+pub(super) fn fill_all(blob: &BlobFile, data: &[u8]) {
     // Out of order on purpose.
     for block in (0..blob.block_count()).rev() {
         fill_block(blob, data, block);
@@ -64,7 +64,7 @@ fn fill_all(blob: &BlobFile, data: &[u8]) {
 }
 
 /// The bitmap byte `byte` as stored on disk.
-fn disk_bitmap_byte(blob: &BlobFile, byte: u64) -> u8 {
+pub(super) fn disk_bitmap_byte(blob: &BlobFile, byte: u64) -> u8 {
     let f = fs::File::open(blob.path()).unwrap();
     let mut b = [0u8; 1];
     f.read_exact_at(&mut b, FIXED_HEADER_LEN + byte).unwrap();
@@ -78,7 +78,7 @@ fn round_trip_of_a_multi_block_blob_with_an_unaligned_last_block() {
     let id = sha256_id(&data);
     {
         let s = store(&dir);
-        let blob = s.create_blob(&id, data.len() as u64, BS).unwrap();
+        let blob = s.create_blob(&id, data.len() as u64, BS, true).unwrap();
         assert_eq!(blob.block_count(), 4);
         assert_eq!(blob.block_span(3), 3 * BS..3 * BS + 1000);
         assert!(!blob.is_complete());
@@ -114,7 +114,9 @@ fn read_verified_across_block_and_page_boundaries_returns_exact_bytes() {
     let mib = 1u64 << 20;
     let data = content(2 * 2 * mib + 300 * KIB + 7, 2);
     let id = sha256_id(&data);
-    let blob = s.create_blob(&id, data.len() as u64, 2 * mib).unwrap();
+    let blob = s
+        .create_blob(&id, data.len() as u64, 2 * mib, true)
+        .unwrap();
     assert_eq!(blob.page_size(), mib);
     fill_all(&blob, &data);
     let size = data.len() as u64;
@@ -141,7 +143,7 @@ fn read_verified_across_block_and_page_boundaries_returns_exact_bytes() {
     // Same with small blocks, where pages are the blocks.
     let data2 = content(5 * BS + 17, 3);
     let id2 = sha256_id(&data2);
-    let blob2 = s.create_blob(&id2, data2.len() as u64, BS).unwrap();
+    let blob2 = s.create_blob(&id2, data2.len() as u64, BS, true).unwrap();
     fill_all(&blob2, &data2);
     for (offset, len) in [
         (BS - 1, 2),
@@ -169,7 +171,7 @@ fn read_verified_refuses_blocks_that_are_not_present() {
     let s = store(&dir);
     let data = content(3 * BS, 4);
     let blob = s
-        .create_blob(&sha256_id(&data), data.len() as u64, BS)
+        .create_blob(&sha256_id(&data), data.len() as u64, BS, true)
         .unwrap();
     fill_block(&blob, &data, 0);
     fill_block(&blob, &data, 2);
@@ -194,7 +196,7 @@ fn a_flipped_byte_in_a_committed_block_is_corrupt_and_invalidates_the_block() {
     let data = content(3 * BS + 500, 5);
     let id = sha256_id(&data);
     let s = store(&dir);
-    let blob = s.create_blob(&id, data.len() as u64, BS).unwrap();
+    let blob = s.create_blob(&id, data.len() as u64, BS, true).unwrap();
     fill_all(&blob, &data);
     // Flip one byte of block 1 behind the store's back.
     let at = blob.layout().data_offset() + BS + 4321;
@@ -245,7 +247,7 @@ fn a_block_written_but_not_committed_is_not_present_after_reopen() {
     let id = sha256_id(&data);
     {
         let s = store(&dir);
-        let blob = s.create_blob(&id, data.len() as u64, BS).unwrap();
+        let blob = s.create_blob(&id, data.len() as u64, BS, true).unwrap();
         fill_block(&blob, &data, 0);
         // Block 1: all bytes written, then the "process dies" before commit_block.
         blob.write_data(BS, &data[BS as usize..]).unwrap();
@@ -271,7 +273,7 @@ fn a_truncated_file_clears_the_blocks_beyond_its_end() {
     let data = content(4 * BS + 10, 7);
     let id = sha256_id(&data);
     let s = store(&dir);
-    let blob = s.create_blob(&id, data.len() as u64, BS).unwrap();
+    let blob = s.create_blob(&id, data.len() as u64, BS, true).unwrap();
     fill_all(&blob, &data);
     let data_offset = blob.layout().data_offset();
     // Cut the file in the middle of block 2.
@@ -312,7 +314,7 @@ fn two_handles_committing_blocks_that_share_a_bitmap_byte_both_end_up_present() 
     // Two Stores on one directory = two processes: separate handles, separate descriptors.
     let a = store(&dir);
     let b = store(&dir);
-    let ha = a.create_blob(&id, data.len() as u64, BS).unwrap();
+    let ha = a.create_blob(&id, data.len() as u64, BS, true).unwrap();
     let hb = b.open_blob(&id).unwrap().unwrap();
     assert!(!Arc::ptr_eq(&ha, &hb));
 
@@ -361,7 +363,7 @@ fn concurrent_bitmap_updates_through_two_descriptors_are_never_lost() {
     let dir = tempfile::tempdir().unwrap();
     let id = sha256_id(b"bitmap race");
     let (a, b) = (store(&dir), store(&dir));
-    let ha = a.create_blob(&id, 8 * BS, BS).unwrap();
+    let ha = a.create_blob(&id, 8 * BS, BS, true).unwrap();
     let hb = b.open_blob(&id).unwrap().unwrap();
     let barrier = Arc::new(std::sync::Barrier::new(8));
     let threads: Vec<_> = (0..8u64)
@@ -401,7 +403,7 @@ fn reload_bitmap_sees_blocks_committed_through_another_handle() {
     let data = content(3 * BS, 9);
     let id = sha256_id(&data);
     let (a, b) = (store(&dir), store(&dir));
-    let ha = a.create_blob(&id, data.len() as u64, BS).unwrap();
+    let ha = a.create_blob(&id, data.len() as u64, BS, true).unwrap();
     let hb = b.open_blob(&id).unwrap().unwrap();
     fill_block(&ha, &data, 2);
     assert!(!hb.is_present(2));
@@ -424,18 +426,20 @@ fn create_blob_reuses_an_existing_file_of_the_same_size_and_keeps_its_bits() {
     let id = sha256_id(&data);
     {
         let s = store(&dir);
-        let blob = s.create_blob(&id, data.len() as u64, BS).unwrap();
+        let blob = s.create_blob(&id, data.len() as u64, BS, true).unwrap();
         fill_block(&blob, &data, 0);
         fill_block(&blob, &data, 3);
         // Same Store: the very same handle.
-        let again = s.create_blob(&id, data.len() as u64, BS).unwrap();
+        let again = s.create_blob(&id, data.len() as u64, BS, true).unwrap();
         assert!(Arc::ptr_eq(&blob, &again));
         let opened = s.open_blob(&id).unwrap().unwrap();
         assert!(Arc::ptr_eq(&blob, &opened));
     }
     // A new Store configured with another block size: the file's own header wins.
     let s = store(&dir);
-    let blob = s.create_blob(&id, data.len() as u64, 1 << 20).unwrap();
+    let blob = s
+        .create_blob(&id, data.len() as u64, 1 << 20, true)
+        .unwrap();
     assert_eq!(blob.block_size(), BS);
     assert_eq!(blob.block_count(), 4);
     assert!(blob.is_present(0) && blob.is_present(3));
@@ -449,9 +453,9 @@ fn create_blob_with_a_different_size_replaces_the_file() {
     let data = content(2 * BS, 11);
     let id = sha256_id(&data);
     let s = store(&dir);
-    let wrong = s.create_blob(&id, 5 * BS, BS).unwrap();
+    let wrong = s.create_blob(&id, 5 * BS, BS, true).unwrap();
     wrong.put_block(0, &content(BS, 99)).unwrap();
-    let blob = s.create_blob(&id, data.len() as u64, BS).unwrap();
+    let blob = s.create_blob(&id, data.len() as u64, BS, true).unwrap();
     assert!(!Arc::ptr_eq(&wrong, &blob));
     assert_eq!(blob.size(), 2 * BS);
     assert_eq!(blob.present_count(), 0);
@@ -470,7 +474,7 @@ fn concurrent_create_blob_from_many_stores_publishes_one_file() {
             let id = id.clone();
             std::thread::spawn(move || {
                 let s = Store::open(root, Durability::Os).unwrap();
-                let blob = s.create_blob(&id, 10 * BS, BS).unwrap();
+                let blob = s.create_blob(&id, 10 * BS, BS, true).unwrap();
                 // Commit through this handle; the bit must land in the published file.
                 blob.put_block(0, &content(BS, 3)).unwrap();
                 fs::metadata(blob.path()).unwrap();
@@ -493,7 +497,7 @@ fn a_zero_byte_blob_is_complete_from_creation() {
     let dir = tempfile::tempdir().unwrap();
     let id = sha256_id(b"");
     let s = store(&dir);
-    let blob = s.create_blob(&id, 0, BS).unwrap();
+    let blob = s.create_blob(&id, 0, BS, true).unwrap();
     assert_eq!(blob.block_count(), 0);
     assert!(blob.is_complete());
     assert_eq!(blob.missing_blocks(0..100), Vec::<u64>::new());
@@ -509,7 +513,7 @@ fn a_zero_byte_blob_is_complete_from_creation() {
     assert!(reopened.is_complete());
     // Git's empty blob id.
     let git_empty = BlobId::parse("e69de29bb2d1d6434b8b29ae775ad8c2e48c5391").unwrap();
-    let g = s.create_blob(&git_empty, 0, BS).unwrap();
+    let g = s.create_blob(&git_empty, 0, BS, true).unwrap();
     assert_eq!(g.verify_content().unwrap(), ContentCheck::Match);
 }
 
@@ -561,7 +565,9 @@ fn block_checksummer_errors_on_wrong_length_and_matches_page_crcs() {
 fn commit_block_rejects_the_wrong_number_of_checksums() {
     let dir = tempfile::tempdir().unwrap();
     let s = store(&dir);
-    let blob = s.create_blob(&sha256_id(b"x"), 3 << 20, 2 << 20).unwrap();
+    let blob = s
+        .create_blob(&sha256_id(b"x"), 3 << 20, 2 << 20, true)
+        .unwrap();
     assert!(matches!(
         blob.commit_block(0, &[1]),
         Err(StoreError::ChecksumCount {
@@ -595,13 +601,13 @@ fn verify_content_matches_sha256_and_git_sha1_ids_and_reports_mismatch() {
     let s = store(&dir);
     let data = content(2 * BS + 77, 13);
     for id in [sha256_id(&data), git_id(&data)] {
-        let blob = s.create_blob(&id, data.len() as u64, BS).unwrap();
+        let blob = s.create_blob(&id, data.len() as u64, BS, true).unwrap();
         fill_all(&blob, &data);
         assert_eq!(blob.verify_content().unwrap(), ContentCheck::Match, "{id}");
     }
     // Known git blob id: `printf 'hello\n' | git hash-object --stdin`.
     let hello = BlobId::parse("ce013625030ba8dba906f756967f9e9ca394464a").unwrap();
-    let blob = s.create_blob(&hello, 6, BS).unwrap();
+    let blob = s.create_blob(&hello, 6, BS, true).unwrap();
     blob.put_block(0, b"hello\n").unwrap();
     assert_eq!(blob.verify_content().unwrap(), ContentCheck::Match);
 
@@ -611,7 +617,7 @@ fn verify_content_matches_sha256_and_git_sha1_ids_and_reports_mismatch() {
         (sha256_id(&other), sha256_id(&data)),
         (git_id(&other), git_id(&data)),
     ] {
-        let blob = s.create_blob(&id, data.len() as u64, BS).unwrap();
+        let blob = s.create_blob(&id, data.len() as u64, BS, true).unwrap();
         fill_all(&blob, &data);
         assert_eq!(
             blob.verify_content().unwrap(),
@@ -629,7 +635,7 @@ fn mark_verified_persists_and_a_changed_block_clears_it() {
     let id = sha256_id(&data);
     {
         let s = Store::open(dir.path(), Durability::Fsync).unwrap();
-        let blob = s.create_blob(&id, data.len() as u64, BS).unwrap();
+        let blob = s.create_blob(&id, data.len() as u64, BS, true).unwrap();
         fill_all(&blob, &data);
         assert!(!blob.is_verified());
         blob.mark_verified().unwrap();
@@ -655,12 +661,12 @@ fn block_size_validation_rejects_bad_sizes() {
     let id = sha256_id(b"bs");
     for bad in [0, 4096, 32 * KIB, BS + 1, 3 * BS, 2 << 30] {
         assert!(matches!(
-            s.create_blob(&id, 1000, bad),
+            s.create_blob(&id, 1000, bad, true),
             Err(StoreError::InvalidBlockSize { block_size }) if block_size == bad
         ));
     }
     assert!(s.list_blobs().unwrap().is_empty());
-    assert!(s.create_blob(&id, 1000, 1 << 30).is_ok());
+    assert!(s.create_blob(&id, 1000, 1 << 30, true).is_ok());
 }
 
 #[test]
@@ -669,8 +675,8 @@ fn a_corrupt_header_makes_open_blob_return_none_and_removes_the_file() {
     let data = content(BS, 17);
     let id = sha256_id(&data);
     let s = store(&dir);
-    let path = s.blob_path(&id);
-    let blob = s.create_blob(&id, data.len() as u64, BS).unwrap();
+    let path = s.blob_path(0, &id).unwrap();
+    let blob = s.create_blob(&id, data.len() as u64, BS, true).unwrap();
     fill_all(&blob, &data);
     drop(blob);
     // Bad magic.
@@ -680,14 +686,14 @@ fn a_corrupt_header_makes_open_blob_return_none_and_removes_the_file() {
     assert!(s2.open_blob(&id).unwrap().is_none());
     assert!(!path.exists());
     // It can be created afresh.
-    let blob = s2.create_blob(&id, data.len() as u64, BS).unwrap();
+    let blob = s2.create_blob(&id, data.len() as u64, BS, true).unwrap();
     assert_eq!(blob.present_count(), 0);
     drop(blob);
 
     // A truncated header and a header of another blob are treated the same way.
     for damage in 0..2 {
         let s3 = store(&dir);
-        s3.create_blob(&id, data.len() as u64, BS).unwrap();
+        s3.create_blob(&id, data.len() as u64, BS, true).unwrap();
         if damage == 0 {
             OpenOptions::new()
                 .write(true)
@@ -711,7 +717,7 @@ fn remove_blob_and_list_blobs() {
     let s = store(&dir);
     let ids = [sha256_id(b"a"), git_id(b"b"), sha256_id(b"c")];
     for id in &ids {
-        s.create_blob(id, 10, BS).unwrap();
+        s.create_blob(id, 10, BS, true).unwrap();
     }
     // Junk in the tree is ignored.
     fs::write(dir.path().join("blobs/README"), b"x").unwrap();
@@ -733,7 +739,7 @@ fn remove_blob_and_list_blobs() {
     assert_eq!(s.list_blobs().unwrap().len(), 2);
     // The old handle still works on the unlinked file; a new create starts afresh.
     kept.put_block(0, &[7; 10]).unwrap();
-    let fresh = s.create_blob(&ids[0], 10, BS).unwrap();
+    let fresh = s.create_blob(&ids[0], 10, BS, true).unwrap();
     assert!(!Arc::ptr_eq(&kept, &fresh));
     assert_eq!(fresh.present_count(), 0);
 }
@@ -743,10 +749,10 @@ fn open_blob_notices_a_file_replaced_by_another_process() {
     let dir = tempfile::tempdir().unwrap();
     let id = sha256_id(b"replaced");
     let (a, b) = (store(&dir), store(&dir));
-    let ha = a.create_blob(&id, 3 * BS, BS).unwrap();
+    let ha = a.create_blob(&id, 3 * BS, BS, true).unwrap();
     // Process b evicts and recreates it, and commits a block.
     b.remove_blob(&id).unwrap();
-    let hb = b.create_blob(&id, 3 * BS, BS).unwrap();
+    let hb = b.create_blob(&id, 3 * BS, BS, true).unwrap();
     hb.put_block(1, &content(BS, 1)).unwrap();
     // Process a's next open returns a handle on the new file, not its stale one.
     let ha2 = a.open_blob(&id).unwrap().unwrap();
@@ -779,7 +785,7 @@ fn fsync_durability_round_trip() {
     assert_eq!(s.durability(), Durability::Fsync);
     let data = content(2 * BS + 3, 18);
     let blob = s
-        .create_blob(&git_id(&data), data.len() as u64, BS)
+        .create_blob(&git_id(&data), data.len() as u64, BS, true)
         .unwrap();
     fill_all(&blob, &data);
     blob.sync().unwrap();
@@ -790,7 +796,7 @@ fn fsync_durability_round_trip() {
 fn write_data_rejects_out_of_range_writes() {
     let dir = tempfile::tempdir().unwrap();
     let s = store(&dir);
-    let blob = s.create_blob(&sha256_id(b"w"), 100, BS).unwrap();
+    let blob = s.create_blob(&sha256_id(b"w"), 100, BS, true).unwrap();
     blob.write_data(90, &[0; 10]).unwrap();
     blob.write_data(100, &[]).unwrap();
     assert!(matches!(
@@ -811,6 +817,10 @@ const CRASH_IDS: u64 = 4;
 
 fn xproc_id() -> BlobId {
     sha256_id(&content(XPROC_BLOCKS * BS, 20))
+}
+
+fn claim_id() -> BlobId {
+    sha256_id(b"claimed by another process")
 }
 
 fn crash_id(i: u64) -> BlobId {
@@ -863,11 +873,19 @@ fn child_process_helper() {
             for i in 0.. {
                 let id = crash_id(i % CRASH_IDS);
                 s.remove_blob(&id).unwrap();
-                let blob = s.create_blob(&id, data.len() as u64, BS).unwrap();
+                let blob = s.create_blob(&id, data.len() as u64, BS, true).unwrap();
                 for block in 0..blob.block_count() {
                     fill_block(&blob, &data, block);
                 }
             }
+        }
+        // Claim block 3 of the shared blob, say so, and hold the claim until killed.
+        "claim" => {
+            let blob = s.open_blob(&claim_id()).unwrap().unwrap();
+            let claim = blob.try_claim_block(3).unwrap().expect("block 3 is free");
+            fs::write(std::path::Path::new(root).join("claimed"), b"1").unwrap();
+            std::thread::sleep(Duration::from_secs(60));
+            drop(claim);
         }
         other => panic!("unknown child mode {other}"),
     }
@@ -878,7 +896,9 @@ fn two_processes_committing_interleaved_blocks_both_end_up_present() {
     let dir = tempfile::tempdir().unwrap();
     let data = content(XPROC_BLOCKS * BS, 20);
     let s = store(&dir);
-    let blob = s.create_blob(&xproc_id(), data.len() as u64, BS).unwrap();
+    let blob = s
+        .create_blob(&xproc_id(), data.len() as u64, BS, true)
+        .unwrap();
     let mut child = spawn_child("odd", dir.path());
     for round in 0..20 {
         for block in (0..XPROC_BLOCKS).step_by(2) {
@@ -945,7 +965,7 @@ fn header_bytes_match_the_documented_example() {
     let id = sha256_id(&data);
     assert!(id.as_str().starts_with("e24bc623") && id.as_str().ends_with("e730eb"));
     let s = store(&dir);
-    let blob = s.create_blob(&id, data.len() as u64, BS).unwrap();
+    let blob = s.create_blob(&id, data.len() as u64, BS, true).unwrap();
     for block in [0u64, 2] {
         let span = blob.block_span(block);
         blob.put_block(block, &data[span.start as usize..span.end as usize])
@@ -973,4 +993,65 @@ fn header_bytes_match_the_documented_example() {
     assert!(file[137..4096].iter().all(|&b| b == 0));
     assert_eq!(file.len(), 4096 + 3 * 65536);
     assert_eq!(&file[4096..4096 + 65536], &data[..65536]);
+}
+
+// ---- Block claims ----------------------------------------------------------------------------
+
+#[test]
+fn block_claims_exclude_other_stores_and_are_released_on_drop() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = content(4 * BS, 30);
+    let id = sha256_id(&data);
+    // Two Stores on one directory behave like two processes.
+    let (a, b) = (store(&dir), store(&dir));
+    let ha = a.create_blob(&id, data.len() as u64, BS, true).unwrap();
+    let hb = b.open_blob(&id).unwrap().unwrap();
+
+    let claim = ha.try_claim_block(1).unwrap().expect("free block");
+    assert_eq!(claim.block(), 1);
+    assert!(hb.try_claim_block(1).unwrap().is_none(), "other store");
+    // Every claim has its own descriptor: the same handle cannot claim a block twice either.
+    assert!(ha.try_claim_block(1).unwrap().is_none(), "same handle");
+    // Other blocks are independent.
+    let other = hb.try_claim_block(2).unwrap().expect("block 2 is free");
+    assert!(ha.try_claim_block(2).unwrap().is_none());
+    // Claims never get in the way of bitmap updates (they lock other byte ranges).
+    fill_block(&hb, &data, 1);
+    fill_block(&ha, &data, 2);
+    assert!(ha.is_present(2));
+
+    drop(claim);
+    let again = hb.try_claim_block(1).unwrap().expect("released on drop");
+    drop(again);
+    drop(other);
+    assert!(ha.try_claim_block(2).unwrap().is_some());
+    assert!(matches!(
+        ha.try_claim_block(4),
+        Err(StoreError::BlockOutOfRange { block: 4, .. })
+    ));
+    // The claim lock bytes lie far beyond any header byte.
+    assert!(CLAIM_LOCK_BASE > ha.layout().data_offset() + ha.size());
+}
+
+#[test]
+fn a_block_claim_of_another_process_is_refused_until_that_process_dies() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(&dir);
+    let blob = s.create_blob(&claim_id(), 8 * BS, BS, true).unwrap();
+    let mut child = spawn_child("claim", dir.path());
+    let marker = dir.path().join("claimed");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !marker.exists() {
+        assert!(std::time::Instant::now() < deadline, "child never claimed");
+        assert!(child.try_wait().unwrap().is_none(), "child exited early");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        blob.try_claim_block(3).unwrap().is_none(),
+        "held by the child"
+    );
+    assert!(blob.try_claim_block(4).unwrap().is_some());
+    child.kill().unwrap(); // SIGKILL: the kernel releases the dead process's locks
+    child.wait().unwrap();
+    assert!(blob.try_claim_block(3).unwrap().is_some());
 }
