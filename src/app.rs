@@ -44,16 +44,14 @@ impl App {
             UpstreamChain::new(&config.upstreams, config.offline)
                 .map_err(|e| StartError::Upstream(e.to_string()))?,
         );
-        let root = config
-            .cache_roots()
-            .into_iter()
-            .next()
-            .unwrap_or_else(|| PathBuf::from("./cache"));
+        let roots = config.cache_roots();
         let durability = durability(config.cache.durability);
         let store = Arc::new(
-            Store::open(&root, durability).map_err(|e| StartError::Store {
-                path: root.clone(),
-                reason: e.to_string(),
+            Store::open_roots(&roots, config.cache.replicas, durability).map_err(|e| {
+                StartError::Store {
+                    path: roots.first().cloned().unwrap_or_default(),
+                    reason: e.to_string(),
+                }
             })?,
         );
         let meta = Meta::new(

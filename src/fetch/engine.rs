@@ -175,7 +175,7 @@ impl FillEngine {
         })
         .await
         .map_err(|e| FetchError::Store(e.to_string()))?
-        .map_err(|e| FetchError::Store(e.to_string()))?;
+        .map_err(|e| super::error::store_failure(&self.inner, e))?;
         Ok(self.adopt(id, file, Some(source)))
     }
 

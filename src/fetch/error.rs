@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use super::engine::EngineInner;
+use crate::store::StoreError;
 use crate::upstream::UpstreamError;
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -52,5 +54,20 @@ impl FetchError {
             FetchError::Store(_) | FetchError::NoSpace(_) | FetchError::OutOfRange { .. } => 500,
             _ => 502,
         }
+    }
+}
+
+/// A store error as a fetch error: running out of space is its own case (the bytes can still
+/// be streamed to the client uncached), and is counted.
+pub(super) fn store_failure(engine: &EngineInner, e: StoreError) -> FetchError {
+    if e.is_no_space() {
+        engine
+            .stats
+            .no_space
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        log::warn!("cache full: {e}");
+        FetchError::NoSpace(e.to_string())
+    } else {
+        FetchError::Store(e.to_string())
     }
 }

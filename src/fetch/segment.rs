@@ -13,9 +13,10 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 
 use super::engine::EngineInner;
-use super::fill::BlobFill;
+use super::error::store_failure;
+use super::fill::{claim_run, BlobFill, Copy};
 use super::FetchError;
-use crate::store::BlockChecksummer;
+use crate::store::{BlockChecksummer, BlockClaim, StoreError};
 use crate::upstream::Location;
 
 /// Attempts per segment before its remaining blocks fail.
@@ -23,9 +24,9 @@ const MAX_ATTEMPTS: u32 = 6;
 /// Bytes buffered before a write to disk.
 const WRITE_CHUNK: usize = 512 << 10;
 
-pub(super) async fn run(fill: Arc<BlobFill>, blocks: Range<u64>) {
-    if let Err((from_block, error)) = fetch_segment(&fill, blocks.clone()).await {
-        fill.fail_blocks(from_block..blocks.end, error);
+pub(super) async fn run(fill: Arc<BlobFill>, copy: Copy, blocks: Range<u64>) {
+    if let Err((from_block, error)) = fetch_segment(&fill, &copy, blocks.clone()).await {
+        fill.fail_blocks(&copy, from_block..blocks.end, error);
     }
     fill.segment_finished();
 }
@@ -38,7 +39,11 @@ enum Interrupted {
     Fatal(FetchError),
 }
 
-async fn fetch_segment(fill: &Arc<BlobFill>, blocks: Range<u64>) -> Result<(), (u64, FetchError)> {
+async fn fetch_segment(
+    fill: &Arc<BlobFill>,
+    copy: &Copy,
+    blocks: Range<u64>,
+) -> Result<(), (u64, FetchError)> {
     let Some(engine) = fill.engine() else {
         return Err((blocks.start, FetchError::Store("engine stopped".into())));
     };
@@ -46,9 +51,21 @@ async fn fetch_segment(fill: &Arc<BlobFill>, blocks: Range<u64>) -> Result<(), (
         .acquire_owned()
         .await
         .map_err(|e| (blocks.start, FetchError::Store(e.to_string())))?;
-    let file = fill.file();
-    let end = file.block_span(blocks.end - 1).end;
-    let mut writer = SegmentWriter::new(Arc::clone(fill), file.block_span(blocks.start).start);
+    // Another process sharing the cache may be filling some of these blocks.
+    let claimed = claim_run(fill, copy, blocks.clone())
+        .await
+        .map_err(|e| (blocks.start, e))?;
+    if claimed.fetch.is_empty() {
+        return Ok(());
+    }
+    let file = &copy.file;
+    let end = file.block_span(claimed.fetch.end - 1).end;
+    let mut writer = SegmentWriter::new(
+        Arc::clone(fill),
+        copy.clone(),
+        file.block_span(claimed.fetch.start).start,
+        claimed.claims,
+    );
     let mut failures = 0;
     let mut last_reason = String::new();
     while writer.pos < end {
@@ -202,6 +219,9 @@ async fn stream_range(
 /// checksums) when its last byte is on disk.
 struct SegmentWriter {
     fill: Arc<BlobFill>,
+    copy: Copy,
+    /// Cross-process claims of the blocks still to commit, first block first.
+    claims: std::collections::VecDeque<BlockClaim>,
     /// Next content offset to write to disk.
     pos: u64,
     /// Received bytes not yet written; they start at `pos`.
@@ -211,9 +231,11 @@ struct SegmentWriter {
 }
 
 impl SegmentWriter {
-    fn new(fill: Arc<BlobFill>, start: u64) -> Self {
+    fn new(fill: Arc<BlobFill>, copy: Copy, start: u64, claims: Vec<BlockClaim>) -> Self {
         Self {
             fill,
+            copy,
+            claims: claims.into(),
             pos: start,
             buffer: BytesMut::new(),
             checksummer: None,
@@ -221,7 +243,7 @@ impl SegmentWriter {
     }
 
     fn block(&self) -> u64 {
-        self.fill.file().block_of(self.pos)
+        self.copy.file.block_of(self.pos)
     }
 
     /// Offset just past the last byte received.
@@ -236,7 +258,7 @@ impl SegmentWriter {
         // Write whenever a block's last byte arrived (so it is committed and verified
         // readers get it at once) or enough is buffered.
         while !self.buffer.is_empty() {
-            let block_end = self.fill.file().block_span(self.block()).end.min(end);
+            let block_end = self.copy.file.block_span(self.block()).end.min(end);
             if self.buffer.len() >= WRITE_CHUNK || self.received() >= block_end {
                 self.write_piece().await?;
             } else {
@@ -255,7 +277,7 @@ impl SegmentWriter {
 
     /// Write the buffered bytes that belong to the current block.
     async fn write_piece(&mut self) -> Result<(), FetchError> {
-        let file = Arc::clone(self.fill.file());
+        let file = Arc::clone(&self.copy.file);
         let block = file.block_of(self.pos);
         let span = file.block_span(block);
         let len = (span.end - self.pos).min(self.buffer.len() as u64) as usize;
@@ -268,23 +290,32 @@ impl SegmentWriter {
                 .map_err(|e| FetchError::Store(e.to_string()))?,
         };
         let completes = pos + len as u64 == span.end;
-        let (checksummer, committed) = tokio::task::spawn_blocking(move || {
+        let writer_file = Arc::clone(&file);
+        let written = tokio::task::spawn_blocking(move || {
             let mut checksummer = checksummer;
-            file.write_data(pos, &piece)?;
+            writer_file.write_data(pos, &piece)?;
             checksummer.update(&piece);
             if completes {
                 let crcs = checksummer.finish()?;
-                file.commit_block(block, &crcs)?;
-                Ok::<_, crate::store::StoreError>((None, true))
+                writer_file.commit_block(block, &crcs)?;
+                Ok::<_, StoreError>(None)
             } else {
-                Ok((Some(checksummer), false))
+                Ok(Some(checksummer))
             }
         })
         .await
-        .map_err(|e| FetchError::Store(e.to_string()))?
         .map_err(|e| FetchError::Store(e.to_string()))?;
+        let checksummer = match written {
+            Ok(checksummer) => checksummer,
+            Err(e) => return Err(self.write_failed(&file, e).await),
+        };
         self.checksummer = checksummer;
         self.pos += len as u64;
+        let committed = completes;
+        if committed {
+            // The block is on disk: other processes may read it; release its claim.
+            self.claims.pop_front();
+        }
         if let Some(engine) = self.fill.engine() {
             engine
                 .stats
@@ -294,8 +325,27 @@ impl SegmentWriter {
                 engine.stats.blocks_filled.fetch_add(1, Ordering::Relaxed);
             }
         }
-        self.fill.progress(block, self.pos - span.start, committed);
+        self.fill
+            .progress(&self.copy, block, self.pos - span.start, committed);
         Ok(())
+    }
+
+    /// A write failed: out of space (stream uncached instead), or a failing disk (move the
+    /// blob to another copy; this segment's work is dropped and redone there).
+    async fn write_failed(&self, file: &Arc<crate::store::BlobFile>, e: StoreError) -> FetchError {
+        let Some(engine) = self.fill.engine() else {
+            return FetchError::Store(e.to_string());
+        };
+        if e.is_io_error() && !e.is_no_space() {
+            log::warn!(
+                "{}: write failed ({e}); moving to another copy",
+                self.fill.id()
+            );
+            if let Err(switch) = self.fill.switch_copy(file).await {
+                return switch;
+            }
+        }
+        store_failure(&engine, e)
     }
 }
 

@@ -1,4 +1,11 @@
 //! The shared, in-memory state of one blob being read and filled.
+//!
+//! Submodules: `claims` (coordination with another process filling the same blob, during a
+//! graceful upgrade), `complete` (verification and replication of a completed blob).
+
+mod claims;
+pub(super) use claims::claim_run;
+mod complete;
 
 use std::collections::VecDeque;
 use std::ops::Range;
@@ -12,17 +19,15 @@ use tokio::sync::{watch, OwnedSemaphorePermit};
 use super::engine::EngineInner;
 use super::{BlobSource, FetchError, FillMode};
 use crate::hf::{self, Revision};
-use crate::store::{BlobFile, BlobId, ContentCheck, StoreError};
+use crate::store::{BlobFile, BlobId, StoreError};
 use crate::upstream::Location;
 
 /// A reader that sees no progress at all on its blob for this long gives up.
 const STALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// A signed CDN location is reused for at most this long (they expire within minutes).
 const LOCATION_TTL: Duration = Duration::from_secs(120);
-/// How many times one read retries after finding a corrupt block.
-const CORRUPT_RETRIES: usize = 3;
-/// Completed files that fail verification this many times stop being refetched.
-const MAX_VERIFY_FAILURES: u32 = 2;
+/// How many times one read retries after a bad block or a lost copy.
+const READ_RETRIES: usize = 3;
 
 #[derive(Debug, Clone)]
 enum Block {
@@ -33,6 +38,8 @@ enum Block {
     },
     /// Committed: all bytes on disk with their page checksums.
     Present,
+    /// Being fetched by another process sharing the cache (it holds the block's claim).
+    Elsewhere,
     /// The last fetch failed at `at`.
     Failed {
         at: Instant,
@@ -48,6 +55,10 @@ enum Verify {
 }
 
 struct FillState {
+    /// The copy of the blob being read and written.
+    file: Arc<BlobFile>,
+    /// Bumped when `file` is replaced (a lost disk): work for an older copy is ignored.
+    generation: u64,
     blocks: Vec<Block>,
     /// Blocks readers are waiting for, most urgent first.
     demand: VecDeque<u64>,
@@ -57,8 +68,11 @@ struct FillState {
     wants_completion: bool,
     background: Option<OwnedSemaphorePermit>,
     waiting_for_slot: bool,
+    /// A task is watching blocks another process is filling.
+    polling: bool,
     verify: Verify,
     verify_failures: u32,
+    replicated: bool,
 }
 
 /// What a reader may read at an offset.
@@ -70,14 +84,33 @@ enum Readable {
 }
 
 enum Step {
-    Ready(Readable),
+    Ready(Readable, Arc<BlobFile>),
     Wait,
+}
+
+/// The copy a piece of work was started on.
+#[derive(Clone)]
+pub(super) struct Copy {
+    pub(super) file: Arc<BlobFile>,
+    pub(super) generation: u64,
+}
+
+fn block_states(file: &BlobFile) -> Vec<Block> {
+    (0..file.block_count())
+        .map(|b| {
+            if file.is_present(b) {
+                Block::Present
+            } else {
+                Block::Missing
+            }
+        })
+        .collect()
 }
 
 /// One blob's fill: the block states, readers' demand, and the running segment fetches.
 pub struct BlobFill {
     id: BlobId,
-    file: Arc<BlobFile>,
+    size: u64,
     engine: Weak<EngineInner>,
     state: Mutex<FillState>,
     /// Bumped on every state change; readers wait on it.
@@ -92,30 +125,25 @@ impl BlobFill {
         source: Option<BlobSource>,
         engine: Weak<EngineInner>,
     ) -> Arc<Self> {
-        let blocks = (0..file.block_count())
-            .map(|b| {
-                if file.is_present(b) {
-                    Block::Present
-                } else {
-                    Block::Missing
-                }
-            })
-            .collect();
         let (version, _) = watch::channel(0);
         Arc::new(Self {
             id,
-            file,
+            size: file.size(),
             engine,
             state: Mutex::new(FillState {
-                blocks,
+                blocks: block_states(&file),
+                file,
+                generation: 0,
                 demand: VecDeque::new(),
                 running: 0,
                 source,
                 wants_completion: false,
                 background: None,
                 waiting_for_slot: false,
+                polling: false,
                 verify: Verify::NotStarted,
                 verify_failures: 0,
+                replicated: false,
             }),
             version,
             location: tokio::sync::Mutex::new(None),
@@ -127,11 +155,16 @@ impl BlobFill {
     }
 
     pub fn size(&self) -> u64 {
-        self.file.size()
+        self.size
     }
 
-    pub(super) fn file(&self) -> &Arc<BlobFile> {
-        &self.file
+    /// The copy currently in use.
+    pub(super) fn copy(&self) -> Copy {
+        let st = self.state.lock();
+        Copy {
+            file: Arc::clone(&st.file),
+            generation: st.generation,
+        }
     }
 
     pub(super) fn engine(&self) -> Option<Arc<EngineInner>> {
@@ -147,15 +180,6 @@ impl BlobFill {
             .all(|b| matches!(b, Block::Present))
     }
 
-    /// Taken off the engine's queue of blobs waiting for a background slot.
-    pub(super) fn leave_slot_queue(&self) {
-        self.state.lock().waiting_for_slot = false;
-    }
-
-    pub(super) fn holds_background_slot(&self) -> bool {
-        self.state.lock().background.is_some()
-    }
-
     fn notify(&self) {
         self.version.send_modify(|v| *v = v.wrapping_add(1));
     }
@@ -166,6 +190,15 @@ impl BlobFill {
         if st.source.is_none() {
             st.source = Some(source);
         }
+    }
+
+    /// Taken off the engine's queue of blobs waiting for a background slot.
+    pub(super) fn leave_slot_queue(&self) {
+        self.state.lock().waiting_for_slot = false;
+    }
+
+    pub(super) fn holds_background_slot(&self) -> bool {
+        self.state.lock().background.is_some()
     }
 
     /// A client started downloading: in `complete` mode, fetch the rest in the background.
@@ -191,76 +224,85 @@ impl BlobFill {
     }
 
     /// Read up to `max` bytes at `offset`: verified bytes from committed blocks, or bytes of
-    /// a block in flight as soon as they are on disk. Waits for missing blocks.
+    /// a block in flight as soon as they are on disk. Waits for missing blocks. A block that
+    /// fails its checksum is fetched again; a copy on a failing disk is replaced.
     pub async fn read(self: &Arc<Self>, offset: u64, max: usize) -> Result<Bytes, FetchError> {
-        if offset >= self.size() {
+        if offset >= self.size {
             return Err(FetchError::OutOfRange {
                 blob: self.id.to_string(),
                 offset,
-                size: self.size(),
+                size: self.size,
             });
         }
         let mut retries = 0;
         loop {
-            match self.readable(offset).await? {
-                Readable::Raw { until } => {
-                    let len = (until - offset).min(max as u64) as usize;
-                    return self.blocking_read(offset, len, false).await;
-                }
+            let (readable, file) = self.readable(offset).await?;
+            let (len, verify) = match readable {
+                Readable::Raw { until } => ((until - offset).min(max as u64) as usize, false),
                 Readable::Verified { until } => {
-                    let page = self.file.page_size();
+                    let page = file.page_size();
                     let page_end = (offset / page + 1) * page;
                     let len = (until.min(page_end) - offset).min(max as u64) as usize;
-                    match self.blocking_read(offset, len, true).await {
-                        Err(FetchError::Store(reason)) if retries < CORRUPT_RETRIES => {
-                            retries += 1;
-                            log::warn!("{}: {reason}; fetching the block again", self.id);
-                            self.mark_missing(self.file.block_of(offset));
-                        }
-                        other => return other,
-                    }
+                    (len, true)
                 }
+            };
+            let reader = Arc::clone(&file);
+            let result = tokio::task::spawn_blocking(move || {
+                if verify {
+                    reader.read_verified(offset, len)
+                } else {
+                    reader.read_raw(offset, len)
+                }
+            })
+            .await
+            .map_err(|e| FetchError::Store(e.to_string()))?;
+            let error = match result {
+                Ok(bytes) => return Ok(bytes),
+                Err(e) => e,
+            };
+            if retries >= READ_RETRIES {
+                return Err(FetchError::Store(error.to_string()));
             }
+            retries += 1;
+            self.recover_from_read_error(&file, offset, error).await?;
         }
     }
 
-    async fn blocking_read(
-        &self,
+    /// A read failed: refetch a bad block, or move to another copy of a failing disk.
+    async fn recover_from_read_error(
+        self: &Arc<Self>,
+        file: &Arc<BlobFile>,
         offset: u64,
-        len: usize,
-        verify: bool,
-    ) -> Result<Bytes, FetchError> {
-        let file = Arc::clone(&self.file);
-        let result = tokio::task::spawn_blocking(move || {
-            if verify {
-                file.read_verified(offset, len)
-            } else {
-                file.read_raw(offset, len)
-            }
-        })
-        .await
-        .map_err(|e| FetchError::Store(e.to_string()))?;
-        match result {
-            Ok(bytes) => Ok(bytes),
-            Err(e @ (StoreError::Corrupt { .. } | StoreError::NotPresent { .. })) => {
-                if matches!(e, StoreError::Corrupt { .. }) {
-                    if let Some(engine) = self.engine() {
-                        engine
-                            .stats
-                            .corrupt_blocks
-                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    }
+        error: StoreError,
+    ) -> Result<(), FetchError> {
+        let block = file.block_of(offset);
+        if error.is_corrupt() || error.is_not_present() {
+            if error.is_corrupt() {
+                if let Some(engine) = self.engine() {
+                    engine
+                        .stats
+                        .corrupt_blocks
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
-                Err(FetchError::Store(e.to_string()))
             }
-            Err(e) => Err(FetchError::Store(format!("unrecoverable: {e}"))),
+            log::warn!("{}: {error}; fetching block {block} again", self.id);
+            self.mark_missing(file, block);
+            return Ok(());
         }
+        if error.is_io_error() {
+            log::warn!("{}: {error}; switching to another copy", self.id);
+            return self.switch_copy(file).await;
+        }
+        Err(FetchError::Store(error.to_string()))
     }
 
     /// A committed block turned out bad (or vanished): forget it so it is fetched again.
-    fn mark_missing(self: &Arc<Self>, block: u64) {
+    fn mark_missing(&self, file: &Arc<BlobFile>, block: u64) {
         {
             let mut st = self.state.lock();
+            if !Arc::ptr_eq(&st.file, file) {
+                return;
+            }
             if let Some(b @ Block::Present) = st.blocks.get_mut(block as usize) {
                 *b = Block::Missing;
             }
@@ -268,7 +310,53 @@ impl BlobFill {
         self.notify();
     }
 
-    async fn readable(self: &Arc<Self>, offset: u64) -> Result<Readable, FetchError> {
+    /// The copy in use sits on a failing disk: continue with another copy (or a new, empty
+    /// one on a healthy root). Work still running on the old copy is ignored from now on.
+    pub(super) async fn switch_copy(
+        self: &Arc<Self>,
+        failed: &Arc<BlobFile>,
+    ) -> Result<(), FetchError> {
+        let engine = self
+            .engine()
+            .ok_or_else(|| FetchError::Store("engine stopped".into()))?;
+        let store = Arc::clone(&engine.store);
+        let (id, size, block_size) = (self.id.clone(), self.size, engine.settings.block_size);
+        let content_addressed = failed.is_content_addressed();
+        let broken = Arc::clone(failed);
+        let replacement =
+            tokio::task::spawn_blocking(move || match store.failover(&id, &broken)? {
+                Some(copy) => Ok(copy),
+                None => store.create_blob(&id, size, block_size, content_addressed),
+            })
+            .await
+            .map_err(|e| FetchError::Store(e.to_string()))?
+            .map_err(|e| super::error::store_failure(&engine, e))?;
+        {
+            let mut st = self.state.lock();
+            if !Arc::ptr_eq(&st.file, failed) {
+                return Ok(()); // someone switched already
+            }
+            log::warn!(
+                "{}: continuing on the copy at {}",
+                self.id,
+                replacement.path().display()
+            );
+            st.blocks = block_states(&replacement);
+            st.file = replacement;
+            st.generation += 1;
+            st.verify = Verify::NotStarted;
+            st.replicated = false;
+            st.polling = false;
+        }
+        self.notify();
+        self.schedule();
+        Ok(())
+    }
+
+    async fn readable(
+        self: &Arc<Self>,
+        offset: u64,
+    ) -> Result<(Readable, Arc<BlobFile>), FetchError> {
         let started = Instant::now();
         let mut rx = self.version.subscribe();
         loop {
@@ -278,7 +366,7 @@ impl BlobFill {
                 self.schedule();
             }
             match step {
-                Step::Ready(readable) => return Ok(readable),
+                Step::Ready(readable, file) => return Ok((readable, file)),
                 Step::Wait => {
                     if tokio::time::timeout(STALL_TIMEOUT, rx.changed())
                         .await
@@ -299,18 +387,20 @@ impl BlobFill {
         let engine = self.engine();
         let offline = engine.as_ref().is_none_or(|e| e.settings.offline);
         let read_ahead = engine.as_ref().map(|e| e.settings.read_ahead).unwrap_or(0);
-        let block = self.file.block_of(offset);
-        let span = self.file.block_span(block);
         let mut st = self.state.lock();
+        let file = Arc::clone(&st.file);
+        let block = file.block_of(offset);
+        let span = file.block_span(block);
         let can_fetch = !offline && st.source.is_some();
         let step = match &st.blocks[block as usize] {
-            Block::Present => Step::Ready(Readable::Verified { until: span.end }),
-            Block::InFlight { written } if span.start + written > offset => {
-                Step::Ready(Readable::Raw {
+            Block::Present => Step::Ready(Readable::Verified { until: span.end }, file.clone()),
+            Block::InFlight { written } if span.start + written > offset => Step::Ready(
+                Readable::Raw {
                     until: span.start + written,
-                })
-            }
-            Block::InFlight { .. } => Step::Wait,
+                },
+                file.clone(),
+            ),
+            Block::InFlight { .. } | Block::Elsewhere => Step::Wait,
             Block::Failed { at, error } if *at >= started => return Err(error.clone()),
             Block::Failed { .. } | Block::Missing => {
                 if !can_fetch {
@@ -320,14 +410,16 @@ impl BlobFill {
                     });
                 }
                 st.blocks[block as usize] = Block::Missing;
-                push_demand(&mut st, block);
+                if !st.demand.contains(&block) {
+                    st.demand.push_front(block);
+                }
                 Step::Wait
             }
         };
         let mut demanded = matches!(step, Step::Wait);
         if can_fetch {
-            let ahead_blocks = read_ahead.div_ceil(self.file.block_size().max(1));
-            let last = (block + ahead_blocks).min(self.file.block_count().saturating_sub(1));
+            let ahead_blocks = read_ahead.div_ceil(file.block_size().max(1));
+            let last = (block + ahead_blocks).min(file.block_count().saturating_sub(1));
             for b in block + 1..=last {
                 if matches!(st.blocks[b as usize], Block::Missing) && !st.demand.contains(&b) {
                     st.demand.push_back(b);
@@ -344,7 +436,7 @@ impl BlobFill {
         if engine.settings.offline {
             return;
         }
-        let mut launches: Vec<Range<u64>> = Vec::new();
+        let mut launches: Vec<(Copy, Range<u64>)> = Vec::new();
         let mut took_slot = false;
         let mut must_wait = false;
         {
@@ -353,7 +445,7 @@ impl BlobFill {
                 return;
             }
             let per_file = engine.settings.connections_per_file.max(1);
-            let per_segment = (engine.settings.segment / self.file.block_size()).max(1);
+            let per_segment = (engine.settings.segment / st.file.block_size()).max(1);
             let count = st.blocks.len() as u64;
             while st.running < per_file {
                 let next = match pop_demand(&mut st) {
@@ -397,7 +489,11 @@ impl BlobFill {
                     st.blocks[b as usize] = Block::InFlight { written: 0 };
                 }
                 st.running += 1;
-                launches.push(start..end);
+                let copy = Copy {
+                    file: Arc::clone(&st.file),
+                    generation: st.generation,
+                };
+                launches.push((copy, start..end));
             }
             if took_slot {
                 st.waiting_for_slot = false;
@@ -409,15 +505,20 @@ impl BlobFill {
         if must_wait {
             engine.wait_for_background_slot(self);
         }
-        for blocks in launches {
-            tokio::spawn(super::segment::run(Arc::clone(self), blocks));
+        for (copy, blocks) in launches {
+            tokio::spawn(super::segment::run(Arc::clone(self), copy, blocks));
         }
     }
 
+    /// Run `f` on the state if `copy` is still the copy in use.
+    fn with_current<T>(&self, copy: &Copy, f: impl FnOnce(&mut FillState) -> T) -> Option<T> {
+        let mut st = self.state.lock();
+        (st.generation == copy.generation).then(|| f(&mut st))
+    }
+
     /// Bytes of `block` up to `written` are on disk; `committed` once the block is complete.
-    pub(super) fn progress(&self, block: u64, written: u64, committed: bool) {
-        {
-            let mut st = self.state.lock();
+    pub(super) fn progress(&self, copy: &Copy, block: u64, written: u64, committed: bool) {
+        self.with_current(copy, |st| {
             if let Some(b) = st.blocks.get_mut(block as usize) {
                 *b = if committed {
                     Block::Present
@@ -425,20 +526,43 @@ impl BlobFill {
                     Block::InFlight { written }
                 };
             }
-        }
+        });
+        self.notify();
+    }
+
+    /// Set the state of blocks a segment will not fetch after all.
+    pub(super) fn settle_unfetched(
+        &self,
+        copy: &Copy,
+        present: &[u64],
+        elsewhere: &[u64],
+        missing: &[u64],
+    ) {
+        self.with_current(copy, |st| {
+            for (blocks, state) in [
+                (present, Block::Present),
+                (elsewhere, Block::Elsewhere),
+                (missing, Block::Missing),
+            ] {
+                for b in blocks {
+                    if let Some(block) = st.blocks.get_mut(*b as usize) {
+                        *block = state.clone();
+                    }
+                }
+            }
+        });
         self.notify();
     }
 
     /// A segment gave up: its unfinished blocks fail (readers waiting on them get `error`;
     /// later readers try again).
-    pub(super) fn fail_blocks(&self, blocks: Range<u64>, error: FetchError) {
+    pub(super) fn fail_blocks(&self, copy: &Copy, blocks: Range<u64>, error: FetchError) {
         log::warn!("{}: blocks {blocks:?} failed: {error}", self.id);
-        {
-            let mut st = self.state.lock();
+        self.with_current(copy, |st| {
             let at = Instant::now();
             for b in blocks {
                 if let Some(block) = st.blocks.get_mut(b as usize) {
-                    if !matches!(block, Block::Present) {
+                    if matches!(block, Block::InFlight { .. } | Block::Missing) {
                         *block = Block::Failed {
                             at,
                             error: error.clone(),
@@ -446,7 +570,7 @@ impl BlobFill {
                     }
                 }
             }
-        }
+        });
         self.notify();
     }
 
@@ -465,10 +589,12 @@ impl BlobFill {
         let released = {
             let mut st = self.state.lock();
             let idle = st.running == 0
-                && !st
-                    .blocks
-                    .iter()
-                    .any(|b| matches!(b, Block::Missing | Block::InFlight { .. }));
+                && !st.blocks.iter().any(|b| {
+                    matches!(
+                        b,
+                        Block::Missing | Block::InFlight { .. } | Block::Elsewhere
+                    )
+                });
             if idle {
                 st.background.take().is_some()
             } else {
@@ -481,102 +607,6 @@ impl BlobFill {
                 engine.background_slot_freed();
             }
         }
-    }
-
-    /// When the file is complete, verify it against its content hash once (in the
-    /// background). A mismatch discards every block, so it is fetched again.
-    pub(super) fn check_completed(self: &Arc<Self>) {
-        let verifiable = {
-            let mut st = self.state.lock();
-            let complete = st.blocks.iter().all(|b| matches!(b, Block::Present));
-            let verifiable = st.source.as_ref().is_some_and(|s| s.verifiable);
-            if !complete || !verifiable || st.verify != Verify::NotStarted {
-                return;
-            }
-            st.verify = Verify::Running;
-            verifiable
-        };
-        if !verifiable || self.file.is_verified() {
-            self.state.lock().verify = Verify::Done;
-            return;
-        }
-        let this = Arc::clone(self);
-        tokio::spawn(async move {
-            let file = Arc::clone(&this.file);
-            let outcome = tokio::task::spawn_blocking(move || {
-                let check = file.verify_content()?;
-                if check == ContentCheck::Match {
-                    file.mark_verified()?;
-                }
-                Ok::<_, StoreError>(check)
-            })
-            .await;
-            match outcome {
-                Ok(Ok(ContentCheck::Match)) => {
-                    if let Some(engine) = this.engine() {
-                        engine
-                            .stats
-                            .verified_files
-                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    }
-                    this.state.lock().verify = Verify::Done;
-                }
-                Ok(Ok(ContentCheck::Mismatch { actual })) => this.discard_mismatch(actual),
-                Ok(Ok(ContentCheck::NotApplicable)) => this.state.lock().verify = Verify::Done,
-                Ok(Err(e)) => {
-                    log::warn!("{}: cannot verify: {e}", this.id);
-                    this.state.lock().verify = Verify::NotStarted;
-                }
-                Err(e) => {
-                    log::warn!("{}: verification task failed: {e}", this.id);
-                    this.state.lock().verify = Verify::NotStarted;
-                }
-            }
-        });
-    }
-
-    fn discard_mismatch(self: &Arc<Self>, actual: String) {
-        log::error!(
-            "{}: downloaded content hashes to {actual}; discarding the file",
-            self.id
-        );
-        if let Some(engine) = self.engine() {
-            engine
-                .stats
-                .verify_failures
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-        for block in 0..self.file.block_count() {
-            if let Err(e) = self.file.invalidate_block(block) {
-                log::warn!("{}: cannot invalidate block {block}: {e}", self.id);
-            }
-        }
-        {
-            let mut st = self.state.lock();
-            st.verify_failures += 1;
-            st.verify = Verify::NotStarted;
-            let give_up = st.verify_failures >= MAX_VERIFY_FAILURES;
-            let error = FetchError::Corrupt {
-                blob: self.id.to_string(),
-                actual,
-            };
-            let at = Instant::now();
-            for block in st.blocks.iter_mut() {
-                *block = if give_up {
-                    Block::Failed {
-                        at,
-                        error: error.clone(),
-                    }
-                } else {
-                    Block::Missing
-                };
-            }
-            if give_up {
-                st.wants_completion = false;
-            }
-        }
-        self.notify();
-        self.schedule();
     }
 
     /// Where to fetch this blob's bytes: reuse the last location while fresh, otherwise ask
@@ -625,12 +655,6 @@ impl BlobFill {
         if cached.as_ref().is_some_and(|(l, _)| l.url == used.url) {
             *cached = None;
         }
-    }
-}
-
-fn push_demand(st: &mut FillState, block: u64) {
-    if !st.demand.contains(&block) {
-        st.demand.push_front(block);
     }
 }
 
