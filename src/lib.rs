@@ -10,6 +10,7 @@ pub mod cache;
 pub mod config;
 pub mod fetch;
 pub mod hf;
+pub mod import;
 pub mod meta;
 pub mod proxy;
 pub mod store;
