@@ -1,0 +1,136 @@
+"""Fixtures for the hubcache end-to-end suite.
+
+- `session_emulator`: one Hub emulator for read-only tests; `emu` resets its stats, faults and
+  branches before each test.
+- `emu_factory` / `own_emu`: emulators private to one test (to stop them, move branches, fault).
+- `mirror_factory`: starts `hubcache serve` with config overrides on a fresh (or given) cache
+  dir; every mirror it started is stopped (SIGINT, by PID) at teardown.
+- `mirror`: a fresh mirror in front of the session emulator.
+- `shared_mirror`: one long-lived mirror in front of the session emulator, for tests that do not
+  care about cache state.
+On failure, the tail of every running emulator/mirror log is printed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+import helpers
+from helpers import MiB, Emulator, Mirror
+
+SESSION_BIG_SIZE = 48 * MiB
+
+
+@pytest.fixture(scope="session")
+def hubcache_bin() -> str:
+    path = os.environ.get("HUBCACHE_BIN") or str(helpers.REPO_ROOT / "target" / "debug" / "hubcache")
+    if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+        pytest.fail(f"hubcache binary not found at {path}: run `cargo build --bin hubcache` "
+                    f"or set HUBCACHE_BIN")
+    return path
+
+
+@pytest.fixture(scope="session")
+def session_emulator(tmp_path_factory):
+    emu = Emulator(tmp_path_factory.mktemp("session-emu"), big_size=SESSION_BIG_SIZE, name="session-emulator")
+    yield emu
+    emu.stop()
+
+
+@pytest.fixture
+def emu(session_emulator) -> Emulator:
+    assert session_emulator.running, "the session emulator died:\n" + session_emulator.log_tail()
+    session_emulator.reset(refs=True)
+    return session_emulator
+
+
+@pytest.fixture
+def emu_factory(tmp_path):
+    started: list[Emulator] = []
+    counter = iter(range(1000))
+
+    def make(big_size: int = 8 * MiB, page_size: int = 100, extra: tuple = ()) -> Emulator:
+        n = next(counter)
+        e = Emulator(tmp_path / f"emu{n}", big_size=big_size, page_size=page_size, extra=extra,
+                     name=f"emulator{n}")
+        started.append(e)
+        return e
+
+    yield make
+    for e in started:
+        e.stop()
+
+
+@pytest.fixture
+def own_emu(emu_factory) -> Emulator:
+    return emu_factory()
+
+
+@pytest.fixture
+def mirror_factory(tmp_path, hubcache_bin):
+    started: list[Mirror] = []
+    counter = iter(range(1000))
+
+    def make(upstreams, cache_dir: Path | None = None, **overrides) -> Mirror:
+        if isinstance(upstreams, (str, Emulator)):
+            upstreams = [upstreams]
+        urls = [u.hub if isinstance(u, Emulator) else u for u in upstreams]
+        n = next(counter)
+        m = Mirror(hubcache_bin, tmp_path / f"mirror{n}", urls, cache_dir=cache_dir, name=f"mirror{n}",
+                   **overrides)
+        started.append(m)
+        return m
+
+    yield make
+    for m in started:
+        m.stop()
+
+
+@pytest.fixture
+def mirror(emu, mirror_factory) -> Mirror:
+    return mirror_factory(emu)
+
+
+@pytest.fixture(scope="session")
+def _shared_mirror(session_emulator, hubcache_bin, tmp_path_factory):
+    m = Mirror(hubcache_bin, tmp_path_factory.mktemp("shared-mirror"), [session_emulator.hub],
+               name="shared-mirror")
+    yield m
+    m.stop()
+    shutil.rmtree(m.cache_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def shared_mirror(_shared_mirror, emu) -> Mirror:
+    if not _shared_mirror.running:
+        _shared_mirror.start()
+    return _shared_mirror
+
+
+@pytest.fixture
+def hf_home(tmp_path) -> Path:
+    """A fresh client cache (HF_HOME) for one test."""
+    p = tmp_path / "hf_home"
+    p.mkdir()
+    return p
+
+
+@pytest.fixture(autouse=True)
+def _mark_started(request):
+    request.node._started_mark = len(helpers.STARTED)
+    yield
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.when == "call" and rep.failed:
+        mark = getattr(item, "_started_mark", len(helpers.STARTED))
+        procs = list(helpers.ACTIVE) + [p for p in helpers.STARTED[mark:] if p not in helpers.ACTIVE]
+        for proc in procs:
+            rep.sections.append((f"log tail: {proc.name} ({proc.log_path})", proc.log_tail(40)))

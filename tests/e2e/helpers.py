@@ -1,0 +1,503 @@
+"""Process and HTTP helpers shared by the end-to-end tests (imported by conftest.py and tests).
+
+Nothing here imports huggingface_hub: the real client always runs in a subprocess
+(see hf_client.py) so that its import-time environment is isolated per test.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import quote, urlsplit
+
+import requests
+
+HERE = Path(__file__).resolve().parent
+REPO_ROOT = HERE.parent.parent
+HUB_PY = REPO_ROOT / "tests" / "hub_emulator" / "hub.py"
+CLIENT_PY = HERE / "hf_client.py"
+VENV_BIN = REPO_ROOT / ".venv" / "bin"
+
+KiB = 1024
+MiB = 1024 * KiB
+VALID = {"Authorization": "Bearer hf_valid_token"}
+OTHER = {"Authorization": "Bearer hf_other_token"}
+
+# Processes still running, and every process ever started (used to print log tails on failure).
+ACTIVE: list = []
+STARTED: list = []
+
+
+# --------------------------------------------------------------------------------------------
+# small utilities
+# --------------------------------------------------------------------------------------------
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def git_oid(data: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.05, what: str = "condition"):
+    """Poll predicate() until it returns a truthy value; bounded in time and iterations."""
+    deadline = time.monotonic() + timeout
+    for _ in range(int(timeout / interval) + 2):
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            break
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+
+
+def tail(path: str | os.PathLike, lines: int = 40) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - 64 * KiB))
+            text = f.read().decode("utf-8", "replace")
+    except OSError as err:
+        return f"<cannot read {path}: {err}>"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _listening_inodes(port: int) -> set[str]:
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    parts = line.split()
+                    local, state, inode = parts[1], parts[3], parts[9]
+                    if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
+                        inodes.add(inode)
+        except OSError:
+            continue
+    return inodes
+
+
+def pid_listens_on(pid: int, port: int) -> bool:
+    """True if process `pid` itself holds a listening socket on `port` (not some other process)."""
+    inodes = _listening_inodes(port)
+    if not inodes:
+        return False
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if link.startswith("socket:[") and link[8:-1] in inodes:
+            return True
+    return False
+
+
+def stop_process(proc: subprocess.Popen, sig=signal.SIGINT, timeout: float = 15) -> int | None:
+    """Signal one process we started (by PID), wait, then SIGKILL it if it is still alive."""
+    if proc.poll() is None:
+        try:
+            proc.send_signal(sig)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+    return proc.returncode
+
+
+def session() -> requests.Session:
+    s = requests.Session()
+    s.trust_env = False          # never route 127.0.0.1 through a proxy from the environment
+    return s
+
+
+def raw_request(base_url: str, method: str, raw_path: str, headers: dict | None = None,
+                body: bytes | None = None, timeout: float = 30):
+    """Send `raw_path` exactly as given (no normalisation, no re-encoding). -> (status, headers, body)."""
+    u = urlsplit(base_url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=timeout)
+    try:
+        conn.request(method, raw_path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        data = resp.read()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data
+    finally:
+        conn.close()
+
+
+def resolve_path(repo: str, rev: str, path: str, repo_type: str = "model") -> str:
+    """The resolve URL path exactly as huggingface_hub builds it."""
+    prefix = {"model": "", "dataset": "datasets/", "space": "spaces/"}[repo_type]
+    return f"/{prefix}{repo}/resolve/{quote(rev, safe='')}/{quote(path)}"
+
+
+# --------------------------------------------------------------------------------------------
+# the Hub emulator
+# --------------------------------------------------------------------------------------------
+
+class Emulator:
+    """One tests/hub_emulator/hub.py process (hub + CDN listeners on free ports)."""
+
+    def __init__(self, workdir: Path, big_size: int = 8 * MiB, page_size: int = 100,
+                 extra: tuple = (), name: str = "emulator"):
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.name = name
+        self.log_path = self.workdir / f"{name}.log"
+        self.big_size, self.page_size, self.extra = big_size, page_size, extra
+        self.proc: subprocess.Popen | None = None
+        self.hub = self.cdn = ""
+        self.http = session()
+        self._manifest = None
+        self.start()
+
+    def start(self) -> None:
+        log = open(self.log_path, "ab")
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, str(HUB_PY), "--port", "0", "--cdn-port", "0",
+                 "--big-size", str(self.big_size), "--page-size", str(self.page_size),
+                 "--data-dir", str(self.workdir / "data"), *self.extra],
+                stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL)
+        finally:
+            log.close()
+        if self not in ACTIVE:
+            ACTIVE.append(self)
+        if self not in STARTED:
+            STARTED.append(self)
+        ready, _, _ = select.select([self.proc.stdout], [], [], 60)
+        if not ready:
+            self.stop()
+            raise RuntimeError(f"emulator did not start within 60 s:\n{tail(self.log_path)}")
+        line = self.proc.stdout.readline()
+        if not line:
+            self.stop()
+            raise RuntimeError(f"emulator exited at start:\n{tail(self.log_path)}")
+        info = json.loads(line)
+        self.hub, self.cdn, self.pid = info["hub"], info["cdn"], info["pid"]
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc, signal.SIGINT)
+            if self.proc.stdout:
+                self.proc.stdout.close()
+        if self in ACTIVE:
+            ACTIVE.remove(self)
+
+    def log_tail(self, lines: int = 40) -> str:
+        return tail(self.log_path, lines)
+
+    # ---- control endpoints -----------------------------------------------------------------
+
+    def control(self, name: str, body=None) -> dict:
+        method = "POST" if body is not None else "GET"
+        r = self.http.request(method, f"{self.hub}/_emulator/{name}", json=body, timeout=30)
+        assert r.status_code == 200, f"/_emulator/{name}: {r.status_code} {r.text}"
+        return r.json()
+
+    def reset(self, refs: bool = True) -> None:
+        self.control("reset", {"refs": refs})
+
+    def stats(self) -> dict:
+        return self.control("stats")
+
+    def fault(self, **rule) -> dict:
+        return self.control("faults", rule)["rule"]
+
+    def faults(self) -> list[dict]:
+        return self.control("faults")["rules"]
+
+    def move_branch(self, repo: str, branch: str, commit: str, repo_type: str = "model") -> dict:
+        return self.control("branch", {"repo": repo, "type": repo_type, "branch": branch, "commit": commit})
+
+    @property
+    def manifest(self) -> dict:
+        if self._manifest is None:
+            self._manifest = self.control("manifest")
+        return self._manifest
+
+    def content(self, key: str) -> bytes:
+        r = self.http.get(f"{self.hub}/_emulator/content/{key}", timeout=60)
+        assert r.status_code == 200, r.text
+        return r.content
+
+    # ---- manifest lookups ------------------------------------------------------------------
+
+    def commit(self, repo: str, rev: str) -> str:
+        """The commit a revision points at in the (unmoved) manifest."""
+        repo_info = self.manifest["repos"][repo]
+        if rev in repo_info["commits"]:
+            return rev
+        return repo_info["revisions"][rev]
+
+    def files(self, repo: str, rev: str) -> dict[str, dict]:
+        sha = self.commit(repo, rev)
+        return {f["path"]: f for f in self.manifest["repos"][repo]["commits"][sha]["files"]}
+
+    def file(self, repo: str, rev: str, path: str) -> dict:
+        return self.files(repo, rev)[path]
+
+    def file_bytes(self, repo: str, rev: str, path: str) -> bytes:
+        entry = self.file(repo, rev, path)
+        return self.content(entry["sha256"] if entry["lfs"] else entry["oid"])
+
+    def cdn_bytes_for(self, sha: str, stats: dict | None = None) -> int:
+        stats = stats or self.stats()
+        return sum(e["bytes"] for e in stats["cdn_requests"] if sha in e["path"])
+
+
+# --------------------------------------------------------------------------------------------
+# the mirror
+# --------------------------------------------------------------------------------------------
+
+def deep_merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+class Mirror:
+    """One `hubcache serve` process with a generated config (JSON is valid YAML)."""
+
+    START_TIMEOUT = 20.0
+
+    def __init__(self, binary: str, workdir: Path, upstreams: list[str], cache_dir: Path | None = None,
+                 name: str = "mirror", **overrides):
+        self.binary = binary
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.name = name
+        self.cache_dir = Path(cache_dir) if cache_dir else self.workdir / f"{name}-cache"
+        self.log_path = self.workdir / f"{name}.log"
+        self.config_path = self.workdir / f"{name}.yaml"
+        self.upstreams = list(upstreams)
+        self.overrides = overrides
+        self.proc: subprocess.Popen | None = None
+        self.port = 0
+        self.http = session()
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def config(self) -> dict:
+        base = {
+            "listen": f"127.0.0.1:{self.port}",
+            "cache": {"dir": str(self.cache_dir)},
+            "upstreams": [{"url": u, "timeout": "10s"} for u in self.upstreams],
+            "offline": False,
+            "revision_ttl": "60s",
+            "server": {"threads": 2, "grace_period": "1s",
+                       "pid_file": str(self.workdir / f"{self.name}.pid"),
+                       "upgrade_sock": str(self.workdir / f"{self.name}.sock")},
+        }
+        return deep_merge(base, self.overrides)
+
+    def start(self, port: int | None = None, **overrides) -> None:
+        """Start (or start again, on the same cache dir, with extra config overrides).
+        `port`: listen on this port (e.g. the previous one) instead of a fresh free port."""
+        assert self.proc is None or self.proc.poll() is not None, "mirror already running"
+        self.overrides = deep_merge(self.overrides, overrides)
+        last_error = ""
+        for _attempt in range(3):
+            self.port = port or free_port()
+            self.config_path.write_text(json.dumps(self.config(), indent=2))
+            log = open(self.log_path, "ab")
+            log.write(f"\n===== start {self.name} on port {self.port} =====\n".encode())
+            log.flush()
+            try:
+                self.proc = subprocess.Popen(
+                    [self.binary, "serve", "--config", str(self.config_path)],
+                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    cwd=self.workdir, env={**os.environ, "RUST_BACKTRACE": "1"})
+            finally:
+                log.close()
+            if self not in ACTIVE:
+                ACTIVE.append(self)
+            if self not in STARTED:
+                STARTED.append(self)
+            deadline = time.monotonic() + self.START_TIMEOUT
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"hubcache exited with {self.proc.returncode} at start:\n"
+                                       f"{tail(self.log_path)}")
+                if pid_listens_on(self.proc.pid, self.port):
+                    return
+                if "is in use" in tail(self.log_path, 5):
+                    last_error = f"port {self.port} in use"
+                    break
+                time.sleep(0.05)
+            else:
+                last_error = "no listening socket"
+            stop_process(self.proc, signal.SIGKILL)
+        raise RuntimeError(f"hubcache did not start within {self.START_TIMEOUT}s ({last_error}):\n"
+                           f"{tail(self.log_path)}")
+
+    def stop(self, sig=signal.SIGINT) -> None:
+        if self.proc is not None:
+            stop_process(self.proc, sig)
+        if self in ACTIVE:
+            ACTIVE.remove(self)
+
+    def restart(self, same_port: bool = False, **overrides) -> None:
+        port = self.port if same_port else None
+        self.stop()
+        self.start(port=port, **overrides)
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_tail(self, lines: int = 40) -> str:
+        return tail(self.log_path, lines)
+
+    # ---- HTTP ------------------------------------------------------------------------------
+
+    def request(self, method: str, path: str, **kw) -> requests.Response:
+        kw.setdefault("allow_redirects", False)
+        kw.setdefault("timeout", 60)
+        return self.http.request(method, self.url + path, **kw)
+
+    def get(self, path: str, **kw) -> requests.Response:
+        return self.request("GET", path, **kw)
+
+    def head(self, path: str, **kw) -> requests.Response:
+        return self.request("HEAD", path, **kw)
+
+    def post(self, path: str, **kw) -> requests.Response:
+        return self.request("POST", path, **kw)
+
+    def resolve(self, method: str, repo: str, rev: str, path: str, repo_type: str = "model",
+                **kw) -> requests.Response:
+        return self.request(method, resolve_path(repo, rev, path, repo_type), **kw)
+
+    def raw(self, method: str, raw_path: str, headers: dict | None = None, body: bytes | None = None):
+        return raw_request(self.url, method, raw_path, headers, body)
+
+
+# --------------------------------------------------------------------------------------------
+# the real huggingface_hub client, in a subprocess
+# --------------------------------------------------------------------------------------------
+
+# A port that is bound for the whole session but never listens (so connections are refused and
+# no other process can take it): the client's "proxy" for every origin but the mirror, so a
+# client that tried to reach the emulator's hub or CDN (or any other host) directly would fail.
+_BLACKHOLE = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+_BLACKHOLE.bind(("127.0.0.1", 0))
+_BLACKHOLE_PORT = _BLACKHOLE.getsockname()[1]
+
+
+def client_env(endpoint: str, hf_home: Path, token: str | None = None, extra: dict | None = None,
+               sandbox: bool = True) -> dict:
+    """Environment for a client subprocess. sandbox=True: the client can reach only `endpoint`
+    (every other origin goes through a proxy that refuses connections)."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("HF_", "HUGGINGFACE_")) and k.lower() not in
+           ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "transformers_offline")}
+    env.update({
+        "HF_ENDPOINT": endpoint,
+        "HF_HOME": str(hf_home),
+        "HF_HUB_CACHE": str(Path(hf_home) / "hub"),
+        "HF_XET_CACHE": str(Path(hf_home) / "xet"),
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "HF_HUB_DISABLE_UPDATE_CHECK": "1",
+        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+        "HF_HUB_ETAG_TIMEOUT": "20",
+        "HF_HUB_DOWNLOAD_TIMEOUT": "20",
+        "PYTHONUNBUFFERED": "1",
+    })
+    if sandbox:
+        blackhole = f"http://127.0.0.1:{_BLACKHOLE_PORT}"
+        for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+            env[name] = blackhole
+        env["NO_PROXY"] = env["no_proxy"] = endpoint.rstrip("/")
+    else:
+        env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
+    if token:
+        env["HF_TOKEN"] = token
+    env.update(extra or {})
+    return env
+
+
+class ClientError(AssertionError):
+    pass
+
+
+def run_client(endpoint: str, hf_home: Path, ops: list[dict], token: str | None = None,
+               timeout: float = 180, extra_env: dict | None = None, sandbox: bool = True) -> list[dict]:
+    """Run hf_client.py with a list of operations; returns one result dict per operation."""
+    env = client_env(endpoint, hf_home, token, extra_env, sandbox)
+    proc = subprocess.run([str(VENV_BIN / "python"), str(CLIENT_PY), json.dumps(ops)],
+                          env=env, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    out = proc.stdout.decode("utf-8", "replace")
+    err = proc.stderr.decode("utf-8", "replace")
+    for line in reversed(out.splitlines()):
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT "):])
+    raise ClientError(f"client produced no result (rc={proc.returncode})\nstdout:\n{out[-4000:]}\n"
+                      f"stderr:\n{err[-4000:]}")
+
+
+def run_cli(endpoint: str, hf_home: Path, args: list[str], token: str | None = None,
+            timeout: float = 180, sandbox: bool = True) -> subprocess.CompletedProcess:
+    env = client_env(endpoint, hf_home, token, sandbox=sandbox)
+    return subprocess.run([str(VENV_BIN / "hf"), *args], env=env, capture_output=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL, text=True)
+
+
+def tree_files(root: Path) -> dict[str, str]:
+    """{relative path: sha256} of every file under root (symlinks followed), skipping .cache/."""
+    root = Path(root)
+    out = {}
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root).as_posix()
+        if rel.startswith(".cache/") or rel == ".cache" or not path.is_file():
+            continue
+        out[rel] = file_sha256(path)
+    return out
+
+
+def expected_files(emu: Emulator, repo: str, rev: str) -> dict[str, str]:
+    return {p: f["sha256"] for p, f in emu.files(repo, rev).items()}
