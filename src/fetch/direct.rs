@@ -5,13 +5,15 @@
 
 use bytes::Bytes;
 
-use super::segment::check_response;
+use super::segment::{check_response, skip_prefix};
 use super::{BlobSource, FetchError};
 use crate::hf::{self, Revision};
 use crate::upstream::UpstreamChain;
 
 pub struct DirectStream {
     response: reqwest::Response,
+    /// Leading body bytes to drop (an upstream that answered a range with the whole file).
+    skip: u64,
     pos: u64,
     end: u64,
 }
@@ -48,12 +50,13 @@ impl DirectStream {
             .headers()
             .get(reqwest::header::CONTENT_RANGE)
             .and_then(|v| v.to_str().ok());
-        check_response(
+        let skip = check_response(
             response.status().as_u16(),
             content_range,
             start,
             end,
             source.size,
+            true,
         )
         .map_err(|reason| FetchError::GaveUp {
             start,
@@ -62,6 +65,7 @@ impl DirectStream {
         })?;
         Ok(Self {
             response,
+            skip,
             pos: start,
             end,
         })
@@ -77,20 +81,28 @@ impl DirectStream {
             end: 0,
             reason,
         };
-        match self.response.chunk().await {
-            Ok(Some(mut chunk)) => {
-                let room = (self.end - self.pos) as usize;
-                if chunk.len() > room {
-                    chunk.truncate(room);
+        loop {
+            match self.response.chunk().await {
+                Ok(Some(chunk)) => {
+                    let mut chunk = skip_prefix(chunk, &mut self.skip);
+                    if chunk.is_empty() {
+                        continue;
+                    }
+                    let room = (self.end - self.pos) as usize;
+                    if chunk.len() > room {
+                        chunk.truncate(room);
+                    }
+                    self.pos += chunk.len() as u64;
+                    return Ok(Some(chunk));
                 }
-                self.pos += chunk.len() as u64;
-                Ok(Some(chunk))
+                Ok(None) => {
+                    return Err(broke(format!(
+                        "upstream stream ended at byte {} of {}",
+                        self.pos, self.end
+                    )))
+                }
+                Err(e) => return Err(broke(format!("upstream stream broke: {e}"))),
             }
-            Ok(None) => Err(broke(format!(
-                "upstream stream ended at byte {} of {}",
-                self.pos, self.end
-            ))),
-            Err(e) => Err(broke(format!("upstream stream broke: {e}"))),
         }
     }
 }

@@ -49,6 +49,8 @@ impl FetchError {
     pub fn gateway_status(&self) -> u16 {
         match self {
             FetchError::Upstream(e) => e.gateway_status(),
+            // The upstream's own refusal (an expired or revoked token) is passed on.
+            FetchError::Refused { status, .. } if (400..500).contains(status) => *status,
             FetchError::Stalled { .. } => 504,
             FetchError::NotCached { .. } => 404,
             FetchError::Store(_) | FetchError::NoSpace(_) | FetchError::OutOfRange { .. } => 500,

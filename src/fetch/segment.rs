@@ -74,7 +74,7 @@ async fn fetch_segment(
             Err(e) => return Err((writer.block(), e)),
         };
         let before = writer.pos;
-        match stream_range(&engine, &location, &mut writer, end).await {
+        match stream_range(&engine, &location, &mut writer, end, failures > 0).await {
             Ok(()) => {}
             Err(Interrupted::Fatal(e)) => return Err((writer.block(), e)),
             Err(Interrupted::Retry(reason)) => {
@@ -127,24 +127,29 @@ fn parse_content_range(value: &str) -> Option<(u64, u64, u64)> {
     ))
 }
 
-/// Check that a response carries exactly `[start, end)` of a `size`-byte file.
+/// Check that a response carries exactly `[start, end)` of a `size`-byte file. Returns how
+/// many leading body bytes to skip: 0, or `start` when a whole-file `200` is accepted for a
+/// ranged request (`accept_whole`: an upstream that keeps ignoring Range still delivers, the
+/// bytes before the range being read and dropped, never written at a wrong offset).
 pub(super) fn check_response(
     status: u16,
     content_range: Option<&str>,
     start: u64,
     end: u64,
     size: u64,
-) -> Result<(), String> {
+    accept_whole: bool,
+) -> Result<u64, String> {
     match status {
         206 => match content_range.and_then(parse_content_range) {
-            Some((a, b, total)) if a == start && b + 1 == end && total == size => Ok(()),
+            Some((a, b, total)) if a == start && b + 1 == end && total == size => Ok(0),
             Some((a, b, total)) => Err(format!(
                 "Content-Range {a}-{b}/{total} does not match the request {start}-{}/{size}",
                 end - 1
             )),
             None => Err("206 without a valid Content-Range".into()),
         },
-        200 if start == 0 && end == size => Ok(()),
+        200 if start == 0 && end == size => Ok(0),
+        200 if accept_whole => Ok(start),
         200 => Err(format!(
             "200 (whole file) to a request for bytes {start}-{}",
             end - 1
@@ -153,11 +158,19 @@ pub(super) fn check_response(
     }
 }
 
+/// Drop the first `skip` bytes of a body, chunk by chunk.
+pub(super) fn skip_prefix(chunk: bytes::Bytes, skip: &mut u64) -> bytes::Bytes {
+    let n = (*skip).min(chunk.len() as u64) as usize;
+    *skip -= n as u64;
+    chunk.slice(n..)
+}
+
 async fn stream_range(
     engine: &EngineInner,
     location: &Location,
     writer: &mut SegmentWriter,
     end: u64,
+    accept_whole: bool,
 ) -> Result<(), Interrupted> {
     let start = writer.pos;
     let size = writer.fill.size();
@@ -171,25 +184,32 @@ async fn stream_range(
         .headers()
         .get(reqwest::header::CONTENT_RANGE)
         .and_then(|v| v.to_str().ok());
-    if let Err(reason) = check_response(status, content_range, start, end, size) {
-        if matches!(status, 200 | 206) {
-            engine
-                .stats
-                .rejected_responses
-                .fetch_add(1, Ordering::Relaxed);
+    let mut skip = match check_response(status, content_range, start, end, size, accept_whole) {
+        Ok(skip) => skip,
+        Err(reason) => {
+            if matches!(status, 200 | 206) {
+                engine
+                    .stats
+                    .rejected_responses
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            if status == 416 {
+                return Err(Interrupted::Fatal(FetchError::GaveUp {
+                    start,
+                    end: end - 1,
+                    reason: "upstream says the range is unsatisfiable (size changed?)".into(),
+                }));
+            }
+            return Err(Interrupted::Retry(reason));
         }
-        if status == 416 {
-            return Err(Interrupted::Fatal(FetchError::GaveUp {
-                start,
-                end: end - 1,
-                reason: "upstream says the range is unsatisfiable (size changed?)".into(),
-            }));
-        }
-        return Err(Interrupted::Retry(reason));
-    }
+    };
     loop {
         match response.chunk().await {
             Ok(Some(chunk)) => {
+                let chunk = skip_prefix(chunk, &mut skip);
+                if chunk.is_empty() {
+                    continue;
+                }
                 writer.push(chunk, end).await.map_err(Interrupted::Fatal)?;
                 if writer.received() >= end {
                     writer.flush().await.map_err(Interrupted::Fatal)?;
@@ -355,29 +375,45 @@ mod tests {
 
     #[test]
     fn matching_content_range_is_accepted() {
-        assert!(check_response(206, Some("bytes 100-199/1000"), 100, 200, 1000).is_ok());
+        assert_eq!(
+            check_response(206, Some("bytes 100-199/1000"), 100, 200, 1000, false),
+            Ok(0)
+        );
     }
 
     #[test]
     fn shifted_content_range_is_rejected() {
-        let err = check_response(206, Some("bytes 1100-1199/5000"), 100, 200, 5000).unwrap_err();
+        let err =
+            check_response(206, Some("bytes 1100-1199/5000"), 100, 200, 5000, true).unwrap_err();
         assert!(err.contains("does not match"), "{err}");
     }
 
     #[test]
     fn wrong_total_size_is_rejected() {
-        assert!(check_response(206, Some("bytes 0-99/999"), 0, 100, 1000).is_err());
+        assert!(check_response(206, Some("bytes 0-99/999"), 0, 100, 1000, true).is_err());
     }
 
     #[test]
     fn full_200_is_accepted_only_for_the_whole_file() {
-        assert!(check_response(200, None, 0, 1000, 1000).is_ok());
-        assert!(check_response(200, None, 0, 100, 1000).is_err());
-        assert!(check_response(200, None, 500, 1000, 1000).is_err());
+        assert_eq!(check_response(200, None, 0, 1000, 1000, false), Ok(0));
+        assert!(check_response(200, None, 0, 100, 1000, false).is_err());
+        assert!(check_response(200, None, 500, 1000, 1000, false).is_err());
     }
 
     #[test]
     fn partial_without_content_range_is_rejected() {
-        assert!(check_response(206, None, 0, 100, 1000).is_err());
+        assert!(check_response(206, None, 0, 100, 1000, true).is_err());
+    }
+
+    #[test]
+    fn whole_file_answer_is_accepted_after_a_rejection_by_skipping_to_the_offset() {
+        assert_eq!(check_response(200, None, 500, 1000, 1000, true), Ok(500));
+        let mut skip = 5;
+        let first = skip_prefix(bytes::Bytes::from_static(b"abc"), &mut skip);
+        let second = skip_prefix(bytes::Bytes::from_static(b"defgh"), &mut skip);
+        assert_eq!(
+            (first.as_ref(), second.as_ref(), skip),
+            (&b""[..], &b"fgh"[..], 0)
+        );
     }
 }

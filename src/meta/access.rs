@@ -151,6 +151,31 @@ impl AccessBook {
         }
     }
 
+    /// Whether anyone may read the repo's files (known public: no token needed upstream).
+    pub fn files_public(&self, repo: &Repo) -> bool {
+        self.with_repo(repo, |access| access.files_public())
+    }
+
+    /// When the upstream cannot be asked and nothing cached may be served to this caller: the
+    /// denial huggingface.co would give, if the repo is known to be protected for `scope` and
+    /// this token never had a grant. `None` when that is unknown (the caller answers 5xx).
+    pub fn denial_without_upstream(
+        &self,
+        repo: &Repo,
+        scope: Scope,
+        auth: Option<&str>,
+    ) -> Option<HfError> {
+        let (protected, had_grant) = self.with_repo(repo, |access| {
+            let protected = access.private == Some(true)
+                || (scope == Scope::Files && access.gated == Some(true));
+            let had_grant = auth
+                .map(token_id)
+                .is_some_and(|id| access.grants.contains_key(&id));
+            (protected, had_grant)
+        });
+        (protected && !had_grant).then(|| self.denial(repo, auth))
+    }
+
     /// The answer hubcache gives when it cannot ask upstream (offline) and has no grant:
     /// the same codes huggingface.co uses.
     pub fn denial(&self, repo: &Repo, auth: Option<&str>) -> HfError {
@@ -230,6 +255,27 @@ mod tests {
         let book = book(dir.path());
         book.learn_success(&repo(), Scope::Files, None);
         assert!(book.may_serve_cached(&repo(), Scope::Files, Some("Bearer anyone")));
+    }
+
+    #[test]
+    fn without_upstream_a_protected_repo_is_denied_unless_the_token_once_had_a_grant() {
+        let dir = tempfile::tempdir().unwrap();
+        let book = AccessBook::new(MetaDir::new(dir.path(), Durability::Os), Duration::ZERO);
+        assert!(book
+            .denial_without_upstream(&repo(), Scope::Files, None)
+            .is_none());
+        book.learn_visibility(&repo(), false, true);
+        let anon = book
+            .denial_without_upstream(&repo(), Scope::Files, None)
+            .unwrap();
+        assert_eq!(anon.status, 401);
+        assert!(book
+            .denial_without_upstream(&repo(), Scope::Api, None)
+            .is_none());
+        book.learn_success(&repo(), Scope::Files, Some("Bearer expired"));
+        assert!(book
+            .denial_without_upstream(&repo(), Scope::Files, Some("Bearer expired"))
+            .is_none());
     }
 
     #[test]

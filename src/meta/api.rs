@@ -138,7 +138,7 @@ impl Meta {
         let this = self.clone();
         let (repo_c, commit_c, auth_c) =
             (repo.clone(), commit.to_string(), auth.map(str::to_string));
-        inner
+        let result = inner
             .api_calls
             .run(flight_key, move || async move {
                 let response = this.inner.upstream.send(&question.request).await?;
@@ -152,7 +152,26 @@ impl Meta {
                 this.store_api_answer(&repo_c, &commit_c, &question.key, &answer);
                 Ok(answer)
             })
-            .await
+            .await;
+        self.deny_if_unreachable(repo, auth, result)
+    }
+
+    /// An upstream outage on a protected repo is answered as huggingface.co would deny.
+    fn deny_if_unreachable(
+        &self,
+        repo: &Repo,
+        auth: Option<&str>,
+        result: Result<JsonAnswer, Failure>,
+    ) -> Result<JsonAnswer, Failure> {
+        match result {
+            Err(Failure::Upstream(e)) => Err(self
+                .inner
+                .access
+                .denial_without_upstream(repo, Scope::Api, auth)
+                .map(Failure::Hf)
+                .unwrap_or(Failure::Upstream(e))),
+            other => other,
+        }
     }
 
     /// `GET /api/{type}s/{repo}[/revision/{rev}]`.
@@ -296,7 +315,7 @@ impl Meta {
                 log::warn!("serving stale refs of {repo}: {e}");
                 Ok(stale)
             }
-            (result, _) => result,
+            (result, _) => self.deny_if_unreachable(repo, auth, result),
         }
     }
 }

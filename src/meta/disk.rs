@@ -84,6 +84,12 @@ impl MetaDir {
             .join(repo.id.as_str())
     }
 
+    /// Whether anything is cached for `commit` of `repo` (on any root).
+    pub fn knows_commit(&self, repo: &Repo, commit: &str) -> bool {
+        let dir = self.repo_dir(repo).join("commits").join(commit);
+        self.copies(&dir).iter().any(|d| d.is_dir())
+    }
+
     pub fn refs_file(&self, repo: &Repo) -> PathBuf {
         self.repo_dir(repo).join("refs.json")
     }

@@ -154,10 +154,14 @@ impl Meta {
             }
         }
         if inner.settings.offline {
-            return Err(match cached {
-                Some(_) => Failure::Hf(inner.access.denial(repo, auth)),
-                None => Failure::Hf(HfError::entry_not_found(Some(commit))),
-            });
+            return Err(Failure::Hf(match cached {
+                Some(_) => inner.access.denial(repo, auth),
+                None if inner.dir.knows_commit(repo, commit) => {
+                    HfError::entry_not_found(Some(commit))
+                }
+                None if inner.revisions.knows_repo(repo) => HfError::revision_not_found(commit),
+                None => HfError::repo_not_found(),
+            }));
         }
         let key = format!("{repo}\0{commit}\0{path}\0{}", caller(auth));
         let this = self.clone();
@@ -174,7 +178,20 @@ impl Meta {
                     .await
             })
             .await;
-        fetched?.into_result()
+        match fetched {
+            Ok(entry) => entry.into_result(),
+            Err(Failure::Upstream(e)) => Err(inner
+                .access
+                .denial_without_upstream(repo, Scope::Files, auth)
+                .map(Failure::Hf)
+                .unwrap_or(Failure::Upstream(e))),
+            Err(other) => Err(other),
+        }
+    }
+
+    /// Whether the repo's files are known to be public (fills need no token).
+    pub fn files_public(&self, repo: &Repo) -> bool {
+        self.inner.access.files_public(repo)
     }
 
     async fn fetch_file(

@@ -181,6 +181,13 @@ impl Meta {
         let name = revision.map(|r| r.as_str()).unwrap_or("");
         let inner = &self.inner;
         let known = inner.revisions.lookup(repo, name);
+        // For the default branch ("" = no revision given), the last known `main` is the best
+        // stale answer when the upstream cannot be asked.
+        let fallback = known.clone().or_else(|| {
+            name.is_empty()
+                .then(|| inner.revisions.lookup(repo, "main"))
+                .flatten()
+        });
         if let Some(known) = &known {
             let fresh = inner.settings.offline || known.age < inner.settings.revision_ttl;
             if fresh && inner.access.may_serve_cached(repo, Scope::Api, auth) {
@@ -188,6 +195,11 @@ impl Meta {
             }
         }
         if inner.settings.offline {
+            if let Some(stale) = fallback.filter(|_| known.is_none()) {
+                if inner.access.may_serve_cached(repo, Scope::Api, auth) {
+                    return Ok(stale.commit);
+                }
+            }
             return Err(self.offline_revision_miss(repo, revision, auth, known.is_some()));
         }
         let key = format!("{repo}\0{name}\0{}", caller(auth));
@@ -200,19 +212,22 @@ impl Meta {
                     .await
             })
             .await;
-        match (result, known) {
-            (Err(Failure::Upstream(e)), Some(known)) => {
+        match (result, fallback) {
+            (Err(Failure::Upstream(e)), Some(known))
+                if inner.access.may_serve_cached(repo, Scope::Api, auth) =>
+            {
                 log::warn!(
                     "serving stale {repo}@{name} -> {} ({e}; mapping is {}s old)",
                     known.commit,
                     known.age.as_secs()
                 );
-                if inner.access.may_serve_cached(repo, Scope::Api, auth) {
-                    Ok(known.commit)
-                } else {
-                    Err(Failure::Upstream(e))
-                }
+                Ok(known.commit)
             }
+            (Err(Failure::Upstream(e)), _) => Err(inner
+                .access
+                .denial_without_upstream(repo, Scope::Api, auth)
+                .map(Failure::Hf)
+                .unwrap_or(Failure::Upstream(e))),
             (result, _) => result,
         }
     }

@@ -85,11 +85,18 @@ pub async fn resolve(
             }
         }
     } else {
+        // Public files are fetched without the client's token: a bad or expired token must
+        // not break a download anyone may make.
+        let fill_auth = if app.meta.files_public(repo) {
+            None
+        } else {
+            auth
+        };
         let source = BlobSource {
             repo: repo.clone(),
             commit: meta.commit.clone(),
             path: path.clone(),
-            auth,
+            auth: fill_auth,
             size: meta.size,
             verifiable: meta.verifiable,
         };

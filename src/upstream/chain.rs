@@ -229,11 +229,20 @@ pub struct Location {
     pub upstream: usize,
 }
 
+/// How long a location learned from a HEAD is reused by a fill that starts right after it
+/// (the metadata HEAD and the fill's first request are usually a moment apart).
+const RECENT_LOCATION_TTL: Duration = Duration::from_secs(30);
+/// Bound on remembered locations.
+const RECENT_LOCATIONS: usize = 4096;
+
 /// The ordered chain of upstreams.
 #[derive(Debug)]
 pub struct UpstreamChain {
     upstreams: Vec<Arc<Upstream>>,
     offline: bool,
+    /// `(path, Authorization)` -> where its bytes were, learned from recent HEADs. In memory
+    /// only, briefly: signed CDN URLs expire.
+    recent: parking_lot::Mutex<std::collections::HashMap<String, (Location, std::time::Instant)>>,
 }
 
 enum Hop {
@@ -248,7 +257,73 @@ impl UpstreamChain {
             .enumerate()
             .map(|(i, cfg)| Upstream::new(i, cfg).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self { upstreams, offline })
+        Ok(Self {
+            upstreams,
+            offline,
+            recent: parking_lot::Mutex::new(std::collections::HashMap::new()),
+        })
+    }
+
+    fn recent_key(path_and_query: &str, auth: Option<&str>) -> String {
+        format!("{path_and_query}\0{}", auth.unwrap_or(""))
+    }
+
+    /// Where the bytes of a resolve answer are: the answer's own URL (200) or the off-origin
+    /// redirect target (the CDN; no Authorization there).
+    fn location_of(
+        response: &HubResponse,
+        auth: Option<&str>,
+    ) -> Result<Option<Location>, UpstreamError> {
+        if response.is_success() {
+            return Ok(Some(Location {
+                url: response.url.clone(),
+                auth: auth.map(str::to_string),
+                upstream: response.upstream,
+            }));
+        }
+        if response.is_redirect() {
+            if let Some(target) = redirect_target(&response.url, &response.headers)? {
+                return Ok(Some(Location {
+                    url: target,
+                    auth: None,
+                    upstream: response.upstream,
+                }));
+            }
+        }
+        Ok(None)
+    }
+
+    fn remember_location(&self, request: &HubRequest, response: &HubResponse) {
+        if request.method != Method::HEAD {
+            return;
+        }
+        if let Ok(Some(location)) = Self::location_of(response, request.auth.as_deref()) {
+            let mut recent = self.recent.lock();
+            if recent.len() >= RECENT_LOCATIONS {
+                recent.retain(|_, (_, at)| at.elapsed() < RECENT_LOCATION_TTL);
+                if recent.len() >= RECENT_LOCATIONS {
+                    recent.clear();
+                }
+            }
+            let key = Self::recent_key(&request.path_and_query, request.auth.as_deref());
+            recent.insert(key, (location, std::time::Instant::now()));
+        }
+    }
+
+    /// Stop reusing a location that failed.
+    pub fn forget_location(&self, url: &Url) {
+        self.recent
+            .lock()
+            .retain(|_, (location, _)| &location.url != url);
+    }
+
+    fn recent_location(&self, path_and_query: &str, auth: Option<&str>) -> Option<Location> {
+        let key = Self::recent_key(path_and_query, auth);
+        let recent = self.recent.lock();
+        recent
+            .get(&key)
+            .filter(|(_, at)| at.elapsed() < RECENT_LOCATION_TTL)
+            .map(|(location, _)| location.clone())
     }
 
     pub fn is_offline(&self) -> bool {
@@ -285,6 +360,7 @@ impl UpstreamChain {
             match self.send_to(&upstream, request).await? {
                 Hop::Answer(response) => {
                     upstream.record_success();
+                    self.remember_location(request, &response);
                     return Ok(response);
                 }
                 Hop::Fail(failure) => {
@@ -377,25 +453,15 @@ impl UpstreamChain {
         path_and_query: &str,
         auth: Option<&str>,
     ) -> Result<Result<Location, HubResponse>, UpstreamError> {
+        if let Some(location) = self.recent_location(path_and_query, auth) {
+            return Ok(Ok(location));
+        }
         let request = HubRequest::head(path_and_query.to_string(), auth.map(str::to_string));
         let response = self.send(&request).await?;
-        if response.is_success() {
-            return Ok(Ok(Location {
-                url: response.url.clone(),
-                auth: auth.map(str::to_string),
-                upstream: response.upstream,
-            }));
+        match Self::location_of(&response, auth)? {
+            Some(location) => Ok(Ok(location)),
+            None => Ok(Err(response)),
         }
-        if response.is_redirect() {
-            if let Some(target) = redirect_target(&response.url, &response.headers)? {
-                return Ok(Ok(Location {
-                    url: target,
-                    auth: None,
-                    upstream: response.upstream,
-                }));
-            }
-        }
-        Ok(Err(response))
     }
 
     /// Start a ranged GET of `[start, end]` (inclusive) at a located URL. Off-origin

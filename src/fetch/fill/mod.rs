@@ -651,6 +651,9 @@ impl BlobFill {
 
     /// Forget `used` (expired, or its host failed) so the next attempt locates again.
     pub(super) async fn invalidate_location(&self, used: &Location) {
+        if let Some(engine) = self.engine() {
+            engine.upstream.forget_location(&used.url);
+        }
         let mut cached = self.location.lock().await;
         if cached.as_ref().is_some_and(|(l, _)| l.url == used.url) {
             *cached = None;
