@@ -40,6 +40,36 @@ enum Command {
         /// YAML config file.
         file: PathBuf,
     },
+    /// Maintain the cache.
+    Cache {
+        #[command(subcommand)]
+        command: CacheCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CacheCommand {
+    /// Check every block checksum, every complete file against its hash, and replica counts.
+    /// Exits 1 when problems remain.
+    Verify {
+        /// YAML config file (for the cache roots); the embedded default otherwise.
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// Fix what can be fixed: invalidate bad blocks (fetched again on demand), delete
+        /// copies that do not match their hash, make missing replicas.
+        #[arg(long)]
+        repair: bool,
+    },
+    /// Import an Olah or DingoSpeed cache (its `repos` directory) without downloading again.
+    /// Only files that verify against their hash are imported.
+    Import {
+        /// YAML config file (for the cache roots); the embedded default otherwise.
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// The Olah / DingoSpeed `repos` directory (or its parent).
+        #[arg(long)]
+        olah: PathBuf,
+    },
 }
 
 fn load_config(path: Option<&PathBuf>) -> Result<Config, String> {
@@ -84,6 +114,33 @@ fn serve(config: Config, upgrade: bool) -> Result<(), String> {
     server.run_forever();
 }
 
+fn verify(config: Config, repair: bool) -> Result<ExitCode, String> {
+    let app = App::new(config).map_err(|e| e.to_string())?;
+    let report = app.store.verify(repair).map_err(|e| e.to_string())?;
+    print!("{report}");
+    Ok(if report.is_clean(repair) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn import(config: Config, dir: &std::path::Path) -> Result<ExitCode, String> {
+    let block_size = config.cache.block_size;
+    let app = App::new(config).map_err(|e| e.to_string())?;
+    let report = hubcache::import::import_olah_blocking(&app.store, &app.meta, block_size, dir)
+        .map_err(|e| e.to_string())?;
+    print!("{report}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn exit_with(result: Result<ExitCode, String>) -> ExitCode {
+    result.unwrap_or_else(|e| {
+        eprintln!("hubcache: {e}");
+        ExitCode::from(2)
+    })
+}
+
 fn main() -> ExitCode {
     env_logger::Builder::from_env(
         env_logger::Env::default().default_filter_or("info,pingora=warn,pingora_core=warn"),
@@ -99,6 +156,14 @@ fn main() -> ExitCode {
             Err(e) => {
                 eprintln!("{e}");
                 ExitCode::from(2)
+            }
+        },
+        Command::Cache { command } => match command {
+            CacheCommand::Verify { config, repair } => {
+                exit_with(load_config(config.as_ref()).and_then(|c| verify(c, repair)))
+            }
+            CacheCommand::Import { config, olah } => {
+                exit_with(load_config(config.as_ref()).and_then(|c| import(c, &olah)))
             }
         },
         Command::Serve { config, upgrade } => {

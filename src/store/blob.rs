@@ -525,6 +525,43 @@ impl BlobFile {
         self.update_bitmap_byte(block / 8, |b| b & !bit)
     }
 
+    /// Checks every page of a present block against its CRC32C without changing anything
+    /// (for `cache verify`): `Ok(None)` when good, `Ok(Some(page))` for the first bad page.
+    /// Reads one page at a time.
+    pub fn scan_block(&self, block: u64) -> Result<Option<u64>> {
+        self.check_block(block)?;
+        if !self.is_present(block) {
+            return Err(StoreError::NotPresent {
+                path: self.path.clone(),
+                block,
+            });
+        }
+        let mut buf = vec![0u8; self.layout.page_size() as usize];
+        for page in self.layout.block_pages(block) {
+            let span = self.layout.page_span(page);
+            let data = &mut buf[..(span.end - span.start) as usize];
+            read_exact_at(
+                &self.file,
+                data,
+                self.layout.data_offset() + span.start,
+                &self.path,
+                "read block data",
+            )?;
+            let mut stored = [0u8; 4];
+            read_exact_at(
+                &self.file,
+                &mut stored,
+                self.layout.crc_offset() + page * 4,
+                &self.path,
+                "read page checksums",
+            )?;
+            if crc32c::crc32c(data) != u32::from_le_bytes(stored) {
+                return Ok(Some(page));
+            }
+        }
+        Ok(None)
+    }
+
     /// Reads `len` content bytes at `offset`, checking every page they touch against its
     /// CRC32C.
     ///

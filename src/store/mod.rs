@@ -38,6 +38,7 @@ mod format;
 mod fsutil;
 mod replica;
 mod root;
+mod verify;
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::BTreeSet;
@@ -61,6 +62,7 @@ pub use format::{
 };
 pub use fsutil::{atomic_write, FsSpace};
 pub use root::RootStatus;
+pub use verify::{Problem, VerifyReport};
 
 use error::Result;
 use fsutil::{
