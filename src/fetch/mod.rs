@@ -12,6 +12,7 @@
 //!   disk, and verified bytes (page checksums) once the block is committed.
 //! - **Complete in the background** (`fill.mode: complete`), bounded by `background_fills`.
 
+mod background;
 mod direct;
 mod engine;
 mod error;

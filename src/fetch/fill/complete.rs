@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::{BlobFill, Block, Copy, Verify};
+use crate::fetch::background::low_priority;
 use crate::fetch::FetchError;
 use crate::store::{ContentCheck, StoreError};
 
@@ -35,14 +36,16 @@ impl BlobFill {
     async fn verify_and_replicate(self: Arc<Self>, copy: Copy) {
         let file = Arc::clone(&copy.file);
         let outcome = tokio::task::spawn_blocking(move || {
-            if file.is_verified() {
-                return Ok(ContentCheck::Match);
-            }
-            let check = file.verify_content()?;
-            if check == ContentCheck::Match {
-                file.mark_verified()?;
-            }
-            Ok::<_, StoreError>(check)
+            low_priority(|| {
+                if file.is_verified() {
+                    return Ok(ContentCheck::Match);
+                }
+                let check = file.verify_content()?;
+                if check == ContentCheck::Match {
+                    file.mark_verified()?;
+                }
+                Ok::<_, StoreError>(check)
+            })
         })
         .await;
         let engine = self.engine();
@@ -78,7 +81,7 @@ impl BlobFill {
         }
         let store = Arc::clone(&engine.store);
         let id = self.id.clone();
-        match tokio::task::spawn_blocking(move || store.replicate(&id)).await {
+        match tokio::task::spawn_blocking(move || low_priority(|| store.replicate(&id))).await {
             Ok(Ok(0)) => {}
             Ok(Ok(made)) => log::info!("{}: made {made} replica(s)", self.id),
             Ok(Err(e)) => log::warn!("{}: replication failed: {e}", self.id),
