@@ -18,7 +18,8 @@ use super::format::{
     FLAG_VERIFIED, OFF_FLAGS,
 };
 use super::fsutil::{
-    read_exact_at, reopen, sync_data, write_all_at, FileIdentity, OwnedRangeLock, RangeLock,
+    read_exact_at, read_new_at, reopen, sync_data, write_all_at, FileIdentity, OwnedRangeLock,
+    RangeLock,
 };
 use super::{ContentCheck, Durability};
 
@@ -591,10 +592,9 @@ impl BlobFile {
         let last_page = (end - 1) / page_size;
         let read_start = first_page * page_size;
         let read_end = ((last_page + 1) * page_size).min(self.layout.size());
-        let mut buf = vec![0u8; (read_end - read_start) as usize];
-        read_exact_at(
+        let buf = read_new_at(
             &self.file,
-            &mut buf,
+            (read_end - read_start) as usize,
             self.layout.data_offset() + read_start,
             &self.path,
             "read block data",
@@ -646,10 +646,9 @@ impl BlobFile {
     /// early is [`StoreError::ShortRead`].
     pub fn read_raw(&self, offset: u64, len: usize) -> Result<Bytes> {
         self.check_range("raw read", offset, len as u64)?;
-        let mut buf = vec![0u8; len];
-        read_exact_at(
+        let buf = read_new_at(
             &self.file,
-            &mut buf,
+            len,
             self.layout.data_offset() + offset,
             &self.path,
             "read raw data",

@@ -56,6 +56,61 @@ pub(crate) fn read_exact_at(
     Ok(())
 }
 
+/// Reads exactly `len` bytes at `offset` into a new vector, without zeroing it first (reads
+/// are the hot path of serving cached files).
+pub(crate) fn read_new_at(
+    file: &File,
+    len: usize,
+    offset: u64,
+    path: &Path,
+    op: &'static str,
+) -> Result<Vec<u8>> {
+    use std::os::unix::io::AsRawFd;
+    let mut buf: Vec<u8> = Vec::with_capacity(len);
+    let mut done = 0usize;
+    while done < len {
+        let at =
+            libc::off_t::try_from(offset + done as u64).map_err(|_| StoreError::ShortRead {
+                path: path.to_path_buf(),
+                op,
+                offset,
+                wanted: len,
+                got: done,
+            })?;
+        // SAFETY: pread writes at most `len - done` bytes into the spare capacity starting at
+        // `done`, which the vector owns (capacity `len`).
+        let n = unsafe {
+            libc::pread(
+                file.as_raw_fd(),
+                buf.as_mut_ptr().add(done).cast(),
+                len - done,
+                at,
+            )
+        };
+        match n {
+            0 => {
+                return Err(StoreError::ShortRead {
+                    path: path.to_path_buf(),
+                    op,
+                    offset,
+                    wanted: len,
+                    got: done,
+                })
+            }
+            n if n > 0 => done += n as usize,
+            _ => {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(StoreError::io(op, path)(e));
+                }
+            }
+        }
+    }
+    // SAFETY: every one of the first `len` bytes was written by pread above.
+    unsafe { buf.set_len(len) };
+    Ok(buf)
+}
+
 /// Writes all of `buf` at `offset`.
 pub(crate) fn write_all_at(
     file: &File,
@@ -586,6 +641,23 @@ mod tests {
         assert!(atomic_write(&path, b"data", Durability::Os).is_err());
         assert_eq!(entries(dir.path()), vec!["occupied"]);
         assert!(atomic_write(Path::new("/"), b"x", Durability::Os).is_err());
+    }
+
+    #[test]
+    fn read_new_at_reads_exact_bytes_and_reports_short_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        fs::write(&path, b"0123456789").unwrap();
+        let f = File::open(&path).unwrap();
+        assert_eq!(read_new_at(&f, 4, 6, &path, "test").unwrap(), b"6789");
+        assert!(matches!(
+            read_new_at(&f, 4, 8, &path, "test").unwrap_err(),
+            StoreError::ShortRead {
+                wanted: 4,
+                got: 2,
+                ..
+            }
+        ));
     }
 
     #[test]
