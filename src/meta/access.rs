@@ -7,12 +7,12 @@
 //! token: raw tokens are never written anywhere.
 
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 use super::disk::{hashed_name, MetaDir};
+use super::table::{unix_now, RepoTable};
 use crate::hf::{HfError, Repo};
 
 /// What we know about a repo's visibility. `None` = not learned yet.
@@ -50,59 +50,28 @@ pub enum Scope {
     Api,
 }
 
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 /// Identify a token without storing it: sha256 of the whole Authorization value.
 fn token_id(auth: &str) -> String {
     hashed_name(auth)
 }
 
 pub struct AccessBook {
-    dir: MetaDir,
     ttl: Duration,
-    repos: Mutex<HashMap<String, RepoAccess>>,
+    repos: RepoTable<RepoAccess>,
 }
 
 impl AccessBook {
     pub fn new(dir: MetaDir, ttl: Duration) -> Self {
         Self {
-            dir,
             ttl,
-            repos: Mutex::new(HashMap::new()),
-        }
-    }
-
-    fn with_repo<T>(&self, repo: &Repo, f: impl FnOnce(&mut RepoAccess) -> T) -> T {
-        let key = repo.to_string();
-        let mut repos = self.repos.lock();
-        if !repos.contains_key(&key) {
-            let loaded = self
-                .dir
-                .load::<RepoAccess>(&self.dir.access_file(repo))
-                .ok()
-                .flatten()
-                .unwrap_or_default();
-            repos.insert(key.clone(), loaded);
-        }
-        let entry = repos.entry(key).or_default();
-        f(entry)
-    }
-
-    fn persist(&self, repo: &Repo, access: &RepoAccess) {
-        if let Err(e) = self.dir.save(&self.dir.access_file(repo), access) {
-            log::warn!("cannot persist access decisions for {repo}: {e}");
+            repos: RepoTable::new(dir, MetaDir::access_file, "access decisions"),
         }
     }
 
     /// May cached content of `scope` be served to this request without asking upstream?
     pub fn may_serve_cached(&self, repo: &Repo, scope: Scope, auth: Option<&str>) -> bool {
-        let now = now();
-        self.with_repo(repo, |access| {
+        let now = unix_now();
+        self.repos.read(repo, |access| {
             let public = match scope {
                 Scope::Files => access.files_public(),
                 Scope::Api => access.api_public(),
@@ -113,29 +82,24 @@ impl AccessBook {
 
     /// Record the visibility reported by a repo-info answer.
     pub fn learn_visibility(&self, repo: &Repo, private: bool, gated: bool) {
-        let snapshot = self.with_repo(repo, |access| {
+        self.repos.update(repo, |access| {
             let changed = access.private != Some(private) || access.gated != Some(gated);
             access.private = Some(private);
             access.gated = Some(gated);
-            changed.then(|| access.clone())
+            changed
         });
-        if let Some(snapshot) = snapshot {
-            self.persist(repo, &snapshot);
-        }
     }
 
     /// The upstream answered a request of `scope` successfully. With a token, that token is
     /// granted the repo for `auth_ttl`; without one, the content is public.
     pub fn learn_success(&self, repo: &Repo, scope: Scope, auth: Option<&str>) {
-        let expires = now() + self.ttl.as_secs();
-        let snapshot = self.with_repo(repo, |access| match auth {
+        let expires = unix_now() + self.ttl.as_secs();
+        self.repos.update(repo, |access| match auth {
             Some(auth) => {
-                let id = token_id(auth);
-                let previous = access.grants.insert(id, expires);
+                let previous = access.grants.insert(token_id(auth), expires);
                 // Avoid rewriting the file on every request: only when a grant is new or
                 // has used up more than a tenth of its lifetime.
-                let refresh = previous.is_none_or(|old| old + self.ttl.as_secs() / 10 < expires);
-                refresh.then(|| access.clone())
+                previous.is_none_or(|old| old + self.ttl.as_secs() / 10 < expires)
             }
             None => {
                 let before = (access.private, access.gated);
@@ -143,17 +107,14 @@ impl AccessBook {
                 if scope == Scope::Files {
                     access.gated = Some(false);
                 }
-                (before != (access.private, access.gated)).then(|| access.clone())
+                before != (access.private, access.gated)
             }
         });
-        if let Some(snapshot) = snapshot {
-            self.persist(repo, &snapshot);
-        }
     }
 
     /// Whether anyone may read the repo's files (known public: no token needed upstream).
     pub fn files_public(&self, repo: &Repo) -> bool {
-        self.with_repo(repo, |access| access.files_public())
+        self.repos.read(repo, |access| access.files_public())
     }
 
     /// When the upstream cannot be asked and nothing cached may be served to this caller: the
@@ -165,7 +126,7 @@ impl AccessBook {
         scope: Scope,
         auth: Option<&str>,
     ) -> Option<HfError> {
-        let (protected, had_grant) = self.with_repo(repo, |access| {
+        let (protected, had_grant) = self.repos.read(repo, |access| {
             let protected = access.private == Some(true)
                 || (scope == Scope::Files && access.gated == Some(true));
             let had_grant = auth
@@ -179,7 +140,7 @@ impl AccessBook {
     /// The answer hubcache gives when it cannot ask upstream (offline) and has no grant:
     /// the same codes huggingface.co uses.
     pub fn denial(&self, repo: &Repo, auth: Option<&str>) -> HfError {
-        let gated = self.with_repo(repo, |access| access.gated == Some(true));
+        let gated = self.repos.read(repo, |access| access.gated == Some(true));
         match (gated, auth.is_some()) {
             (true, false) => HfError::gated_unauthenticated(repo),
             (true, true) => HfError::gated_forbidden(repo),

@@ -3,11 +3,12 @@
 //! anything is stored; pagination links are stored as the upstream sent them and rewritten
 //! to the mirror's public URL when served.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use super::table::unix_now;
 use super::{caller, Failure, Meta, Scope, UpstreamAnswer};
 use crate::hf::{self, HfError, PathsInfoRequest, Repo, RepoPath, Revision};
 use crate::upstream::{Body, HubRequest, HubResponse};
@@ -37,24 +38,17 @@ mod body_as_string {
     }
 }
 
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 impl JsonAnswer {
     pub fn new(body: Bytes, link: Option<String>) -> Self {
         Self {
             body,
             link,
-            fetched_at: now(),
+            fetched_at: unix_now(),
         }
     }
 
     fn age(&self) -> Duration {
-        Duration::from_secs(now().saturating_sub(self.fetched_at))
+        Duration::from_secs(unix_now().saturating_sub(self.fetched_at))
     }
 }
 
@@ -112,6 +106,22 @@ impl Meta {
         }
     }
 
+    /// Ask the upstream for a JSON answer: the upstream's error is replayed, a success is
+    /// sanitised (Xet stripped) and grants the caller the repo.
+    async fn fetch_json(
+        &self,
+        repo: &Repo,
+        request: &HubRequest,
+        auth: Option<&str>,
+    ) -> Result<JsonAnswer, Failure> {
+        let response = self.inner.upstream.send(request).await?;
+        if !response.is_success() {
+            return Err(Failure::Replay(UpstreamAnswer::from_response(&response)));
+        }
+        self.inner.access.learn_success(repo, Scope::Api, auth);
+        Ok(sanitize(&response))
+    }
+
     /// Answer a commit-bound API question from the cache, or from upstream and cache it.
     async fn commit_bound(
         &self,
@@ -141,14 +151,9 @@ impl Meta {
         let result = inner
             .api_calls
             .run(flight_key, move || async move {
-                let response = this.inner.upstream.send(&question.request).await?;
-                if !response.is_success() {
-                    return Err(Failure::Replay(UpstreamAnswer::from_response(&response)));
-                }
-                let answer = sanitize(&response);
-                this.inner
-                    .access
-                    .learn_success(&repo_c, Scope::Api, auth_c.as_deref());
+                let answer = this
+                    .fetch_json(&repo_c, &question.request, auth_c.as_deref())
+                    .await?;
                 this.store_api_answer(&repo_c, &commit_c, &question.key, &answer);
                 Ok(answer)
             })
@@ -291,18 +296,10 @@ impl Meta {
         let result = inner
             .api_calls
             .run(flight_key, move || async move {
-                let response = this
-                    .inner
-                    .upstream
-                    .send(&HubRequest::get(url, auth_c.clone()))
+                let request = HubRequest::get(url, auth_c.clone());
+                let answer = this
+                    .fetch_json(&repo_c, &request, auth_c.as_deref())
                     .await?;
-                if !response.is_success() {
-                    return Err(Failure::Replay(UpstreamAnswer::from_response(&response)));
-                }
-                let answer = sanitize(&response);
-                this.inner
-                    .access
-                    .learn_success(&repo_c, Scope::Api, auth_c.as_deref());
                 let file = this.inner.dir.live_entry(&repo_c, &key);
                 if let Err(e) = this.inner.dir.save(&file, &answer) {
                     log::warn!("cannot cache refs of {repo_c}: {e}");

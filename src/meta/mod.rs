@@ -10,6 +10,7 @@ mod disk;
 mod files;
 mod revisions;
 mod singleflight;
+mod table;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -3,12 +3,12 @@
 //! down, the last known mapping keeps serving (stale-if-error).
 
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 use super::disk::MetaDir;
+use super::table::{unix_now, RepoTable};
 use crate::hf::Repo;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -33,43 +33,21 @@ pub struct KnownRevision {
 
 pub struct Revisions {
     dir: MetaDir,
-    repos: Mutex<HashMap<String, RefsFile>>,
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    repos: RepoTable<RefsFile>,
 }
 
 impl Revisions {
     pub fn new(dir: MetaDir) -> Self {
         Self {
+            repos: RepoTable::new(dir.clone(), MetaDir::refs_file, "revisions"),
             dir,
-            repos: Mutex::new(HashMap::new()),
         }
-    }
-
-    fn with_refs<T>(&self, repo: &Repo, f: impl FnOnce(&mut RefsFile) -> T) -> T {
-        let key = repo.to_string();
-        let mut repos = self.repos.lock();
-        if !repos.contains_key(&key) {
-            let loaded = self
-                .dir
-                .load::<RefsFile>(&self.dir.refs_file(repo))
-                .ok()
-                .flatten()
-                .unwrap_or_default();
-            repos.insert(key.clone(), loaded);
-        }
-        f(repos.entry(key).or_default())
     }
 
     /// The last known commit for `name` ("" = default branch).
     pub fn lookup(&self, repo: &Repo, name: &str) -> Option<KnownRevision> {
-        let now = now();
-        self.with_refs(repo, |refs| {
+        let now = unix_now();
+        self.repos.read(repo, |refs| {
             refs.refs.get(name).map(|entry| KnownRevision {
                 commit: entry.commit.clone(),
                 age: Duration::from_secs(now.saturating_sub(entry.learned_at)),
@@ -80,24 +58,21 @@ impl Revisions {
     /// Whether anything at all is known about this repo (used to tell RepoNotFound from
     /// RevisionNotFound when offline).
     pub fn knows_repo(&self, repo: &Repo) -> bool {
-        self.with_refs(repo, |refs| !refs.refs.is_empty()) || self.dir.repo_dir(repo).is_dir()
+        self.repos.read(repo, |refs| !refs.refs.is_empty()) || self.dir.repo_dir(repo).is_dir()
     }
 
     /// Remember that `name` points at `commit` as of now.
     pub fn record(&self, repo: &Repo, name: &str, commit: &str) {
-        let snapshot = self.with_refs(repo, |refs| {
+        self.repos.update(repo, |refs| {
             refs.refs.insert(
                 name.to_string(),
                 RefEntry {
                     commit: commit.to_string(),
-                    learned_at: now(),
+                    learned_at: unix_now(),
                 },
             );
-            refs.clone()
+            true
         });
-        if let Err(e) = self.dir.save(&self.dir.refs_file(repo), &snapshot) {
-            log::warn!("cannot persist revisions of {repo}: {e}");
-        }
     }
 }
 

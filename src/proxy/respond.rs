@@ -47,13 +47,17 @@ pub async fn respond(
     Ok(())
 }
 
-/// Write an HF protocol error.
-pub async fn respond_hf(session: &mut Session, error: &HfError) -> Result<()> {
-    let headers: Vec<(String, String)> = error
+fn error_headers(error: &HfError) -> Vec<(String, String)> {
+    error
         .headers()
         .into_iter()
         .map(|(name, value)| (name.to_string(), value))
-        .collect();
+        .collect()
+}
+
+/// Write an HF protocol error.
+pub async fn respond_hf(session: &mut Session, error: &HfError) -> Result<()> {
+    let headers = error_headers(error);
     respond(
         session,
         error.status,
@@ -84,11 +88,7 @@ pub async fn respond_failure(session: &mut Session, failure: &Failure) -> Result
                 "hubcache could not reach an upstream hub: {}",
                 error.message
             );
-            let mut headers: Vec<(String, String)> = error
-                .headers()
-                .into_iter()
-                .map(|(name, value)| (name.to_string(), value))
-                .collect();
+            let mut headers = error_headers(&error);
             if let Some(retry_after) = e.retry_after() {
                 headers.push(("retry-after".into(), retry_after));
             }
