@@ -240,6 +240,12 @@ impl StoreError {
         matches!(self, StoreError::NotPresent { .. })
     }
 
+    /// True for [`StoreError::ShortRead`]: the file ends before data its bitmap says is
+    /// there (truncated underneath an open handle).
+    pub fn is_short_read(&self) -> bool {
+        matches!(self, StoreError::ShortRead { .. })
+    }
+
     /// True for [`StoreError::Corrupt`].
     pub fn is_corrupt(&self) -> bool {
         matches!(self, StoreError::Corrupt { .. })

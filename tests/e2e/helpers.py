@@ -501,3 +501,113 @@ def tree_files(root: Path) -> dict[str, str]:
 
 def expected_files(emu: Emulator, repo: str, rev: str) -> dict[str, str]:
     return {p: f["sha256"] for p, f in emu.files(repo, rev).items()}
+
+
+# --------------------------------------------------------------------------------------------
+# hubcache blob files on disk (docs/storage-format.md), for fault-injection tests
+# --------------------------------------------------------------------------------------------
+
+BLOB_MAGIC = b"HUBCBLK1"
+BLOB_FIXED_HEADER = 120
+BLOB_FLAG_VERIFIED = 1
+
+
+def blob_path(root: str | os.PathLike, blob_id: str) -> Path:
+    """`{root}/blobs/{hex[0..2]}/{hex[2..4]}/{hex}`."""
+    return Path(root) / "blobs" / blob_id[0:2] / blob_id[2:4] / blob_id
+
+
+class BlobHeader:
+    """The header of one blob file (format version 1), as read from disk."""
+
+    def __init__(self, path: str | os.PathLike):
+        import struct
+        self.path = Path(path)
+        with open(self.path, "rb") as f:
+            fixed = f.read(BLOB_FIXED_HEADER)
+            assert len(fixed) == BLOB_FIXED_HEADER, f"{path}: {len(fixed)}-byte header"
+            (magic, self.version, self.flags, self.block_size, self.page_size, self.size,
+             self.block_count, self.data_offset) = struct.unpack("<8sIIQQQQQ", fixed[:56])
+            assert magic == BLOB_MAGIC, f"{path}: magic {magic!r}"
+            self.id = fixed[56:120].rstrip(b"\0").decode()
+            bitmap = f.read((self.block_count + 7) // 8)
+        self.file_len = os.path.getsize(self.path)
+        self.present = {i for i in range(self.block_count) if bitmap[i // 8] & (1 << (i % 8))}
+
+    @property
+    def complete(self) -> bool:
+        return len(self.present) == self.block_count
+
+    @property
+    def verified(self) -> bool:
+        return bool(self.flags & BLOB_FLAG_VERIFIED)
+
+    def block_span(self, block: int) -> tuple[int, int]:
+        """Content bytes [start, end) of `block`."""
+        start = block * self.block_size
+        return start, min(start + self.block_size, self.size)
+
+    def content(self) -> bytes:
+        """The content area as stored (whatever the bitmap says)."""
+        with open(self.path, "rb") as f:
+            f.seek(self.data_offset)
+            return f.read(self.size)
+
+    def __repr__(self) -> str:
+        return (f"BlobHeader({self.path.name[:12]}…, size={self.size}, block_size={self.block_size}, "
+                f"present={len(self.present)}/{self.block_count}, flags={self.flags}, "
+                f"file_len={self.file_len})")
+
+
+def read_blob_header(path: str | os.PathLike) -> BlobHeader | None:
+    """The header of the blob file at `path`, or None if there is no (readable) file."""
+    try:
+        return BlobHeader(path)
+    except (FileNotFoundError, AssertionError):
+        return None
+
+
+def flip_byte(path: str | os.PathLike, offset: int) -> None:
+    """XOR the byte at file offset `offset` with 0xFF, in place."""
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        b = f.read(1)
+        assert len(b) == 1, f"{path} has no byte at {offset}"
+        f.seek(offset)
+        f.write(bytes([b[0] ^ 0xFF]))
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def rendezvous_order(roots: list, blob_id: str) -> list[Path]:
+    """Storage roots in a blob's placement order (docs/storage-format.md §4.1): by decreasing
+    first 8 bytes (big-endian) of sha256("hubcache-rendezvous-v1\\0" + root path + "\\0" + id)."""
+    def weight(root) -> int:
+        p = os.path.normpath(os.path.abspath(str(root))).encode()
+        digest = hashlib.sha256(b"hubcache-rendezvous-v1\0" + p + b"\0" + blob_id.encode()).digest()
+        return int.from_bytes(digest[:8], "big")
+    indexed = list(enumerate(roots))
+    indexed.sort(key=lambda ir: (-weight(ir[1]), ir[0]))
+    return [Path(r) for _, r in indexed]
+
+
+def _crc32c_table() -> list[int]:
+    table = []
+    for n in range(256):
+        c = n
+        for _ in range(8):
+            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+        table.append(c)
+    return table
+
+
+_CRC32C_TABLE = _crc32c_table()
+
+
+def crc32c(data: bytes) -> int:
+    """CRC-32C (Castagnoli), as the blob format's page checksums (pure Python: keep pages small)."""
+    crc = 0xFFFFFFFF
+    table = _CRC32C_TABLE
+    for b in data:
+        crc = table[(crc ^ b) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFF

@@ -28,6 +28,9 @@ const STALL_TIMEOUT: Duration = Duration::from_secs(60);
 const LOCATION_TTL: Duration = Duration::from_secs(120);
 /// How many times one read retries after a bad block or a lost copy.
 const READ_RETRIES: usize = 3;
+/// After the cache ran out of space for a blob, its missing bytes are streamed uncached for
+/// this long before filling is tried again.
+const NO_SPACE_BACKOFF: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone)]
 enum Block {
@@ -73,6 +76,8 @@ struct FillState {
     verify: Verify,
     verify_failures: u32,
     replicated: bool,
+    /// When a write for this blob last failed for lack of space.
+    no_space_at: Option<Instant>,
 }
 
 /// What a reader may read at an offset.
@@ -144,6 +149,7 @@ impl BlobFill {
                 verify: Verify::NotStarted,
                 verify_failures: 0,
                 replicated: false,
+                no_space_at: None,
             }),
             version,
             location: tokio::sync::Mutex::new(None),
@@ -276,7 +282,16 @@ impl BlobFill {
         error: StoreError,
     ) -> Result<(), FetchError> {
         let block = file.block_of(offset);
-        if error.is_corrupt() || error.is_not_present() {
+        if error.is_short_read() {
+            // Truncated underneath us: the block's bytes are gone; forget it on disk too.
+            if let Err(e) = file.invalidate_block(block) {
+                log::warn!(
+                    "{}: cannot invalidate truncated block {block}: {e}",
+                    self.id
+                );
+            }
+        }
+        if error.is_corrupt() || error.is_not_present() || error.is_short_read() {
             if error.is_corrupt() {
                 if let Some(engine) = self.engine() {
                     engine
@@ -403,6 +418,14 @@ impl BlobFill {
             Block::InFlight { .. } | Block::Elsewhere => Step::Wait,
             Block::Failed { at, error } if *at >= started => return Err(error.clone()),
             Block::Failed { .. } | Block::Missing => {
+                if let Some(at) = st.no_space_at.filter(|at| at.elapsed() < NO_SPACE_BACKOFF) {
+                    // The cache is full: let the reader stream these bytes uncached.
+                    return Err(FetchError::NoSpace(format!(
+                        "no space for {} {}s ago",
+                        self.id,
+                        at.elapsed().as_secs()
+                    )));
+                }
                 if !can_fetch {
                     return Err(FetchError::NotCached {
                         blob: self.id.to_string(),
@@ -560,6 +583,11 @@ impl BlobFill {
         log::warn!("{}: blocks {blocks:?} failed: {error}", self.id);
         self.with_current(copy, |st| {
             let at = Instant::now();
+            if matches!(error, FetchError::NoSpace(_)) {
+                // Stop filling (incl. the background completion) until space may be back.
+                st.no_space_at = Some(at);
+                st.wants_completion = false;
+            }
             for b in blocks {
                 if let Some(block) = st.blocks.get_mut(b as usize) {
                     if matches!(block, Block::InFlight { .. } | Block::Missing) {
