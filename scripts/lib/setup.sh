@@ -2,6 +2,8 @@
 # lacks. Sourced, not executed.
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+# Where cargo puts binaries (honours CARGO_TARGET_DIR).
+target_dir="${CARGO_TARGET_DIR:-$repo_root/target}"
 
 # Pingora's zlib-ng build needs cmake.
 ensure_cmake() {
