@@ -29,7 +29,7 @@ impl DirectStream {
         let commit = Revision::new(&source.commit)
             .map_err(|e| FetchError::Store(format!("bad commit in source: {e}")))?;
         let path = hf::resolve_path(&source.repo, &commit, &source.path);
-        let location = match upstream.locate(&path, source.auth.as_deref()).await? {
+        let location = match upstream.locate(&path, source.auth.as_deref(), &[]).await? {
             Ok(location) => location,
             Err(response) => {
                 return Err(FetchError::Refused {

@@ -19,8 +19,12 @@ use super::FetchError;
 use crate::store::{BlockChecksummer, BlockClaim, StoreError};
 use crate::upstream::Location;
 
-/// Attempts per segment before its remaining blocks fail.
+/// Consecutive attempts without progress before a segment's remaining blocks fail.
 const MAX_ATTEMPTS: u32 = 6;
+/// Attempts per segment in all (progress or not), so a stream that keeps breaking ends.
+const MAX_TOTAL_ATTEMPTS: u32 = 64;
+/// Broken streams in a row from one upstream before the next upstream is preferred.
+const SWITCH_AFTER: u32 = 3;
 /// Bytes buffered before a write to disk.
 const WRITE_CHUNK: usize = 512 << 10;
 
@@ -67,6 +71,8 @@ async fn fetch_segment(
         claimed.claims,
     );
     let mut failures = 0;
+    let mut attempts = 0;
+    let mut streak: (Option<usize>, u32) = (None, 0);
     let mut last_reason = String::new();
     while writer.pos < end {
         let location = match fill.location().await {
@@ -78,7 +84,10 @@ async fn fetch_segment(
             Ok(()) => {}
             Err(Interrupted::Fatal(e)) => return Err((writer.block(), e)),
             Err(Interrupted::Retry(reason)) => {
-                failures += 1;
+                attempts += 1;
+                // A stream that broke after delivering bytes is resumed; only attempts that
+                // make no progress count towards giving up.
+                failures = if writer.pos > before { 1 } else { failures + 1 };
                 log::warn!(
                     "{}: bytes {}-{} from {}: {reason} (attempt {failures})",
                     fill.id(),
@@ -93,8 +102,16 @@ async fn fetch_segment(
                 if let Some(upstream) = engine.upstream.get(location.upstream) {
                     upstream.record_failure();
                 }
+                streak = match streak {
+                    (Some(u), n) if u == location.upstream => (Some(u), n + 1),
+                    _ => (Some(location.upstream), 1),
+                };
+                if streak.1 >= SWITCH_AFTER {
+                    fill.avoid_upstream(location.upstream);
+                    streak = (None, 0);
+                }
                 last_reason = reason;
-                if failures >= MAX_ATTEMPTS {
+                if failures >= MAX_ATTEMPTS || attempts >= MAX_TOTAL_ATTEMPTS {
                     break;
                 }
                 let backoff = Duration::from_millis(100 << failures.min(4));

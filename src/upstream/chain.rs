@@ -352,11 +352,25 @@ impl UpstreamChain {
 
     /// Send a metadata request, failing over along the chain.
     pub async fn send(&self, request: &HubRequest) -> Result<HubResponse, UpstreamError> {
+        self.send_avoiding(request, &[]).await
+    }
+
+    /// Like [`send`](Self::send), trying the upstreams in `avoid` only after all others.
+    async fn send_avoiding(
+        &self,
+        request: &HubRequest,
+        avoid: &[usize],
+    ) -> Result<HubResponse, UpstreamError> {
         if self.offline {
             return Err(UpstreamError::Offline);
         }
         let mut attempts = Vec::new();
-        for upstream in self.ordered() {
+        let (mut order, avoided): (Vec<_>, Vec<_>) = self
+            .ordered()
+            .into_iter()
+            .partition(|u| !avoid.contains(&u.index));
+        order.extend(avoided);
+        for upstream in order {
             match self.send_to(&upstream, request).await? {
                 Hop::Answer(response) => {
                     upstream.record_success();
@@ -448,16 +462,20 @@ impl UpstreamChain {
     /// them: follow the hub's same-origin redirects with a HEAD and stop at the first
     /// off-origin redirect (the CDN) or the first 200. A 4xx is returned as the response so
     /// the caller can report it.
+    /// Upstreams in `avoid` (their bytes kept breaking off for this file) are asked last.
     pub async fn locate(
         &self,
         path_and_query: &str,
         auth: Option<&str>,
+        avoid: &[usize],
     ) -> Result<Result<Location, HubResponse>, UpstreamError> {
         if let Some(location) = self.recent_location(path_and_query, auth) {
-            return Ok(Ok(location));
+            if !avoid.contains(&location.upstream) {
+                return Ok(Ok(location));
+            }
         }
         let request = HubRequest::head(path_and_query.to_string(), auth.map(str::to_string));
-        let response = self.send(&request).await?;
+        let response = self.send_avoiding(&request, avoid).await?;
         match Self::location_of(&response, auth)? {
             Some(location) => Ok(Ok(location)),
             None => Ok(Err(response)),

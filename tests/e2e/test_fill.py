@@ -197,3 +197,16 @@ def test_second_download_is_served_from_disk(emu_factory, mirror_factory):
     before = emu.cdn_bytes_for(entry["sha256"])
     assert download(mirror)[1] == entry["sha256"]
     assert emu.cdn_bytes_for(entry["sha256"]) == before
+
+
+def test_upstream_that_keeps_breaking_is_left_for_the_next_in_the_chain(emu_factory, mirror_factory):
+    first = emu_factory(big_size=16 * MiB)
+    second = emu_factory(big_size=16 * MiB)  # same seed: same repos, commits and blobs
+    mirror = mirror_factory([first, second], fill={"connections_per_file": 1, "segment": "16MiB"})
+    entry = big(first)
+    first.fault(kind="cut", after_bytes=1_000_000, host="cdn")  # every CDN answer breaks off
+    status, sha, read = download(mirror)
+    assert (status, sha, read) == (200, entry["sha256"], entry["size"])
+    assert second.cdn_bytes_for(entry["sha256"]) > 0, "the second upstream was never used"
+    served = first.cdn_bytes_for(entry["sha256"]) + second.cdn_bytes_for(entry["sha256"])
+    assert served <= entry["size"] * 1.02, "resumed streams refetched bytes already received"

@@ -78,6 +78,8 @@ struct FillState {
     replicated: bool,
     /// When a write for this blob last failed for lack of space.
     no_space_at: Option<Instant>,
+    /// Upstreams whose streams of this blob kept breaking off: asked last from now on.
+    avoid: Vec<usize>,
 }
 
 /// What a reader may read at an offset.
@@ -150,6 +152,7 @@ impl BlobFill {
                 verify_failures: 0,
                 replicated: false,
                 no_space_at: None,
+                avoid: Vec::new(),
             }),
             version,
             location: tokio::sync::Mutex::new(None),
@@ -646,15 +649,14 @@ impl BlobFill {
                 return Ok(location.clone());
             }
         }
-        let source = self
-            .state
-            .lock()
-            .source
-            .clone()
-            .ok_or_else(|| FetchError::NotCached {
-                blob: self.id.to_string(),
-                block: 0,
-            })?;
+        let (source, avoid) = {
+            let st = self.state.lock();
+            (st.source.clone(), st.avoid.clone())
+        };
+        let source = source.ok_or_else(|| FetchError::NotCached {
+            blob: self.id.to_string(),
+            block: 0,
+        })?;
         let engine = self
             .engine()
             .ok_or_else(|| FetchError::Store("engine stopped".into()))?;
@@ -663,7 +665,7 @@ impl BlobFill {
         let path = hf::resolve_path(&source.repo, &commit, &source.path);
         match engine
             .upstream
-            .locate(&path, source.auth.as_deref())
+            .locate(&path, source.auth.as_deref(), &avoid)
             .await?
         {
             Ok(location) => {
@@ -674,6 +676,18 @@ impl BlobFill {
                 what: path,
                 status: response.status,
             }),
+        }
+    }
+
+    /// Ask `upstream` last for this blob from now on (its streams keep breaking off).
+    pub(super) fn avoid_upstream(&self, upstream: usize) {
+        let mut st = self.state.lock();
+        if !st.avoid.contains(&upstream) {
+            log::warn!(
+                "{}: upstream {upstream} keeps failing; trying the next one",
+                self.id
+            );
+            st.avoid.push(upstream);
         }
     }
 
