@@ -64,14 +64,17 @@ impl HubProxy {
         if let Some(url) = &self.app.config.public_url {
             return url.as_str().trim_end_matches('/').to_string();
         }
-        let host = session
-            .req_header()
-            .headers
-            .get("host")
-            .and_then(|v| v.to_str().ok())
+        let headers = &session.req_header().headers;
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let host = header("host")
             .map(str::to_string)
             .unwrap_or_else(|| self.app.config.listen.to_string());
-        format!("http://{host}")
+        // Behind a TLS-terminating proxy, clients reach us over https.
+        let scheme = match header("x-forwarded-proto") {
+            Some(proto) if proto.eq_ignore_ascii_case("https") => "https",
+            _ => "http",
+        };
+        format!("{scheme}://{host}")
     }
 }
 
