@@ -115,6 +115,21 @@ def test_paginated_tree_links_point_at_the_mirror(shared_mirror, emu, expand):
         assert all("lastCommit" in e for e in entries)
 
 
+def test_links_behind_a_tls_terminating_proxy_use_https(shared_mirror):
+    r = shared_mirror.get("/api/models/acme/many-files/tree/main?recursive=true",
+                          headers={"X-Forwarded-Proto": "https", "Host": "hub.example:8443"})
+    assert r.status_code == 200
+    nxt = links(r).get("next")
+    assert nxt and nxt.startswith("https://hub.example:8443/api/models/acme/many-files/tree/"), nxt
+
+
+def test_configured_public_url_is_used_in_links(emu, mirror_factory):
+    mirror = mirror_factory(emu, public_url="https://mirror.example/hf")
+    r = mirror.get("/api/models/acme/many-files/tree/main?recursive=true")
+    nxt = links(r).get("next")
+    assert nxt and nxt.startswith("https://mirror.example/hf/api/models/acme/many-files/tree/"), nxt
+
+
 def test_tree_of_a_commit_is_complete(shared_mirror, emu):
     sha = emu.commit("acme/tiny-model", "dev")
     r = shared_mirror.get(f"/api/models/acme/tiny-model/tree/{sha}", params={"recursive": "true", "expand": "false"})
