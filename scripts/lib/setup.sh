@@ -19,18 +19,25 @@ ensure_cmake() {
   fi
 }
 
-# A Python venv with huggingface_hub, pytest and requests for the end-to-end tests.
+# Python venvs for the end-to-end tests: .venv with the newest huggingface_hub, pytest and
+# requests; .venv-legacy with huggingface_hub 0.36 and hf_transfer (the last client generation
+# with relative-only redirects and parallel ranged downloads).
 ensure_venv() {
-  local venv="$repo_root/.venv"
+  ensure_venv_at "$repo_root/.venv" "$repo_root/tests/requirements.txt"
+  ensure_venv_at "$repo_root/.venv-legacy" "$repo_root/tests/requirements-legacy.txt"
+}
+
+ensure_venv_at() {
+  local venv="$1" requirements="$2"
   local stamp="$venv/.requirements"
   local wanted
-  wanted="$(cat "$repo_root/tests/requirements.txt")"
+  wanted="$(cat "$requirements")"
   if [ -x "$venv/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$wanted" ]; then
     return
   fi
-  echo "setup: creating $venv with the test requirements" >&2
+  echo "setup: creating $venv with $(basename "$requirements")" >&2
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --upgrade pip
-  "$venv/bin/pip" install --quiet -r "$repo_root/tests/requirements.txt"
+  "$venv/bin/pip" install --quiet -r "$requirements"
   printf '%s' "$wanted" > "$stamp"
 }

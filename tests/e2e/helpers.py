@@ -452,7 +452,9 @@ def client_env(endpoint: str, hf_home: Path, token: str | None = None, extra: di
         blackhole = f"http://127.0.0.1:{_BLACKHOLE_PORT}"
         for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
             env[name] = blackhole
-        env["NO_PROXY"] = env["no_proxy"] = endpoint.rstrip("/")
+        # httpx (huggingface_hub 1.x/2.x) matches the URL form; requests (0.x) host:port.
+        host_port = endpoint.rstrip("/").split("://", 1)[-1]
+        env["NO_PROXY"] = env["no_proxy"] = f"{endpoint.rstrip('/')},{host_port}"
     else:
         env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
     if token:
@@ -465,11 +467,17 @@ class ClientError(AssertionError):
     pass
 
 
+LEGACY_VENV_BIN = REPO_ROOT / ".venv-legacy" / "bin"
+
+
 def run_client(endpoint: str, hf_home: Path, ops: list[dict], token: str | None = None,
-               timeout: float = 180, extra_env: dict | None = None, sandbox: bool = True) -> list[dict]:
-    """Run hf_client.py with a list of operations; returns one result dict per operation."""
+               timeout: float = 180, extra_env: dict | None = None, sandbox: bool = True,
+               python: Path | None = None) -> list[dict]:
+    """Run hf_client.py with a list of operations; returns one result dict per operation.
+    `python`: another interpreter (e.g. the legacy venv's), default the test venv's."""
     env = client_env(endpoint, hf_home, token, extra_env, sandbox)
-    proc = subprocess.run([str(VENV_BIN / "python"), str(CLIENT_PY), json.dumps(ops)],
+    interpreter = python or VENV_BIN / "python"
+    proc = subprocess.run([str(interpreter), str(CLIENT_PY), json.dumps(ops)],
                           env=env, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
     out = proc.stdout.decode("utf-8", "replace")
     err = proc.stderr.decode("utf-8", "replace")
