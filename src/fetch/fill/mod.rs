@@ -619,13 +619,14 @@ impl BlobFill {
     fn release_background_if_done(self: &Arc<Self>) {
         let released = {
             let mut st = self.state.lock();
-            let idle = st.running == 0
-                && !st.blocks.iter().any(|b| {
-                    matches!(
-                        b,
-                        Block::Missing | Block::InFlight { .. } | Block::Elsewhere
-                    )
-                });
+            let done = !st.blocks.iter().any(|b| {
+                matches!(
+                    b,
+                    Block::Missing | Block::InFlight { .. } | Block::Elsewhere
+                )
+            });
+            // Also when completion was called off (cache full, content kept mismatching).
+            let idle = st.running == 0 && (done || !st.wants_completion);
             if idle {
                 st.background.take().is_some()
             } else {
