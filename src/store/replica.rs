@@ -41,6 +41,29 @@ fn on_target<T>(r: Result<T>) -> std::result::Result<T, CopyError> {
     r.map_err(CopyError::Target)
 }
 
+/// Copy one block from `src` (every page read with its checksum verified) through `write`,
+/// returning the block's page checksums for the target.
+fn copy_block(
+    src: &BlobFile,
+    layout: &Layout,
+    block: u64,
+    mut write: impl FnMut(u64, &[u8]) -> Result<()>,
+) -> std::result::Result<Vec<u32>, CopyError> {
+    let span = layout.block_span(block);
+    let mut sum = on_target(BlockChecksummer::new(layout, block))?;
+    let mut off = span.start;
+    while off < span.end {
+        let n = COPY_CHUNK.min(span.end - off);
+        let bytes = src
+            .read_verified(off, n as usize)
+            .map_err(CopyError::Source)?;
+        sum.update(&bytes);
+        on_target(write(off, &bytes))?;
+        off += n;
+    }
+    on_target(sum.finish())
+}
+
 impl Store {
     /// Makes sure blob `id` has [`replicas`](Self::replicas) complete copies, copying it
     /// from a complete copy to every home root that lacks one; returns the number of copies
@@ -194,19 +217,9 @@ impl Store {
             if dst.is_present(block) {
                 continue;
             }
-            let span = dst.block_span(block);
-            let mut sum = on_target(dst.checksummer(block))?;
-            let mut off = span.start;
-            while off < span.end {
-                let n = COPY_CHUNK.min(span.end - off);
-                let bytes = src
-                    .read_verified(off, n as usize)
-                    .map_err(CopyError::Source)?;
-                sum.update(&bytes);
-                on_target(dst.write_data(off, &bytes))?;
-                off += n;
-            }
-            let crcs = on_target(sum.finish())?;
+            let crcs = copy_block(src, dst.layout(), block, |off, bytes| {
+                dst.write_data(off, bytes)
+            })?;
             on_target(dst.commit_block(block, &crcs))?;
             wrote = true;
         }
@@ -275,28 +288,16 @@ impl Store {
                 .map_err(StoreError::io("extend blob header", tmp)),
         )?;
         for block in 0..layout.block_count() {
-            let span = layout.block_span(block);
-            let mut sum = on_target(BlockChecksummer::new(&layout, block))?;
-            let mut off = span.start;
-            while off < span.end {
-                let n = COPY_CHUNK.min(span.end - off);
-                let bytes = src
-                    .read_verified(off, n as usize)
-                    .map_err(CopyError::Source)?;
-                sum.update(&bytes);
-                on_target(write_all_at(
+            let crcs = copy_block(src, &layout, block, |off, bytes| {
+                write_all_at(
                     file,
-                    &bytes,
+                    bytes,
                     layout.data_offset() + off,
                     tmp,
                     "write block data",
-                ))?;
-                off += n;
-            }
-            let crcs: Vec<u8> = on_target(sum.finish())?
-                .iter()
-                .flat_map(|c| c.to_le_bytes())
-                .collect();
+                )
+            })?;
+            let crcs: Vec<u8> = crcs.iter().flat_map(|c| c.to_le_bytes()).collect();
             let at = layout.crc_offset() + layout.block_pages(block).start * 4;
             on_target(write_all_at(file, &crcs, at, tmp, "write page checksums"))?;
         }

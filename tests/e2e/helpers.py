@@ -158,6 +158,20 @@ def raw_request(base_url: str, method: str, raw_path: str, headers: dict | None 
         conn.close()
 
 
+def stream_sha256(url: str, headers: dict | None = None, stop_after: int | None = None,
+                  timeout: float = 120) -> tuple[int, str, int]:
+    """GET `url` streaming; (status, sha256 of the body read, bytes read). With `stop_after`,
+    the connection is dropped once that many bytes were read."""
+    digest, read = hashlib.sha256(), 0
+    with requests.get(url, headers=headers or {}, stream=True, timeout=timeout) as r:
+        for part in r.iter_content(1 << 20):
+            digest.update(part)
+            read += len(part)
+            if stop_after is not None and read >= stop_after:
+                break
+        return r.status_code, digest.hexdigest(), read
+
+
 def resolve_path(repo: str, rev: str, path: str, repo_type: str = "model") -> str:
     """The resolve URL path exactly as huggingface_hub builds it."""
     prefix = {"model": "", "dataset": "datasets/", "space": "spaces/"}[repo_type]

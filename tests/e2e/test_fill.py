@@ -6,12 +6,11 @@ Upstream traffic is counted by the emulator's CDN (`cdn_requests`, with the Rang
 
 from __future__ import annotations
 
-import hashlib
 import re
 import threading
 import time
 
-from helpers import MiB, wait_until
+from helpers import MiB, resolve_path, stream_sha256, wait_until
 
 BIG = ("acme/big-model", "main", "big.bin")
 
@@ -20,17 +19,9 @@ def big(emu) -> dict:
     return emu.file(*BIG)
 
 
-def download(mirror, headers=None, chunk=1 << 20, stop_after=None) -> tuple[int, str, int]:
+def download(mirror, headers=None, stop_after=None) -> tuple[int, str, int]:
     """GET big.bin through the mirror; returns (status, sha256, bytes read)."""
-    digest = hashlib.sha256()
-    read = 0
-    with mirror.resolve("GET", *BIG, headers=headers or {}, stream=True, timeout=120) as r:
-        for part in r.iter_content(chunk):
-            digest.update(part)
-            read += len(part)
-            if stop_after is not None and read >= stop_after:
-                break
-        return r.status_code, digest.hexdigest(), read
+    return stream_sha256(mirror.url + resolve_path(*BIG), headers, stop_after)
 
 
 def cdn_ranges(emu, sha: str) -> list[tuple[int, int]]:

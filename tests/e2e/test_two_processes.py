@@ -5,7 +5,6 @@ other's files nor fetch the same block twice, and an upgrade must not drop a dow
 
 from __future__ import annotations
 
-import hashlib
 import signal
 import subprocess
 import threading
@@ -13,18 +12,9 @@ import time
 
 import requests
 
-from helpers import MiB, pid_listens_on, stop_process, wait_until
+from helpers import MiB, pid_listens_on, stop_process, stream_sha256, wait_until
 
 BIG = ("acme/big-model", "main", "big.bin")
-
-
-def fetch_sha(url: str) -> tuple[int, str, int]:
-    digest, read = hashlib.sha256(), 0
-    with requests.get(url, stream=True, timeout=120) as r:
-        for part in r.iter_content(1 << 20):
-            digest.update(part)
-            read += len(part)
-        return r.status_code, digest.hexdigest(), read
 
 
 def big_url(mirror) -> str:
@@ -39,7 +29,7 @@ def test_two_processes_sharing_a_cache_fetch_each_block_once(emu_factory, mirror
     second = mirror_factory(emu, cache_dir=cache, **settings)
     entry = emu.file(*BIG)
     results: list = []
-    threads = [threading.Thread(target=lambda m=m: results.append(fetch_sha(big_url(m))))
+    threads = [threading.Thread(target=lambda m=m: results.append(stream_sha256(big_url(m))))
                for m in (first, second, first, second)]
     for t in threads:
         t.start()
@@ -52,7 +42,7 @@ def test_two_processes_sharing_a_cache_fetch_each_block_once(emu_factory, mirror
     assert fetched <= entry["size"] * 1.02, f"two processes fetched {fetched} bytes of a {entry['size']}-byte file"
     # Each process sees the other's blocks: a third download from either moves nothing.
     before = emu.cdn_bytes_for(entry["sha256"])
-    assert fetch_sha(big_url(second))[1] == entry["sha256"]
+    assert stream_sha256(big_url(second))[1] == entry["sha256"]
     assert emu.cdn_bytes_for(entry["sha256"]) == before
 
 
@@ -62,7 +52,7 @@ def test_graceful_upgrade_finishes_the_download_in_flight_and_hands_over_the_por
     old = mirror_factory(emu, server={"grace_period": "30s"})
     entry = emu.file(*BIG)
     results: list = []
-    download = threading.Thread(target=lambda: results.append(fetch_sha(big_url(old))))
+    download = threading.Thread(target=lambda: results.append(stream_sha256(big_url(old))))
     download.start()
     time.sleep(1.0)  # the download is in flight (about 3 s at 8 MiB/s)
     log = open(old.workdir / "upgraded.log", "ab")
@@ -81,6 +71,6 @@ def test_graceful_upgrade_finishes_the_download_in_flight_and_hands_over_the_por
         # New connections are answered (by the new process once the old one has gone).
         r = requests.get(f"{old.url}/acme/tiny-model/resolve/main/config.json", timeout=30)
         assert r.status_code == 200
-        assert fetch_sha(big_url(old))[1] == entry["sha256"]
+        assert stream_sha256(big_url(old))[1] == entry["sha256"]
     finally:
         stop_process(new, signal.SIGINT)
