@@ -53,7 +53,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 pub use blob::{BlobFile, BlockChecksummer, BlockClaim};
-pub use blob_id::BlobId;
+pub use blob_id::{BlobId, InvalidBlobId};
 pub use error::StoreError;
 pub use format::{
     validate_block_size, Layout, CLAIM_LOCK_BASE, DATA_ALIGNMENT, DEFAULT_BLOCK_SIZE,

@@ -662,7 +662,7 @@ fn block_size_validation_rejects_bad_sizes() {
     for bad in [0, 4096, 32 * KIB, BS + 1, 3 * BS, 2 << 30] {
         assert!(matches!(
             s.create_blob(&id, 1000, bad, true),
-            Err(StoreError::InvalidBlockSize { block_size }) if block_size == bad
+            Err(StoreError::InvalidBlockSize { block_size, .. }) if block_size == bad
         ));
     }
     assert!(s.list_blobs().unwrap().is_empty());
