@@ -12,14 +12,14 @@ use sha1::Sha1;
 use sha2::{Digest, Sha256};
 
 use super::blob_id::BlobId;
+use super::claims::{BlockClaim, Claims};
 use super::error::{Result, StoreError};
 use super::format::{
-    self, valid_bits, Layout, CLAIM_LOCK_BASE, FIXED_HEADER_LEN, FLAG_NOT_CONTENT_ADDRESSED,
-    FLAG_VERIFIED, OFF_FLAGS,
+    self, valid_bits, Layout, FIXED_HEADER_LEN, FLAG_NOT_CONTENT_ADDRESSED, FLAG_VERIFIED,
+    OFF_FLAGS,
 };
 use super::fsutil::{
-    read_exact_at, read_new_at, reopen, sync_data, write_all_at, FileIdentity, OwnedRangeLock,
-    RangeLock,
+    read_exact_at, read_new_at, reopen, sync_data, write_all_at, FileIdentity, RangeLock,
 };
 use super::{ContentCheck, Durability};
 
@@ -61,6 +61,8 @@ pub struct BlobFile {
     /// Serialises this handle's read-modify-writes of the header (bitmap bytes, flags) and all
     /// updates of the in-memory bitmap. Held together with a byte-range lock on disk.
     header_lock: Mutex<()>,
+    /// Cross-process block claims, through one extra descriptor.
+    claims: Claims,
 }
 
 impl fmt::Debug for BlobFile {
@@ -110,6 +112,7 @@ impl BlobFile {
             present: AtomicU64::new(0),
             flags: AtomicU32::new(flags),
             header_lock: Mutex::new(()),
+            claims: Claims::default(),
         })
     }
 
@@ -404,23 +407,23 @@ impl BlobFile {
 
     /// Claims `block` for filling, across processes: takes a non-blocking Linux OFD write lock
     /// (`F_OFD_SETLK`) on the claim byte of the block, `CLAIM_LOCK_BASE + block` (far beyond
-    /// the end of the file, so it never overlaps the header locks), through a descriptor of
-    /// its own. `Ok(None)` if someone else holds the claim: another process, another `Store`
-    /// in this process, or another claim of this very handle (every claim has its own open
-    /// file description, so claims exclude each other even within one handle).
+    /// the end of the file, so it never overlaps the header locks), through this handle's
+    /// claims descriptor (the file opened once more, on the first claim). `Ok(None)` if
+    /// someone else holds the claim: another process, another `Store` in this process, or an
+    /// earlier claim through this very handle that is still held.
     ///
-    /// The claim is released when the [`BlockClaim`] is dropped, and by the kernel when its
-    /// holder dies, so a waiter should poll: the block became present (see
+    /// However many blocks are claimed, the handle holds one extra descriptor. The claim is
+    /// released when the [`BlockClaim`] is dropped, and by the kernel when its holder dies, so
+    /// a waiter should poll: the block became present (see
     /// [`reload_bitmap`](Self::reload_bitmap)), or the claim became free (fill it yourself).
     /// A claim is advisory: it does not stop anyone from writing or committing the block.
-    /// Where OFD locks are unsupported, every claim succeeds (a warning is logged once).
+    /// Where OFD locks are unsupported, claims only exclude each other within this handle (a
+    /// warning is logged once).
     pub fn try_claim_block(&self, block: u64) -> Result<Option<BlockClaim>> {
         self.check_block(block)?;
-        let file = reopen(&self.file, &self.path, self.identity)?;
-        Ok(
-            OwnedRangeLock::try_acquire(file, CLAIM_LOCK_BASE + block, 1, &self.path)?
-                .map(|lock| BlockClaim { block, _lock: lock }),
-        )
+        self.claims.try_claim(block, &self.path, || {
+            reopen(&self.file, &self.path, self.identity)
+        })
     }
 
     /// Writes content bytes at content offset `offset`. May be called any number of times, in
@@ -755,29 +758,6 @@ impl BlobFile {
     /// `fdatasync`s the file (useful with [`Durability::Os`] before a clean shutdown).
     pub fn sync(&self) -> Result<()> {
         sync_data(&self.file, &self.path, "fdatasync blob")
-    }
-}
-
-/// A held claim on one block of a blob, from [`BlobFile::try_claim_block`]: an OFD write lock
-/// on the block's claim byte through a descriptor of its own. Dropping it releases the claim
-/// (`F_UNLCK`, and the descriptor is closed); so does the death of the process.
-pub struct BlockClaim {
-    block: u64,
-    _lock: OwnedRangeLock,
-}
-
-impl BlockClaim {
-    /// The claimed block.
-    pub fn block(&self) -> u64 {
-        self.block
-    }
-}
-
-impl fmt::Debug for BlockClaim {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("BlockClaim")
-            .field("block", &self.block)
-            .finish()
     }
 }
 

@@ -225,73 +225,16 @@ impl Drop for RangeLock<'_> {
     }
 }
 
-fn lock_unsupported(e: &io::Error) -> bool {
+/// Whether `e` says the file system has no OFD locks.
+pub(crate) fn lock_unsupported(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
         Some(libc::EINVAL | libc::ENOLCK | libc::EOPNOTSUPP | libc::ENOSYS)
     )
 }
 
-/// A held non-blocking OFD write lock on a byte range of a file this lock owns (its own open
-/// file description); released on drop (`F_UNLCK`, then the descriptor is closed).
-pub(crate) struct OwnedRangeLock {
-    file: Option<File>,
-    start: u64,
-    len: u64,
-}
-
-impl OwnedRangeLock {
-    /// Tries to take the write lock on `[start, start+len)` of `file` without waiting.
-    /// `Ok(None)`: another open file description holds a conflicting lock. Where OFD locks
-    /// are unsupported, a warning is logged once and an empty (lock-free) guard returned.
-    pub(crate) fn try_acquire(
-        file: File,
-        start: u64,
-        len: u64,
-        path: &Path,
-    ) -> Result<Option<Self>> {
-        match ofd_try_lock(&file, start, len) {
-            Ok(true) => Ok(Some(OwnedRangeLock {
-                file: Some(file),
-                start,
-                len,
-            })),
-            Ok(false) => Ok(None),
-            Err(e) if lock_unsupported(&e) => {
-                if !LOCK_UNSUPPORTED_WARNED.swap(true, Ordering::Relaxed) {
-                    log::warn!(
-                        "store: byte-range (OFD) locks unsupported on {path:?} ({e}); \
-                         processes sharing this cache directory may fetch blocks twice"
-                    );
-                }
-                Ok(Some(OwnedRangeLock {
-                    file: None,
-                    start,
-                    len,
-                }))
-            }
-            Err(e) => Err(StoreError::io("claim block of", path)(e)),
-        }
-    }
-}
-
-impl Drop for OwnedRangeLock {
-    fn drop(&mut self) {
-        if let Some(file) = &self.file {
-            if let Err(e) = ofd_lock(file, self.start, self.len, false) {
-                // Closing the descriptor (just below) releases it anyway.
-                log::debug!(
-                    "store: failed to release claim lock {}+{}: {e}",
-                    self.start,
-                    self.len
-                );
-            }
-        }
-    }
-}
-
 /// Non-blocking OFD write lock: `Ok(false)` if a conflicting lock is held elsewhere.
-fn ofd_try_lock(file: &File, start: u64, len: u64) -> io::Result<bool> {
+pub(crate) fn ofd_try_lock(file: &File, start: u64, len: u64) -> io::Result<bool> {
     match ofd_fcntl(file, start, len, true, false) {
         Ok(()) => Ok(true),
         Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EACCES)) => Ok(false),
@@ -301,6 +244,19 @@ fn ofd_try_lock(file: &File, start: u64, len: u64) -> io::Result<bool> {
 
 fn ofd_lock(file: &File, start: u64, len: u64, lock: bool) -> io::Result<()> {
     ofd_fcntl(file, start, len, lock, true)
+}
+
+/// Releases an OFD lock on `[start, start+len)`.
+pub(crate) fn ofd_unlock(file: &File, start: u64, len: u64) -> io::Result<()> {
+    ofd_fcntl(file, start, len, false, false)
+}
+
+/// Logs once per process that OFD locks do not work on `path` (`e` says why), and what that
+/// costs (`consequence`).
+pub(crate) fn warn_locks_unsupported(path: &Path, e: &io::Error, consequence: &str) {
+    if !LOCK_UNSUPPORTED_WARNED.swap(true, Ordering::Relaxed) {
+        log::warn!("store: byte-range (OFD) locks unsupported on {path:?} ({e}); {consequence}");
+    }
 }
 
 /// `fcntl` with an OFD lock command: lock (`wait`: blocking) or unlock `[start, start+len)`.

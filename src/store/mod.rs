@@ -33,6 +33,7 @@
 
 mod blob;
 mod blob_id;
+mod claims;
 mod error;
 mod format;
 mod fsutil;
@@ -52,8 +53,9 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-pub use blob::{BlobFile, BlockChecksummer, BlockClaim};
+pub use blob::{BlobFile, BlockChecksummer};
 pub use blob_id::{BlobId, InvalidBlobId};
+pub use claims::BlockClaim;
 pub use error::StoreError;
 pub use format::{
     validate_block_size, Layout, CLAIM_LOCK_BASE, DATA_ALIGNMENT, DEFAULT_BLOCK_SIZE,

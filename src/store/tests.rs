@@ -1055,3 +1055,34 @@ fn a_block_claim_of_another_process_is_refused_until_that_process_dies() {
     child.wait().unwrap();
     assert!(blob.try_claim_block(3).unwrap().is_some());
 }
+
+/// Descriptors of this process open on the inode of `blob`.
+fn descriptors_on(blob: &BlobFile) -> usize {
+    use std::os::unix::fs::MetadataExt;
+    let target = fs::metadata(blob.path()).unwrap();
+    fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter_map(|e| fs::metadata(e.path()).ok())
+        .filter(|m| m.dev() == target.dev() && m.ino() == target.ino())
+        .count()
+}
+
+#[test]
+fn claiming_hundreds_of_blocks_takes_one_extra_descriptor() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(&dir);
+    let blob = s.create_blob(&claim_id(), 600 * BS, BS, true).unwrap();
+    let before = descriptors_on(&blob);
+    let claims: Vec<BlockClaim> = (0..512)
+        .map(|b| blob.try_claim_block(b).unwrap().expect("free"))
+        .collect();
+    assert_eq!(descriptors_on(&blob), before + 1);
+    // Every one of them still excludes a second claim, here and from another store.
+    let other = store(&dir).open_blob(&claim_id()).unwrap().unwrap();
+    assert!(blob.try_claim_block(100).unwrap().is_none());
+    assert!(other.try_claim_block(100).unwrap().is_none());
+    drop(claims);
+    assert!(other.try_claim_block(100).unwrap().is_some());
+    assert!(blob.try_claim_block(101).unwrap().is_some());
+}
