@@ -378,9 +378,11 @@ impl SegmentWriter {
                 "{}: write failed ({e}); moving to another copy",
                 self.fill.id()
             );
-            if let Err(switch) = self.fill.switch_copy(file).await {
+            let e = Arc::new(e);
+            if let Err(switch) = self.fill.switch_copy(file, Arc::clone(&e)).await {
                 return switch;
             }
+            return FetchError::Store(e.to_string());
         }
         store_failure(&engine, e)
     }
@@ -415,6 +417,20 @@ mod tests {
         assert_eq!(check_response(200, None, 0, 1000, 1000, false), Ok(0));
         assert!(check_response(200, None, 0, 100, 1000, false).is_err());
         assert!(check_response(200, None, 500, 1000, 1000, false).is_err());
+    }
+
+    #[test]
+    fn content_range_ending_at_the_largest_integer_is_rejected_not_overflowed() {
+        let err = check_response(
+            206,
+            Some("bytes 0-18446744073709551615/1000"),
+            0,
+            1000,
+            1000,
+            false,
+        )
+        .unwrap_err();
+        assert!(err.contains("does not match"), "{err}");
     }
 
     #[test]

@@ -64,6 +64,10 @@ pub use format::{
 };
 pub use fsutil::{atomic_write, FsSpace};
 pub use root::RootStatus;
+
+/// I/O errors on one root's copies within a minute before [`Store::failover`] marks the root
+/// unhealthy.
+pub const ROOT_ERRORS_BEFORE_UNHEALTHY: u32 = root::ERRORS_BEFORE_UNHEALTHY;
 pub use verify::{Problem, VerifyReport};
 
 use error::Result;
@@ -601,22 +605,41 @@ impl Store {
         Ok(self.find_copy(id, &order, None))
     }
 
-    /// The copy at `failed`'s root gave an I/O error ([`StoreError::is_io_error`]): marks that
-    /// root unhealthy (it is re-probed later) and returns another copy of `id` as
-    /// [`open_blob`](Self::open_blob) would (a complete one if any), or `None`.
+    /// Reading or writing the copy `failed` gave the I/O error `error`
+    /// ([`StoreError::is_io_error`]): returns another copy of `id` of the same size, or
+    /// `None`. Copies on other roots come first (a complete one if any, as for
+    /// [`open_blob`](Self::open_blob)); failing that, `failed`'s own file opened afresh.
+    ///
+    /// An error about the root as a whole ([`StoreError::RootUnavailable`]) marks the root
+    /// unhealthy at once; other errors are counted, and the root is marked unhealthy (it is
+    /// re-probed later) after [`ROOT_ERRORS_BEFORE_UNHEALTHY`] of them within a minute, so one
+    /// bad file does not take a disk out of service.
     pub fn failover(
         &self,
         id: &BlobId,
         failed: &BlobFile,
+        error: &StoreError,
     ) -> Result<Option<Arc<BlobFile>>, StoreError> {
-        if let Some(root) = self.roots.get(failed.root_index()) {
-            // Only if the handle is really one of this store's copies.
-            if failed.path().starts_with(&root.blobs_dir) {
-                root.forget_handle(failed);
-                root.mark_unhealthy(format!("I/O error on {:?}", failed.path()));
+        let size = failed.size();
+        let order = self.placement(id);
+        let _stripe = self.stripe(id).lock();
+        let Some(root) = self.roots.get(failed.root_index()) else {
+            return Ok(self.find_copy(id, &order, Some(size)));
+        };
+        // Only if the handle is really one of this store's copies.
+        if failed.path().starts_with(&root.blobs_dir) {
+            root.forget_handle(failed);
+            let what = format!("I/O error on {:?}: {error}", failed.path());
+            if matches!(error, StoreError::RootUnavailable { .. }) {
+                root.mark_unhealthy(what);
+            } else {
+                root.count_error(what);
             }
         }
-        self.open_blob(id)
+        let others: Vec<usize> = order.iter().copied().filter(|&r| r != root.index).collect();
+        Ok(self
+            .find_copy(id, &others, Some(size))
+            .or_else(|| self.find_copy(id, &[root.index], Some(size))))
     }
 
     /// Opens blob `id` for filling, creating it if needed.

@@ -309,7 +309,7 @@ impl BlobFill {
         }
         if error.is_io_error() {
             log::warn!("{}: {error}; switching to another copy", self.id);
-            return self.switch_copy(file).await;
+            return self.switch_copy(file, Arc::new(error)).await;
         }
         Err(FetchError::Store(error.to_string()))
     }
@@ -333,6 +333,7 @@ impl BlobFill {
     pub(super) async fn switch_copy(
         self: &Arc<Self>,
         failed: &Arc<BlobFile>,
+        error: Arc<StoreError>,
     ) -> Result<(), FetchError> {
         let engine = self
             .engine()
@@ -342,7 +343,7 @@ impl BlobFill {
         let content_addressed = failed.is_content_addressed();
         let broken = Arc::clone(failed);
         let replacement =
-            tokio::task::spawn_blocking(move || match store.failover(&id, &broken)? {
+            tokio::task::spawn_blocking(move || match store.failover(&id, &broken, &error)? {
                 Some(copy) => Ok(copy),
                 None => store.create_blob(&id, size, block_size, content_addressed),
             })
