@@ -73,6 +73,12 @@ fn a_partial_file_waiting_for_a_slot_taken_by_someone_else_completes_when_it_is_
             .expect("the slot is free again");
         let tail = fill.read(size - 10, 10).await.unwrap();
         assert_eq!(&tail[..], &data[data.len() - 10..]);
+        // Done, the completion lets go of the fill: nothing stays in memory.
+        drop(fill);
+        wait_until("the fill to be dropped", Duration::from_secs(10), || {
+            engine.live_fills() == 0
+        })
+        .await;
     });
 }
 
