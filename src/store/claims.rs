@@ -18,7 +18,7 @@ use parking_lot::Mutex;
 
 use super::error::Result;
 use super::format::CLAIM_LOCK_BASE;
-use super::fsutil::{lock_unsupported, ofd_try_lock, ofd_unlock, warn_locks_unsupported};
+use super::locks::{lock_unsupported, ofd_try_lock, ofd_unlock, warn_locks_unsupported};
 
 /// The claims descriptor of one blob handle, opened on first use.
 #[derive(Default)]
