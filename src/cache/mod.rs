@@ -3,10 +3,10 @@
 //! For every resolve request whose metadata is settled, the proxy enables the cache with
 //! [`BLOB_STORAGE`] and puts a [`ServedBlob`] into the cache key's extensions. `lookup` always
 //! answers a hit from it: the response header comes from the metadata, and the body from a
-//! [`BlobHit`] that can seek and that reads present blocks from disk and waits for missing
-//! ones from the fill engine. Pingora's own Range, If-Range, conditional and HEAD handling
-//! then apply; its miss path (which strips Range and turns HEAD into a full GET) is never
-//! used for blobs.
+//! [`BlobHit`] that can seek: it adapts the fill engine's [`BlobReader`] (present blocks from
+//! disk, missing ones waited for, an uncached stream when the cache is full) to Pingora.
+//! Pingora's own Range, If-Range, conditional and HEAD handling then apply; its miss path
+//! (which strips Range and turns HEAD into a full GET) is never used for blobs.
 
 use std::any::Any;
 use std::sync::Arc;
@@ -23,7 +23,7 @@ use pingora::cache::{CacheMeta, Storage};
 use pingora::http::ResponseHeader;
 use pingora::{Error, ErrorType, Result};
 
-use crate::fetch::{BlobFill, BlobSource, DirectStream, FetchError, FillEngine};
+use crate::fetch::{BlobFill, BlobReader, BlobSource, FillEngine};
 use crate::store::BlobId;
 
 /// Bytes handed to Pingora per `read_body` call.
@@ -73,11 +73,12 @@ impl Storage for BlobStorage {
         let fresh_until = now + Duration::from_secs(365 * 24 * 3600);
         let meta = CacheMeta::new(fresh_until, now, 0, 0, blob.response_header()?);
         let hit = BlobHit {
-            blob: Arc::clone(blob),
-            fill: blob.fill.clone(),
-            direct: None,
-            pos: 0,
-            end: blob.size,
+            reader: blob.engine.reader(
+                blob.id.clone(),
+                blob.size,
+                blob.source.clone(),
+                blob.fill.clone(),
+            ),
         };
         Ok(Some((meta, Box::new(hit))))
     }
@@ -119,100 +120,17 @@ impl Storage for BlobStorage {
 
 /// Streams one blob (or a range of it) to Pingora.
 pub struct BlobHit {
-    blob: Arc<ServedBlob>,
-    fill: Option<Arc<BlobFill>>,
-    /// Set when the cache is full: the rest of the range streams from upstream uncached.
-    direct: Option<DirectStream>,
-    pos: u64,
-    end: u64,
+    reader: BlobReader,
 }
 
 fn read_error(e: impl std::fmt::Display) -> Box<Error> {
     Error::explain(ErrorType::ReadError, e.to_string())
 }
 
-impl BlobHit {
-    async fn fill(&mut self) -> Result<Arc<BlobFill>, FetchError> {
-        if let Some(fill) = &self.fill {
-            return Ok(Arc::clone(fill));
-        }
-        let fill = match &self.blob.source {
-            Some(source) => self.blob.engine.open(&self.blob.id, source.clone()).await?,
-            None => self
-                .blob
-                .engine
-                .open_cached(&self.blob.id)
-                .await?
-                .ok_or_else(|| FetchError::NotCached {
-                    blob: self.blob.id.to_string(),
-                    block: 0,
-                })?,
-        };
-        fill.want_completion();
-        self.fill = Some(Arc::clone(&fill));
-        Ok(fill)
-    }
-
-    /// The next chunk from the store (through the fill engine).
-    async fn read_cached(&mut self, want: usize) -> Result<Bytes, FetchError> {
-        let fill = self.fill().await?;
-        fill.read(self.pos, want).await
-    }
-
-    /// Switch to streaming the rest of the range from upstream without caching.
-    async fn go_direct(&mut self, why: &FetchError) -> Result<()> {
-        let source = self.blob.source.as_ref().ok_or_else(|| read_error(why))?;
-        log::warn!(
-            "{}: {why}; streaming bytes {}-{} from upstream without caching",
-            self.blob.id,
-            self.pos,
-            self.end - 1
-        );
-        let stream = self
-            .blob
-            .engine
-            .open_direct(source, self.pos, self.end)
-            .await
-            .map_err(read_error)?;
-        self.direct = Some(stream);
-        Ok(())
-    }
-}
-
 #[async_trait]
 impl HandleHit for BlobHit {
     async fn read_body(&mut self) -> Result<Option<Bytes>> {
-        if self.pos >= self.end {
-            return Ok(None);
-        }
-        if self.direct.is_none() {
-            let want = (self.end - self.pos).min(READ_CHUNK as u64) as usize;
-            match self.read_cached(want).await {
-                Ok(bytes) if bytes.is_empty() => {
-                    return Err(read_error(format!(
-                        "empty read at {} of {}",
-                        self.pos, self.blob.id
-                    )))
-                }
-                Ok(bytes) => {
-                    self.pos += bytes.len() as u64;
-                    return Ok(Some(bytes));
-                }
-                Err(e @ FetchError::NoSpace(_)) => self.go_direct(&e).await?,
-                Err(e) => return Err(read_error(e)),
-            }
-        }
-        let direct = self
-            .direct
-            .as_mut()
-            .ok_or_else(|| read_error("no direct stream"))?;
-        match direct.next().await.map_err(read_error)? {
-            Some(bytes) => {
-                self.pos += bytes.len() as u64;
-                Ok(Some(bytes))
-            }
-            None => Ok(None),
-        }
+        self.reader.next(READ_CHUNK).await.map_err(read_error)
     }
 
     async fn finish(
@@ -230,20 +148,9 @@ impl HandleHit for BlobHit {
 
     /// `end` is exclusive, as in Pingora's range filter.
     fn seek(&mut self, start: usize, end: Option<usize>) -> Result<()> {
-        let start = start as u64;
-        let end = end
-            .map(|e| e as u64)
-            .unwrap_or(self.blob.size)
-            .min(self.blob.size);
-        if start > end || (start >= self.blob.size && self.blob.size > 0) {
-            return Err(Error::explain(
-                ErrorType::InternalError,
-                format!("seek {start}..{end} outside {} bytes", self.blob.size),
-            ));
-        }
-        self.pos = start;
-        self.end = end;
-        Ok(())
+        self.reader
+            .seek(start as u64, end.map(|e| e as u64))
+            .map_err(|e| Error::explain(ErrorType::InternalError, e.to_string()))
     }
 
     fn should_count_access(&self) -> bool {
@@ -258,3 +165,6 @@ impl HandleHit for BlobHit {
         self
     }
 }
+
+#[cfg(test)]
+mod tests;

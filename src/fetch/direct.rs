@@ -7,7 +7,6 @@ use bytes::Bytes;
 
 use super::segment::{check_response, skip_prefix};
 use super::{BlobSource, FetchError};
-use crate::hf::{self, Revision};
 use crate::upstream::UpstreamChain;
 
 pub struct DirectStream {
@@ -26,9 +25,7 @@ impl DirectStream {
         start: u64,
         end: u64,
     ) -> Result<Self, FetchError> {
-        let commit = Revision::new(&source.commit)
-            .map_err(|e| FetchError::Store(format!("bad commit in source: {e}")))?;
-        let path = hf::resolve_path(&source.repo, &commit, &source.path);
+        let path = source.resolve_path()?;
         let location = match upstream.locate(&path, source.auth.as_deref(), &[]).await? {
             Ok(location) => location,
             Err(response) => {

@@ -2,14 +2,13 @@
 
 use std::sync::Arc;
 
-use super::engine::EngineInner;
 use crate::store::StoreError;
 use crate::upstream::UpstreamError;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum FetchError {
     #[error("cache storage failed: {0}")]
-    Store(String),
+    Store(Arc<StoreError>),
     /// The cache has no room for these bytes (every root full); they can still be streamed
     /// to the client without caching.
     #[error("no space left in the cache: {0}")]
@@ -36,11 +35,36 @@ pub enum FetchError {
         offset: u64,
         size: u64,
     },
+    /// The request that started the fill names no valid file (a bad commit).
+    #[error("bad source for the fill: {0}")]
+    BadSource(String),
+    /// A task of the engine panicked or was cancelled.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl From<UpstreamError> for FetchError {
     fn from(e: UpstreamError) -> Self {
         FetchError::Upstream(Arc::new(e))
+    }
+}
+
+/// A store error: running out of space is its own case (the bytes can still be streamed to
+/// the client uncached). Use `FillContext::store_failure` where the engine's counters are at
+/// hand, so the event is also counted.
+impl From<StoreError> for FetchError {
+    fn from(e: StoreError) -> Self {
+        if e.is_no_space() {
+            FetchError::NoSpace(e.to_string())
+        } else {
+            FetchError::Store(Arc::new(e))
+        }
+    }
+}
+
+impl From<tokio::task::JoinError> for FetchError {
+    fn from(e: tokio::task::JoinError) -> Self {
+        FetchError::Internal(format!("blocking task failed: {e}"))
     }
 }
 
@@ -53,23 +77,50 @@ impl FetchError {
             FetchError::Refused { status, .. } if (400..500).contains(status) => *status,
             FetchError::Stalled { .. } => 504,
             FetchError::NotCached { .. } => 404,
-            FetchError::Store(_) | FetchError::NoSpace(_) | FetchError::OutOfRange { .. } => 500,
+            FetchError::Store(_)
+            | FetchError::NoSpace(_)
+            | FetchError::OutOfRange { .. }
+            | FetchError::BadSource(_)
+            | FetchError::Internal(_) => 500,
             _ => 502,
         }
     }
+
+    /// Whether the upstream refused the credentials the fill used (another reader's may work).
+    pub(super) fn is_refusal(status: u16) -> bool {
+        matches!(status, 401 | 403)
+    }
 }
 
-/// A store error as a fetch error: running out of space is its own case (the bytes can still
-/// be streamed to the client uncached), and is counted.
-pub(super) fn store_failure(engine: &EngineInner, e: StoreError) -> FetchError {
-    if e.is_no_space() {
-        engine
-            .stats
-            .no_space
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        log::warn!("cache full: {e}");
-        FetchError::NoSpace(e.to_string())
-    } else {
-        FetchError::Store(e.to_string())
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn io(errno: i32) -> StoreError {
+        StoreError::io("write block data", "/c/blobs/x")(std::io::Error::from_raw_os_error(errno))
+    }
+
+    #[test]
+    fn a_full_disk_is_no_space_and_other_store_errors_keep_their_source() {
+        assert!(matches!(
+            FetchError::from(io(libc::ENOSPC)),
+            FetchError::NoSpace(_)
+        ));
+        assert!(matches!(
+            FetchError::from(io(libc::EDQUOT)),
+            FetchError::NoSpace(_)
+        ));
+        match FetchError::from(io(libc::EIO)) {
+            FetchError::Store(e) => assert!(e.is_io_error()),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panicked_blocking_task_is_an_internal_error() {
+        let join = tokio::task::spawn_blocking(|| panic!("boom")).await;
+        let e = FetchError::from(join.unwrap_err());
+        assert!(matches!(e, FetchError::Internal(_)));
+        assert_eq!(e.gateway_status(), 500);
     }
 }

@@ -11,20 +11,37 @@
 //! - **Streaming.** Readers read bytes of a block still in flight as soon as they are on
 //!   disk, and verified bytes (page checksums) once the block is committed.
 //! - **Complete in the background** (`fill.mode: complete`), bounded by `background_fills`.
+//! - **Cache full.** A [`BlobReader`] streams what the cache cannot take from upstream.
+//!
+//! Layout: `engine` (opening fills) → `registry` (live fills) and `fill` (one blob's state)
+//! → `blocks` (block states, pure) and `segment` (one ranged fetch, reporting through a
+//! sink) → `context` (store, upstream, settings, budgets, counters) and `locator` (where the
+//! bytes are, with whose token). `lowprio` runs hashing and replication off the runtime.
 
-mod background;
+mod blocks;
+mod context;
 mod direct;
 mod engine;
 mod error;
 mod fill;
+mod locator;
+mod lowprio;
+mod reader;
+mod registry;
 mod segment;
+#[cfg(test)]
+pub(crate) mod testkit;
+#[cfg(test)]
+mod tests;
 
+pub use context::{FillSettings, FillStats};
 pub use direct::DirectStream;
-pub use engine::{FillEngine, FillSettings, FillStats};
+pub use engine::FillEngine;
 pub use error::FetchError;
 pub use fill::BlobFill;
+pub use reader::BlobReader;
 
-use crate::hf::{Repo, RepoPath};
+use crate::hf::{self, Repo, RepoPath, Revision};
 
 /// How a blob's bytes are fetched: the resolve URL of one file that has this content.
 #[derive(Debug, Clone)]
@@ -38,6 +55,15 @@ pub struct BlobSource {
     pub size: u64,
     /// Whether the blob id is the content hash, so a completed file can be verified.
     pub verifiable: bool,
+}
+
+impl BlobSource {
+    /// The resolve path of the file on an upstream.
+    pub(crate) fn resolve_path(&self) -> Result<String, FetchError> {
+        let commit = Revision::new(&self.commit)
+            .map_err(|e| FetchError::BadSource(format!("commit {:?}: {e}", self.commit)))?;
+        Ok(hf::resolve_path(&self.repo, &commit, &self.path))
+    }
 }
 
 /// Whether a blob is filled only where clients read, or completed once started.

@@ -6,25 +6,19 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 
-use bytes::Bytes;
 use parking_lot::Mutex;
-use sha1::Sha1;
-use sha2::{Digest, Sha256};
 
 use super::blob_id::BlobId;
+use super::checksum::BlockChecksummer;
+use super::claims::{BlockClaim, Claims};
 use super::error::{Result, StoreError};
 use super::format::{
-    self, valid_bits, Layout, CLAIM_LOCK_BASE, FIXED_HEADER_LEN, FLAG_NOT_CONTENT_ADDRESSED,
-    FLAG_VERIFIED, OFF_FLAGS,
+    self, valid_bits, Layout, FIXED_HEADER_LEN, FLAG_NOT_CONTENT_ADDRESSED, FLAG_VERIFIED,
+    OFF_FLAGS,
 };
-use super::fsutil::{
-    read_exact_at, read_new_at, reopen, sync_data, write_all_at, FileIdentity, OwnedRangeLock,
-    RangeLock,
-};
-use super::{ContentCheck, Durability};
-
-/// Bytes read at a time by [`BlobFile::verify_content`].
-const VERIFY_CHUNK: u64 = 1 << 20;
+use super::fsutil::{read_exact_at, reopen, sync_data, write_all_at, FileIdentity};
+use super::locks::RangeLock;
+use super::Durability;
 
 /// An open blob file: a header (geometry, block bitmap, page checksums) followed by the
 /// content in fixed-size blocks. See `docs/storage-format.md`.
@@ -44,23 +38,25 @@ const VERIFY_CHUNK: u64 = 1 << 20;
 /// its CRC32C check; [`read_raw`](Self::read_raw) is unchecked, for bytes of a block still
 /// being filled.
 pub struct BlobFile {
-    id: BlobId,
+    pub(super) id: BlobId,
     /// Index of the storage root this copy lives on (in its `Store`).
-    root: usize,
-    path: PathBuf,
-    file: File,
-    identity: FileIdentity,
-    layout: Layout,
-    durability: Durability,
+    pub(super) root: usize,
+    pub(super) path: PathBuf,
+    pub(super) file: File,
+    pub(super) identity: FileIdentity,
+    pub(super) layout: Layout,
+    pub(super) durability: Durability,
     /// In-memory copy of the bitmap; bits past `block_count` are always zero.
-    bitmap: Box<[AtomicU8]>,
+    pub(super) bitmap: Box<[AtomicU8]>,
     /// Number of set bits in `bitmap`.
-    present: AtomicU64,
+    pub(super) present: AtomicU64,
     /// In-memory copy of the header flags.
-    flags: AtomicU32,
+    pub(super) flags: AtomicU32,
     /// Serialises this handle's read-modify-writes of the header (bitmap bytes, flags) and all
     /// updates of the in-memory bitmap. Held together with a byte-range lock on disk.
-    header_lock: Mutex<()>,
+    pub(super) header_lock: Mutex<()>,
+    /// Cross-process block claims, through one extra descriptor.
+    pub(super) claims: Claims,
 }
 
 impl fmt::Debug for BlobFile {
@@ -110,6 +106,7 @@ impl BlobFile {
             present: AtomicU64::new(0),
             flags: AtomicU32::new(flags),
             header_lock: Mutex::new(()),
+            claims: Claims::default(),
         })
     }
 
@@ -245,7 +242,7 @@ impl BlobFile {
         BlockChecksummer::new(&self.layout, block)
     }
 
-    fn check_block(&self, block: u64) -> Result<()> {
+    pub(super) fn check_block(&self, block: u64) -> Result<()> {
         if block < self.layout.block_count() {
             Ok(())
         } else {
@@ -257,7 +254,7 @@ impl BlobFile {
         }
     }
 
-    fn check_range(&self, op: &'static str, offset: u64, len: u64) -> Result<()> {
+    pub(super) fn check_range(&self, op: &'static str, offset: u64, len: u64) -> Result<()> {
         match offset.checked_add(len) {
             Some(end) if end <= self.layout.size() => Ok(()),
             _ => Err(StoreError::OutOfRange {
@@ -404,23 +401,23 @@ impl BlobFile {
 
     /// Claims `block` for filling, across processes: takes a non-blocking Linux OFD write lock
     /// (`F_OFD_SETLK`) on the claim byte of the block, `CLAIM_LOCK_BASE + block` (far beyond
-    /// the end of the file, so it never overlaps the header locks), through a descriptor of
-    /// its own. `Ok(None)` if someone else holds the claim: another process, another `Store`
-    /// in this process, or another claim of this very handle (every claim has its own open
-    /// file description, so claims exclude each other even within one handle).
+    /// the end of the file, so it never overlaps the header locks), through this handle's
+    /// claims descriptor (the file opened once more, on the first claim). `Ok(None)` if
+    /// someone else holds the claim: another process, another `Store` in this process, or an
+    /// earlier claim through this very handle that is still held.
     ///
-    /// The claim is released when the [`BlockClaim`] is dropped, and by the kernel when its
-    /// holder dies, so a waiter should poll: the block became present (see
+    /// However many blocks are claimed, the handle holds one extra descriptor. The claim is
+    /// released when the [`BlockClaim`] is dropped, and by the kernel when its holder dies, so
+    /// a waiter should poll: the block became present (see
     /// [`reload_bitmap`](Self::reload_bitmap)), or the claim became free (fill it yourself).
     /// A claim is advisory: it does not stop anyone from writing or committing the block.
-    /// Where OFD locks are unsupported, every claim succeeds (a warning is logged once).
+    /// Where OFD locks are unsupported, claims only exclude each other within this handle (a
+    /// warning is logged once).
     pub fn try_claim_block(&self, block: u64) -> Result<Option<BlockClaim>> {
         self.check_block(block)?;
-        let file = reopen(&self.file, &self.path, self.identity)?;
-        Ok(
-            OwnedRangeLock::try_acquire(file, CLAIM_LOCK_BASE + block, 1, &self.path)?
-                .map(|lock| BlockClaim { block, _lock: lock }),
-        )
+        self.claims.try_claim(block, &self.path, || {
+            reopen(&self.file, &self.path, self.identity)
+        })
     }
 
     /// Writes content bytes at content offset `offset`. May be called any number of times, in
@@ -526,184 +523,6 @@ impl BlobFile {
         self.update_bitmap_byte(block / 8, |b| b & !bit)
     }
 
-    /// Checks every page of a present block against its CRC32C without changing anything
-    /// (for `cache verify`): `Ok(None)` when good, `Ok(Some(page))` for the first bad page.
-    /// Reads one page at a time.
-    pub fn scan_block(&self, block: u64) -> Result<Option<u64>> {
-        self.check_block(block)?;
-        if !self.is_present(block) {
-            return Err(StoreError::NotPresent {
-                path: self.path.clone(),
-                block,
-            });
-        }
-        let mut buf = vec![0u8; self.layout.page_size() as usize];
-        for page in self.layout.block_pages(block) {
-            let span = self.layout.page_span(page);
-            let data = &mut buf[..(span.end - span.start) as usize];
-            read_exact_at(
-                &self.file,
-                data,
-                self.layout.data_offset() + span.start,
-                &self.path,
-                "read block data",
-            )?;
-            let mut stored = [0u8; 4];
-            read_exact_at(
-                &self.file,
-                &mut stored,
-                self.layout.crc_offset() + page * 4,
-                &self.path,
-                "read page checksums",
-            )?;
-            if crc32c::crc32c(data) != u32::from_le_bytes(stored) {
-                return Ok(Some(page));
-            }
-        }
-        Ok(None)
-    }
-
-    /// Reads `len` content bytes at `offset`, checking every page they touch against its
-    /// CRC32C.
-    ///
-    /// Every block covering the range must be present, else [`StoreError::NotPresent`] (naming
-    /// the first missing block). Whole pages covering the range are read (so memory use is
-    /// `len` plus at most two pages; callers read at most about 1 MiB at a time). On a
-    /// checksum mismatch the block is invalidated and [`StoreError::Corrupt`] returned: the
-    /// caller refetches it. A file truncated underneath is [`StoreError::ShortRead`].
-    pub fn read_verified(&self, offset: u64, len: usize) -> Result<Bytes> {
-        self.check_range("verified read", offset, len as u64)?;
-        if len == 0 {
-            return Ok(Bytes::new());
-        }
-        let end = offset + len as u64;
-        if let Some(block) = self
-            .layout
-            .blocks_covering(offset..end)
-            .find(|&b| !self.is_present(b))
-        {
-            return Err(StoreError::NotPresent {
-                path: self.path.clone(),
-                block,
-            });
-        }
-        let page_size = self.layout.page_size();
-        let first_page = offset / page_size;
-        let last_page = (end - 1) / page_size;
-        let read_start = first_page * page_size;
-        let read_end = ((last_page + 1) * page_size).min(self.layout.size());
-        let buf = read_new_at(
-            &self.file,
-            (read_end - read_start) as usize,
-            self.layout.data_offset() + read_start,
-            &self.path,
-            "read block data",
-        )?;
-        let mut crcs = vec![0u8; ((last_page - first_page + 1) * 4) as usize];
-        read_exact_at(
-            &self.file,
-            &mut crcs,
-            self.layout.crc_offset() + first_page * 4,
-            &self.path,
-            "read page checksums",
-        )?;
-        for (i, (page, stored)) in buf
-            .chunks(page_size as usize)
-            .zip(crcs.chunks_exact(4))
-            .enumerate()
-        {
-            let expected = u32::from_le_bytes([stored[0], stored[1], stored[2], stored[3]]);
-            let actual = crc32c::crc32c(page);
-            if actual != expected {
-                let page = first_page + i as u64;
-                let block = page * page_size / self.layout.block_size();
-                log::warn!(
-                    "store: {:?}: page {page} of block {block} fails its checksum \
-                     (crc32c {actual:#010x}, header {expected:#010x}); invalidating the block",
-                    self.path
-                );
-                if let Err(e) = self.invalidate_block(block) {
-                    log::error!(
-                        "store: {:?}: could not invalidate corrupt block {block}: {e}",
-                        self.path
-                    );
-                }
-                return Err(StoreError::Corrupt {
-                    path: self.path.clone(),
-                    block,
-                    page,
-                    expected,
-                    actual,
-                });
-            }
-        }
-        let data = Bytes::from(buf);
-        Ok(data.slice((offset - read_start) as usize..(end - read_start) as usize))
-    }
-
-    /// Reads `len` content bytes at `offset` without any presence or checksum check: for
-    /// bytes of a block still being filled, which the caller knows it wrote. A file that ends
-    /// early is [`StoreError::ShortRead`].
-    pub fn read_raw(&self, offset: u64, len: usize) -> Result<Bytes> {
-        self.check_range("raw read", offset, len as u64)?;
-        let buf = read_new_at(
-            &self.file,
-            len,
-            self.layout.data_offset() + offset,
-            &self.path,
-            "read raw data",
-        )?;
-        Ok(Bytes::from(buf))
-    }
-
-    /// Hashes the whole content and compares it with the id: sha256 for a 64-digit id, git's
-    /// blob sha1 (`sha1("blob {size}\0" + content)`) for a 40-digit one.
-    ///
-    /// Streams the content through [`read_verified`](Self::read_verified) in 1 MiB reads, so
-    /// memory is bounded and every page is checksummed on the way; all blocks must be present
-    /// ([`StoreError::NotPresent`] otherwise), and a damaged page gives
-    /// [`StoreError::Corrupt`] (and invalidates its block). Does not set the verified flag:
-    /// call [`mark_verified`](Self::mark_verified) on [`ContentCheck::Match`].
-    ///
-    /// A blob whose id is not a content hash ([`is_content_addressed`](Self::is_content_addressed)
-    /// false) gives [`ContentCheck::NotApplicable`] without reading anything.
-    pub fn verify_content(&self) -> Result<ContentCheck> {
-        if !self.is_content_addressed() {
-            return Ok(ContentCheck::NotApplicable);
-        }
-        enum Hasher {
-            Sha256(Sha256),
-            Sha1(Sha1),
-        }
-        let size = self.layout.size();
-        let mut hasher = if self.id.is_sha256() {
-            Hasher::Sha256(Sha256::new())
-        } else {
-            let mut h = Sha1::new();
-            h.update(format!("blob {size}\0").as_bytes());
-            Hasher::Sha1(h)
-        };
-        let mut offset = 0;
-        while offset < size {
-            let n = VERIFY_CHUNK.min(size - offset);
-            let chunk = self.read_verified(offset, n as usize)?;
-            match &mut hasher {
-                Hasher::Sha256(h) => h.update(&chunk),
-                Hasher::Sha1(h) => h.update(&chunk),
-            }
-            offset += n;
-        }
-        let actual = match hasher {
-            Hasher::Sha256(h) => hex::encode(h.finalize()),
-            Hasher::Sha1(h) => hex::encode(h.finalize()),
-        };
-        Ok(if actual == self.id.as_str() {
-            ContentCheck::Match
-        } else {
-            ContentCheck::Mismatch { actual }
-        })
-    }
-
     /// Sets header flag bit 0 ("content verified against its id"), persisted (and
     /// `fdatasync`ed with [`Durability::Fsync`]).
     pub fn mark_verified(&self) -> Result<()> {
@@ -758,122 +577,9 @@ impl BlobFile {
     }
 }
 
-/// A held claim on one block of a blob, from [`BlobFile::try_claim_block`]: an OFD write lock
-/// on the block's claim byte through a descriptor of its own. Dropping it releases the claim
-/// (`F_UNLCK`, and the descriptor is closed); so does the death of the process.
-pub struct BlockClaim {
-    block: u64,
-    _lock: OwnedRangeLock,
-}
-
-impl BlockClaim {
-    /// The claimed block.
-    pub fn block(&self) -> u64 {
-        self.block
-    }
-}
-
-impl fmt::Debug for BlockClaim {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("BlockClaim")
-            .field("block", &self.block)
-            .finish()
-    }
-}
-
 // Compile-time check: async callers share handles across threads.
 const _: () = {
     const fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<BlobFile>();
     assert_send_sync::<BlockClaim>();
 };
-
-/// Computes the page checksums of one block from its bytes, fed in order.
-///
-/// Page checksums are CRC32C (Castagnoli) of each page of the block: `page_size` bytes each,
-/// the last page of the content shorter. Feed the block's bytes with
-/// [`update`](Self::update) as they arrive (any chunking), then [`finish`](Self::finish)
-/// returns the checksums for [`BlobFile::commit_block`].
-#[derive(Debug, Clone)]
-pub struct BlockChecksummer {
-    block: u64,
-    block_len: u64,
-    page_size: u64,
-    expected_pages: usize,
-    fed: u64,
-    cur: u32,
-    cur_len: u64,
-    crcs: Vec<u32>,
-}
-
-impl BlockChecksummer {
-    /// A checksummer for `block` of a blob with geometry `layout` (see
-    /// [`BlobFile::layout`], or [`BlobFile::checksummer`]).
-    pub fn new(layout: &Layout, block: u64) -> Result<Self> {
-        if block >= layout.block_count() {
-            return Err(StoreError::NoSuchBlock {
-                block,
-                block_count: layout.block_count(),
-            });
-        }
-        let pages = layout.block_pages(block);
-        let expected_pages = (pages.end - pages.start) as usize;
-        Ok(BlockChecksummer {
-            block,
-            block_len: layout.block_len(block),
-            page_size: layout.page_size(),
-            expected_pages,
-            fed: 0,
-            cur: 0,
-            cur_len: 0,
-            crcs: Vec::with_capacity(expected_pages),
-        })
-    }
-
-    /// The block this checksummer is for.
-    pub fn block(&self) -> u64 {
-        self.block
-    }
-
-    /// Bytes fed so far.
-    pub fn fed(&self) -> u64 {
-        self.fed
-    }
-
-    /// Feeds the next bytes of the block. Bytes beyond the block's length are counted (so
-    /// [`finish`](Self::finish) fails) but not checksummed.
-    pub fn update(&mut self, data: &[u8]) {
-        let room = self.block_len.saturating_sub(self.fed);
-        let take = (data.len() as u64).min(room) as usize;
-        self.fed += data.len() as u64;
-        let mut rest = &data[..take];
-        while !rest.is_empty() {
-            let n = ((self.page_size - self.cur_len) as usize).min(rest.len());
-            self.cur = crc32c::crc32c_append(self.cur, &rest[..n]);
-            self.cur_len += n as u64;
-            rest = &rest[n..];
-            if self.cur_len == self.page_size {
-                self.crcs.push(self.cur);
-                self.cur = 0;
-                self.cur_len = 0;
-            }
-        }
-    }
-
-    /// The page checksums, or [`StoreError::BlockLength`] if the number of bytes fed is not
-    /// the block's length.
-    pub fn finish(mut self) -> Result<Vec<u32>> {
-        if self.fed != self.block_len {
-            return Err(StoreError::BlockLength {
-                block: self.block,
-                expected: self.block_len,
-                got: self.fed,
-            });
-        }
-        if self.cur_len > 0 {
-            self.crcs.push(self.cur);
-        }
-        debug_assert_eq!(self.crcs.len(), self.expected_pages);
-        Ok(self.crcs)
-    }
-}

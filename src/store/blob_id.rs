@@ -3,7 +3,15 @@
 use std::fmt;
 use std::str::FromStr;
 
-use super::error::StoreError;
+/// A string that is not a valid content id (40 or 64 hex digits).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid blob id {id:?}: {reason}")]
+pub struct InvalidBlobId {
+    /// The offending input (truncated to 80 characters).
+    pub id: String,
+    /// Why it was rejected.
+    pub reason: &'static str,
+}
 
 /// The content id of a blob: the lowercase hex of a sha256 (64 digits; LFS files, the
 /// `lfs.oid`) or of a git blob sha1 (40 digits; regular files, the git `oid`).
@@ -15,9 +23,9 @@ pub struct BlobId(Box<str>);
 
 impl BlobId {
     /// Parses a 40- or 64-digit hex id. Uppercase digits are accepted and normalised to
-    /// lowercase; anything else is [`StoreError::InvalidId`].
-    pub fn parse(s: &str) -> Result<Self, StoreError> {
-        let invalid = |reason| StoreError::InvalidId {
+    /// lowercase; anything else is [`InvalidBlobId`].
+    pub fn parse(s: &str) -> Result<Self, InvalidBlobId> {
+        let invalid = |reason| InvalidBlobId {
             id: s.chars().take(80).collect(),
             reason,
         };
@@ -66,7 +74,7 @@ impl fmt::Debug for BlobId {
 }
 
 impl FromStr for BlobId {
-    type Err = StoreError;
+    type Err = InvalidBlobId;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         BlobId::parse(s)
@@ -110,5 +118,11 @@ mod tests {
         assert!(BlobId::parse(&format!("../{}", "a".repeat(37))).is_err());
         // Multi-byte characters must not panic the length check or the error message.
         assert!(BlobId::parse(&"é".repeat(20)).is_err());
+        let err = BlobId::parse("xyz").unwrap_err();
+        assert_eq!(err.id, "xyz");
+        assert!(
+            err.to_string().contains("40 (git blob sha1) or 64"),
+            "{err}"
+        );
     }
 }

@@ -30,25 +30,17 @@ pub enum StoreError {
         source: io::Error,
     },
 
-    /// A string that is not a valid content id (40 or 64 hex digits).
-    #[error("invalid blob id {id:?}: {reason}")]
-    InvalidId {
-        /// The offending input (truncated to 80 characters).
-        id: String,
-        /// Why it was rejected.
-        reason: &'static str,
-    },
-
-    /// A block size that is not a power of two in
-    /// [`MIN_BLOCK_SIZE`](super::MIN_BLOCK_SIZE)`..=`[`MAX_BLOCK_SIZE`](super::MAX_BLOCK_SIZE).
+    /// A block size that is not a power of two in `min..=max`.
     #[error(
-        "invalid block size {block_size}: must be a power of two between {} and {} bytes",
-        super::format::MIN_BLOCK_SIZE,
-        super::format::MAX_BLOCK_SIZE
+        "invalid block size {block_size}: must be a power of two between {min} and {max} bytes"
     )]
     InvalidBlockSize {
         /// The rejected block size.
         block_size: u64,
+        /// The smallest block size accepted.
+        min: u64,
+        /// The largest block size accepted.
+        max: u64,
     },
 
     /// The content is too large to be described by a blob file (header or file offsets would
@@ -262,12 +254,14 @@ impl StoreError {
         }
     }
 
-    /// True for an I/O error of the file system (not for lack of space): the copy it came
-    /// from may be on a failing disk, so a reader should call
-    /// [`Store::failover`](super::Store::failover) for another copy.
+    /// True for an I/O error of the file system (not for lack of space, nor for the process
+    /// running out of descriptors or memory): the copy it came from may be on a failing disk,
+    /// so a reader should call [`Store::failover`](super::Store::failover) for another copy.
     pub fn is_io_error(&self) -> bool {
         match self {
-            StoreError::Io { source, .. } => !is_no_space_errno(source),
+            StoreError::Io { source, .. } => {
+                !is_no_space_errno(source) && !is_resource_errno(source)
+            }
             StoreError::RootUnavailable { .. } => true,
             _ => false,
         }
@@ -280,18 +274,8 @@ impl StoreError {
             StoreError::RootUnavailable { .. } => true,
             StoreError::Io { source, .. } => {
                 source.kind() != io::ErrorKind::NotFound
-                    && !matches!(
-                        source.raw_os_error(),
-                        Some(
-                            libc::ENOSPC
-                                | libc::EDQUOT
-                                | libc::EMFILE
-                                | libc::ENFILE
-                                | libc::ENOMEM
-                                | libc::EAGAIN
-                                | libc::EINTR
-                        )
-                    )
+                    && !is_no_space_errno(source)
+                    && !is_resource_errno(source)
             }
             _ => false,
         }
@@ -300,4 +284,39 @@ impl StoreError {
 
 fn is_no_space_errno(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+}
+
+/// Errors that say the process (or the system) ran short of something, not that a disk failed.
+fn is_resource_errno(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::EAGAIN | libc::EINTR)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn io_error(errno: i32) -> StoreError {
+        StoreError::io("open blob", "/cache/blobs/x")(io::Error::from_raw_os_error(errno))
+    }
+
+    #[test]
+    fn running_out_of_descriptors_or_memory_is_not_a_disk_failure() {
+        for errno in [libc::EMFILE, libc::ENFILE, libc::ENOMEM, libc::EAGAIN] {
+            let e = io_error(errno);
+            assert!(!e.is_io_error(), "{e}");
+            assert!(!e.is_root_failure(), "{e}");
+            assert!(!e.is_no_space(), "{e}");
+        }
+    }
+
+    #[test]
+    fn disk_errors_and_full_disks_are_told_apart() {
+        let eio = io_error(libc::EIO);
+        assert!(eio.is_io_error() && eio.is_root_failure() && !eio.is_no_space());
+        let full = io_error(libc::ENOSPC);
+        assert!(full.is_no_space() && !full.is_io_error() && !full.is_root_failure());
+    }
 }

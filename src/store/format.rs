@@ -55,7 +55,11 @@ pub fn validate_block_size(block_size: u64) -> Result<()> {
     if block_size.is_power_of_two() && (MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(&block_size) {
         Ok(())
     } else {
-        Err(StoreError::InvalidBlockSize { block_size })
+        Err(StoreError::InvalidBlockSize {
+            block_size,
+            min: MIN_BLOCK_SIZE,
+            max: MAX_BLOCK_SIZE,
+        })
     }
 }
 
@@ -351,9 +355,13 @@ mod tests {
         ] {
             assert!(
                 matches!(
-                    validate_block_size(bad),
-                    Err(StoreError::InvalidBlockSize { block_size }) if block_size == bad
-                ),
+                            validate_block_size(bad),
+                            Err(StoreError::InvalidBlockSize {
+                    block_size,
+                    min: MIN_BLOCK_SIZE,
+                    max: MAX_BLOCK_SIZE,
+                }) if block_size == bad
+                        ),
                 "{bad}"
             );
             assert!(Layout::new(1000, bad).is_err());

@@ -33,9 +33,15 @@
 
 mod blob;
 mod blob_id;
+mod blob_read;
+mod checksum;
+mod claims;
+mod copies;
+mod create;
 mod error;
 mod format;
 mod fsutil;
+mod locks;
 mod replica;
 mod root;
 mod verify;
@@ -43,7 +49,7 @@ mod verify;
 use std::collections::hash_map::DefaultHasher;
 use std::collections::BTreeSet;
 use std::fmt;
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::hash::{Hash, Hasher};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -52,8 +58,10 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-pub use blob::{BlobFile, BlockChecksummer, BlockClaim};
-pub use blob_id::BlobId;
+pub use blob::BlobFile;
+pub use blob_id::{BlobId, InvalidBlobId};
+pub use checksum::BlockChecksummer;
+pub use claims::BlockClaim;
 pub use error::StoreError;
 pub use format::{
     validate_block_size, Layout, CLAIM_LOCK_BASE, DATA_ALIGNMENT, DEFAULT_BLOCK_SIZE,
@@ -64,11 +72,13 @@ pub use fsutil::{atomic_write, FsSpace};
 pub use root::RootStatus;
 pub use verify::{Problem, VerifyReport};
 
+/// I/O errors on one root's copies within a minute before [`Store::failover`] marks the root
+/// unhealthy.
+pub const ROOT_ERRORS_BEFORE_UNHEALTHY: u32 = root::ERRORS_BEFORE_UNHEALTHY;
+
+use copies::Found;
 use error::Result;
-use fsutil::{
-    create_dir_durable, fs_space, fsync_dir, publish_no_clobber, remove_file_if_exists,
-    remove_if_same, unique_suffix, write_all_at, FileIdentity, Publish,
-};
+use fsutil::{fs_space, remove_file_if_exists, FileIdentity};
 use root::Root;
 
 /// Temporary files in `{root}/tmp/` older than this are leftovers of a crash and are deleted
@@ -248,13 +258,6 @@ impl fmt::Debug for Store {
             .field("durability", &self.durability)
             .finish()
     }
-}
-
-/// What was found on one root when looking for copies of a blob.
-enum Found {
-    Copy(Arc<BlobFile>),
-    Missing,
-    Unreadable(String),
 }
 
 impl Store {
@@ -465,368 +468,6 @@ impl Store {
         }
     }
 
-    /// Opens the copy of `id` on `root`: `Ok(None)` if there is none. Call with the id's
-    /// stripe held.
-    ///
-    /// Returns the handle already open if the file at the blob path is still the same inode.
-    /// A file with a bad magic, an unknown version, a truncated header or inconsistent
-    /// geometry is deleted (with a warning) and `None` returned.
-    fn open_copy(&self, root: &Root, id: &BlobId) -> Result<Option<Arc<BlobFile>>> {
-        let path = root.blob_path(id);
-        if let Some(blob) = root.lookup(id) {
-            match fs::metadata(&path) {
-                Ok(m) if FileIdentity::of(&m) == blob.identity() => return Ok(Some(blob)),
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(StoreError::io("stat", &path)(e)),
-            }
-            // Removed or replaced by someone else since we opened it.
-            root.forget(id);
-        }
-        let file = match OpenOptions::new().read(true).write(true).open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                // No copy; unless the whole root went away.
-                root.check_blobs_dir()?;
-                return Ok(None);
-            }
-            Err(e) => return Err(StoreError::io("open blob", &path)(e)),
-        };
-        let meta = file.metadata().map_err(StoreError::io("stat", &path))?;
-        let identity = FileIdentity::of(&meta);
-        match BlobFile::open_existing(
-            file,
-            root.index,
-            path.clone(),
-            identity,
-            id.clone(),
-            self.durability,
-            meta.len(),
-        ) {
-            Ok(blob) => {
-                let blob = Arc::new(blob);
-                root.remember(&blob);
-                Ok(Some(blob))
-            }
-            Err(StoreError::BadHeader { reason, .. }) => {
-                log::warn!("store: removing unusable blob file {path:?}: {reason}");
-                remove_if_same(&path, identity)?;
-                Ok(None)
-            }
-            Err(e) => Err(e),
-        }
-    }
-
-    /// What each root holds of `id`, in the order of `roots` (indices). Unhealthy roots and
-    /// copies that fail to open are `Unreadable` (root-wide errors mark the root unhealthy).
-    /// Call with the id's stripe held.
-    fn survey(&self, id: &BlobId, roots: &[usize]) -> Vec<(usize, Found)> {
-        roots
-            .iter()
-            .map(|&r| {
-                let root = &self.roots[r];
-                if !root.usable() {
-                    let reason = root.problem().unwrap_or_else(|| "unhealthy".into());
-                    return (r, Found::Unreadable(reason));
-                }
-                let found = match self.open_copy(root, id) {
-                    Ok(Some(blob)) => Found::Copy(blob),
-                    Ok(None) => Found::Missing,
-                    Err(e) => {
-                        self.note_error(root, &e);
-                        Found::Unreadable(e.to_string())
-                    }
-                };
-                (r, found)
-            })
-            .collect()
-    }
-
-    /// The best copy of `id` on the usable roots of `order` (placement order): the first
-    /// complete one (the search stops there), else the first partial one. With `size`,
-    /// copies of another size are removed on the way. Errors concerning a root mark it
-    /// unhealthy and skip it. Call with the id's stripe held.
-    fn find_copy(&self, id: &BlobId, order: &[usize], size: Option<u64>) -> Option<Arc<BlobFile>> {
-        let mut partial = None;
-        for &r in order {
-            let root = &self.roots[r];
-            if !root.usable() {
-                continue;
-            }
-            let blob = match self.open_copy(root, id) {
-                Ok(Some(blob)) => blob,
-                Ok(None) => continue,
-                Err(e) => {
-                    self.note_error(root, &e);
-                    continue;
-                }
-            };
-            if let Some(size) = size.filter(|&s| s != blob.size()) {
-                log::warn!(
-                    "store: {:?} holds {} bytes but {id} is {size} bytes; removing it",
-                    blob.path(),
-                    blob.size()
-                );
-                root.forget(id);
-                if let Err(e) = remove_if_same(blob.path(), blob.identity()) {
-                    self.note_error(root, &e);
-                }
-                continue;
-            }
-            if blob.is_complete() {
-                return Some(blob);
-            }
-            partial.get_or_insert(blob);
-        }
-        partial
-    }
-
-    /// Opens the best existing copy of blob `id`, or `Ok(None)` if no usable root has one.
-    ///
-    /// Roots are searched in [`placement`](Self::placement) order (all roots, not only the
-    /// homes: a copy may have been created elsewhere while a home was full or down). The
-    /// first complete copy wins; failing that, the first partial one. Unhealthy roots are
-    /// skipped; a root that turns out to be missing, unreadable or erroring is marked
-    /// unhealthy (logged once) and skipped until it passes a re-probe.
-    ///
-    /// Returns the handle already open in this `Store` if the file at the blob path is still
-    /// the same inode. A file with a bad magic, an unknown version, a truncated header or
-    /// inconsistent geometry is deleted (with a warning) and treated as absent. Blocks
-    /// extending beyond the end of a truncated file are cleared from the bitmap.
-    pub fn open_blob(&self, id: &BlobId) -> Result<Option<Arc<BlobFile>>, StoreError> {
-        let order = self.placement(id);
-        let _stripe = self.stripe(id).lock();
-        Ok(self.find_copy(id, &order, None))
-    }
-
-    /// The copy at `failed`'s root gave an I/O error ([`StoreError::is_io_error`]): marks that
-    /// root unhealthy (it is re-probed later) and returns another copy of `id` as
-    /// [`open_blob`](Self::open_blob) would (a complete one if any), or `None`.
-    pub fn failover(
-        &self,
-        id: &BlobId,
-        failed: &BlobFile,
-    ) -> Result<Option<Arc<BlobFile>>, StoreError> {
-        if let Some(root) = self.roots.get(failed.root_index()) {
-            // Only if the handle is really one of this store's copies.
-            if failed.path().starts_with(&root.blobs_dir) {
-                root.forget_handle(failed);
-                root.mark_unhealthy(format!("I/O error on {:?}", failed.path()));
-            }
-        }
-        self.open_blob(id)
-    }
-
-    /// Opens blob `id` for filling, creating it if needed.
-    ///
-    /// - An existing copy on any usable root of content size `size` is reused as it is (the
-    ///   best one, as for [`open_blob`](Self::open_blob); its present blocks are kept, and its
-    ///   own block size wins over `block_size`). If its content-addressed flag disagrees with
-    ///   `content_addressed`, the flag is updated (the caller knows where the id came from).
-    /// - Copies of another size are removed (with a warning).
-    /// - Otherwise a new blob with no block present is created on the first root in
-    ///   placement order that is healthy and has room: free space of at least `size` plus the
-    ///   reserve. It is written to a temp file in that root's `tmp/` (`fsync`ed with
-    ///   [`Durability::Fsync`]) and published by hard-linking it to the blob path, which never
-    ///   clobbers a blob another process published meanwhile: on `EEXIST` that blob is used
-    ///   instead. A root whose write fails for lack of space is skipped; one that fails
-    ///   otherwise is marked unhealthy and skipped.
-    /// - If no root can take it: [`StoreError::NoSpace`] (see [`StoreError::is_no_space`]).
-    ///
-    /// `content_addressed`: whether `id` is the content's hash (sha256 or git blob sha1).
-    /// When false, header flag bit 1 is set and [`BlobFile::verify_content`] answers
-    /// [`ContentCheck::NotApplicable`].
-    ///
-    /// `block_size` must be a power of two in `MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE`
-    /// ([`StoreError::InvalidBlockSize`]). Empty content (`size == 0`) has no blocks and is
-    /// complete at once.
-    pub fn create_blob(
-        &self,
-        id: &BlobId,
-        size: u64,
-        block_size: u64,
-        content_addressed: bool,
-    ) -> Result<Arc<BlobFile>, StoreError> {
-        let layout = Layout::new(size, block_size)?;
-        let flags = if content_addressed {
-            0
-        } else {
-            FLAG_NOT_CONTENT_ADDRESSED
-        };
-        let order = self.placement(id);
-        let _stripe = self.stripe(id).lock();
-        for _ in 0..PUBLISH_ATTEMPTS {
-            if let Some(existing) = self.find_copy(id, &order, Some(size)) {
-                if existing.is_content_addressed() != content_addressed {
-                    log::warn!(
-                        "store: {:?}: content-addressed flag was {}, now {content_addressed}",
-                        existing.path(),
-                        existing.is_content_addressed()
-                    );
-                    existing.set_content_addressed(content_addressed)?;
-                }
-                return Ok(existing);
-            }
-            let mut refused = Vec::new();
-            let mut raced = false;
-            for &r in &order {
-                let root = &self.roots[r];
-                if !root.usable() {
-                    let why = root.problem().unwrap_or_else(|| "unhealthy".into());
-                    refused.push(format!("{:?}: unhealthy ({why})", root.path));
-                    continue;
-                }
-                if let Err(why) = self.check_room(root, size) {
-                    refused.push(format!("{:?}: {why}", root.path));
-                    continue;
-                }
-                match self.publish_new(root, id, layout, flags) {
-                    Ok(Some(blob)) => {
-                        let blob = Arc::new(blob);
-                        root.remember(&blob);
-                        return Ok(blob);
-                    }
-                    Ok(None) => {
-                        // Someone else published first: look again and use theirs.
-                        raced = true;
-                        break;
-                    }
-                    Err(e) if e.is_no_space() => {
-                        log::warn!("store: no space for {id} on {:?}: {e}", root.path);
-                        refused.push(format!("{:?}: {e}", root.path));
-                    }
-                    Err(e) if e.is_root_failure() => {
-                        root.mark_unhealthy(e.to_string());
-                        refused.push(format!("{:?}: {e}", root.path));
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-            if !raced {
-                return Err(StoreError::NoSpace {
-                    needed: size,
-                    detail: refused.join("; "),
-                });
-            }
-        }
-        Err(StoreError::PublishConflict {
-            path: self.roots[order[0]].blob_path(id),
-            attempts: PUBLISH_ATTEMPTS,
-        })
-    }
-
-    /// Creates the shard directories of `path` on `root` (never the root or `blobs/` itself:
-    /// a missing `blobs/` means the root is gone).
-    fn create_shard_dirs(&self, root: &Root, path: &Path) -> Result<()> {
-        root.check_blobs_dir()?;
-        let shard = path.parent().unwrap_or(&root.blobs_dir);
-        if shard.is_dir() {
-            return Ok(());
-        }
-        if let Some(first) = shard.parent() {
-            create_dir_durable(first, self.durability)?;
-        }
-        create_dir_durable(shard, self.durability)
-    }
-
-    /// A new temp file in `root`'s `tmp/` for blob `id`.
-    fn create_temp(&self, root: &Root, id: &BlobId) -> Result<(fs::File, PathBuf)> {
-        let tmp = root
-            .tmp_dir
-            .join(format!("{}.{}.tmp", id.as_str(), unique_suffix()));
-        match OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-        {
-            Ok(f) => Ok((f, tmp)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StoreError::RootUnavailable {
-                path: root.path.clone(),
-                reason: "tmp/ directory missing".into(),
-            }),
-            Err(e) => Err(StoreError::io("create temporary blob", &tmp)(e)),
-        }
-    }
-
-    /// Writes a new empty blob to a temp file on `root` and publishes it unless something is
-    /// already there (`Ok(None)`).
-    fn publish_new(
-        &self,
-        root: &Root,
-        id: &BlobId,
-        layout: Layout,
-        flags: u32,
-    ) -> Result<Option<BlobFile>> {
-        let path = root.blob_path(id);
-        self.create_shard_dirs(root, &path)?;
-        let (file, tmp) = self.create_temp(root, id)?;
-        let published = (|| {
-            let header = format::encode_fixed_header(&layout, flags, id);
-            write_all_at(&file, &header, 0, &tmp, "write blob header")?;
-            // Bitmap and checksums start zeroed: extend the file to the data offset (sparse).
-            file.set_len(layout.data_offset())
-                .map_err(StoreError::io("extend blob header", &tmp))?;
-            if self.durability == Durability::Fsync {
-                file.sync_all()
-                    .map_err(StoreError::io("fsync temporary blob", &tmp))?;
-            }
-            publish_no_clobber(&tmp, &path).map_err(StoreError::io("publish blob", &path))
-        })();
-        if let Err(e) = remove_file_if_exists(&tmp) {
-            log::warn!("store: could not remove temporary blob {tmp:?}: {e}");
-        }
-        match published? {
-            Publish::AlreadyExists => Ok(None),
-            Publish::Published => {
-                if self.durability == Durability::Fsync {
-                    if let Some(shard) = path.parent() {
-                        fsync_dir(shard)?;
-                    }
-                }
-                let meta = file.metadata().map_err(StoreError::io("stat", &path))?;
-                let blob = BlobFile::new_created(
-                    file,
-                    root.index,
-                    path,
-                    FileIdentity::of(&meta),
-                    id.clone(),
-                    layout,
-                    flags,
-                    self.durability,
-                )?;
-                Ok(Some(blob))
-            }
-        }
-    }
-
-    /// The state of blob `id`'s copy on every root, indexed like
-    /// [`root_paths`](Self::root_paths). Copies' bitmaps are re-read from disk first, so
-    /// blocks committed by other processes count.
-    pub fn replica_status(&self, id: &BlobId) -> Vec<ReplicaState> {
-        let all: Vec<usize> = (0..self.roots.len()).collect();
-        let _stripe = self.stripe(id).lock();
-        self.survey(id, &all)
-            .into_iter()
-            .map(|(_, found)| match found {
-                Found::Copy(blob) => match blob.reload_bitmap() {
-                    Err(e) => ReplicaState::Unreadable {
-                        reason: e.to_string(),
-                    },
-                    Ok(()) if blob.is_complete() => ReplicaState::Complete {
-                        verified: blob.is_verified(),
-                    },
-                    Ok(()) => ReplicaState::Partial {
-                        present: blob.present_count(),
-                        blocks: blob.block_count(),
-                    },
-                },
-                Found::Missing => ReplicaState::Missing,
-                Found::Unreadable(reason) => ReplicaState::Unreadable { reason },
-            })
-            .collect()
-    }
-
     /// Deletes every copy of blob `id` (nothing if absent). Handles already open keep working
     /// on the unlinked files, but nothing they write is visible to later opens.
     ///
@@ -909,3 +550,5 @@ const _: () = {
 mod tests;
 #[cfg(test)]
 mod tests_roots;
+#[cfg(test)]
+mod tests_xproc;

@@ -4,8 +4,9 @@ use std::fs::{self, File};
 use std::path::Path;
 use std::sync::Arc;
 
-use super::blob::{BlobFile, BlockChecksummer};
+use super::blob::BlobFile;
 use super::blob_id::BlobId;
+use super::checksum::BlockChecksummer;
 use super::error::{Result, StoreError};
 use super::format::{self, Layout, FLAG_NOT_CONTENT_ADDRESSED, FLAG_VERIFIED, MAX_PAGE_SIZE};
 use super::fsutil::{

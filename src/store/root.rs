@@ -22,6 +22,12 @@ use super::{Durability, TEMP_FILE_MAX_AGE};
 /// Domain separation of the rendezvous hash.
 const RENDEZVOUS_DOMAIN: &[u8] = b"hubcache-rendezvous-v1\0";
 
+/// I/O errors on copies of one root within [`ERROR_WINDOW`] before the whole root is marked
+/// unhealthy: one bad file (a bad sector) does not take a disk out of service.
+pub(crate) const ERRORS_BEFORE_UNHEALTHY: u32 = 3;
+/// See [`ERRORS_BEFORE_UNHEALTHY`].
+pub(crate) const ERROR_WINDOW: Duration = Duration::from_secs(60);
+
 /// Health and space of one storage root, from [`Store::roots`](super::Store::roots).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RootStatus {
@@ -73,6 +79,8 @@ pub(crate) struct Root {
     /// another device (an unmounted disk revealing its mount point) stays unhealthy.
     dev: Mutex<Option<u64>>,
     problem: Mutex<Option<Problem>>,
+    /// I/O errors on this root's copies since `.1` (see [`ERRORS_BEFORE_UNHEALTHY`]).
+    errors: Mutex<(u32, Instant)>,
     registry: Mutex<Registry>,
 }
 
@@ -97,6 +105,7 @@ impl Root {
             hash_prefix,
             dev: Mutex::new(None),
             problem: Mutex::new(None),
+            errors: Mutex::new((0, Instant::now())),
             registry: Mutex::new(Registry::default()),
         }
     }
@@ -292,6 +301,33 @@ impl Root {
             }
         }
         self.registry.lock().open.clear();
+    }
+
+    /// Counts an I/O error on one of this root's copies; the root is marked unhealthy once
+    /// [`ERRORS_BEFORE_UNHEALTHY`] of them happened within [`ERROR_WINDOW`]. Returns whether
+    /// it was.
+    pub(crate) fn count_error(&self, what: String) -> bool {
+        let count = {
+            let mut errors = self.errors.lock();
+            if errors.1.elapsed() > ERROR_WINDOW {
+                *errors = (0, Instant::now());
+            }
+            errors.0 += 1;
+            errors.0
+        };
+        if count < ERRORS_BEFORE_UNHEALTHY {
+            log::warn!(
+                "store: {what} (error {count} on {:?}; the root is taken out of service after \
+                 {ERRORS_BEFORE_UNHEALTHY} within {ERROR_WINDOW:?})",
+                self.path
+            );
+            return false;
+        }
+        *self.errors.lock() = (0, Instant::now());
+        self.mark_unhealthy(format!(
+            "{count} I/O errors within {ERROR_WINDOW:?}, the last: {what}"
+        ));
+        true
     }
 
     /// Makes the next [`usable`](Self::usable) call re-probe an unhealthy root.

@@ -303,8 +303,12 @@ fn open_blob_skips_a_root_replaced_by_a_file() {
     assert_copy_on(&roots[p[0]], &id, &data);
 }
 
+fn eio(blob: &BlobFile) -> StoreError {
+    StoreError::io("read block data", blob.path())(std::io::Error::from_raw_os_error(libc::EIO))
+}
+
 #[test]
-fn failover_marks_the_root_unhealthy_and_returns_another_copy() {
+fn failover_returns_another_copy_and_marks_the_root_unhealthy_after_repeated_errors() {
     let (_dir, roots) = root_dirs(2);
     let s = open(&roots, opts(2));
     let data = content(3 * BS, 7);
@@ -315,10 +319,25 @@ fn failover_marks_the_root_unhealthy_and_returns_another_copy() {
     let first = s.open_blob(&id).unwrap().unwrap();
     assert_eq!(first.root_index(), p[0]);
 
-    let other = s.failover(&id, &first).unwrap().expect("second copy");
+    let other = s
+        .failover(&id, &first, &eio(&first))
+        .unwrap()
+        .expect("second copy");
     assert_eq!(other.root_index(), p[1]);
     assert!(other.is_complete());
     assert_eq!(&other.read_verified(0, data.len()).unwrap()[..], &data[..]);
+    // One bad file does not take the disk out of service...
+    assert!(s.roots()[p[0]].healthy);
+    for _ in 1..ROOT_ERRORS_BEFORE_UNHEALTHY {
+        let again = s.open_blob(&id).unwrap().unwrap();
+        let on_first = if again.root_index() == p[0] {
+            again
+        } else {
+            Arc::clone(&first)
+        };
+        s.failover(&id, &on_first, &eio(&on_first)).unwrap();
+    }
+    // ...repeated errors do.
     let st = &s.roots()[p[0]];
     assert!(!st.healthy);
     assert!(st.problem.as_deref().unwrap().contains("I/O error"));
@@ -328,11 +347,54 @@ fn failover_marks_the_root_unhealthy_and_returns_another_copy() {
     s.probe_roots();
     assert_eq!(s.open_blob(&id).unwrap().unwrap().root_index(), p[0]);
 
-    // With a single copy there is nothing to fail over to.
+    // With a single copy, the same file is opened afresh (no other copy to fail over to).
     let one = Store::open(&roots[p[0]], Durability::Os).unwrap();
     let only = one.open_blob(&id).unwrap().unwrap();
-    assert!(one.failover(&id, &only).unwrap().is_none());
+    let same = one
+        .failover(&id, &only, &eio(&only))
+        .unwrap()
+        .expect("reopened");
+    assert!(!Arc::ptr_eq(&same, &only));
+    assert_eq!(same.root_index(), 0);
+    // A root-wide error takes the root out at once.
+    let gone = StoreError::RootUnavailable {
+        path: roots[p[0]].clone(),
+        reason: "blobs/ directory missing".into(),
+    };
+    assert!(one.failover(&id, &same, &gone).unwrap().is_none());
     assert!(!one.roots()[0].healthy);
+}
+
+#[test]
+fn failover_never_returns_a_copy_of_another_size() {
+    let (_dir, roots) = root_dirs(2);
+    let s = open(&roots, opts(1));
+    let data = content(3 * BS, 8);
+    let id = sha256_id(&data);
+    let p = s.placement(&id);
+    let first = complete_blob(&s, &data, &id);
+    assert_eq!(first.root_index(), p[0]);
+    // A stale copy of another size sits on the other root (written when the file differed).
+    let stale = Store::open(&roots[p[1]], Durability::Os).unwrap();
+    stale.create_blob(&id, 5 * BS, BS, true).unwrap();
+
+    let other = s.failover(&id, &first, &eio(&first)).unwrap();
+    let other = other.expect("the file itself, reopened");
+    assert_eq!(other.size(), data.len() as u64);
+    assert_eq!(other.root_index(), p[0]);
+    assert!(
+        !blob_exists(&roots[p[1]], &id),
+        "the copy of another size is removed"
+    );
+}
+
+fn blob_exists(root: &Path, id: &BlobId) -> bool {
+    let hex = id.as_str();
+    root.join("blobs")
+        .join(&hex[0..2])
+        .join(&hex[2..4])
+        .join(hex)
+        .exists()
 }
 
 #[test]

@@ -1,0 +1,208 @@
+//! Readers: wait until an offset is readable (demanding its block and the read-ahead), read
+//! verified bytes of committed blocks or raw bytes of blocks in flight, and recover from a
+//! bad block (fetch it again) or a failing disk (move to another copy).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::BlobFill;
+use crate::fetch::blocks::Block;
+use crate::fetch::context::{blocking, FillStats};
+use crate::fetch::FetchError;
+use crate::store::{BlobFile, StoreError};
+
+/// A reader that sees no progress at all on its blob for this long gives up.
+const STALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// How many times one read retries after a bad block or a lost copy.
+const READ_RETRIES: usize = 3;
+
+/// What a reader may read at an offset.
+enum Readable {
+    /// A committed block, readable with checksum verification up to `until`.
+    Verified { until: u64 },
+    /// A block in flight, whose bytes up to `until` are on disk.
+    Raw { until: u64 },
+}
+
+enum Step {
+    Ready(Readable, Arc<BlobFile>),
+    Wait,
+}
+
+impl BlobFill {
+    /// Wait until the byte at `offset` can be read (fetching its block if needed). Used to
+    /// answer an error status instead of a broken 200 when the upstream cannot deliver.
+    pub async fn wait_readable(self: &Arc<Self>, offset: u64) -> Result<(), FetchError> {
+        self.readable(offset).await.map(|_| ())
+    }
+
+    /// Read up to `max` bytes at `offset`: verified bytes from committed blocks, or bytes of
+    /// a block in flight as soon as they are on disk. Waits for missing blocks. A block that
+    /// fails its checksum is fetched again; a copy on a failing disk is replaced.
+    pub async fn read(self: &Arc<Self>, offset: u64, max: usize) -> Result<Bytes, FetchError> {
+        if offset >= self.size {
+            return Err(FetchError::OutOfRange {
+                blob: self.id.to_string(),
+                offset,
+                size: self.size,
+            });
+        }
+        let mut retries = 0;
+        loop {
+            let (readable, file) = self.readable(offset).await?;
+            let (len, verify) = match readable {
+                Readable::Raw { until } => ((until - offset).min(max as u64) as usize, false),
+                Readable::Verified { until } => {
+                    let page = file.page_size();
+                    let page_end = (offset / page + 1) * page;
+                    let len = (until.min(page_end) - offset).min(max as u64) as usize;
+                    (len, true)
+                }
+            };
+            let reader = Arc::clone(&file);
+            let result = blocking(move || {
+                if verify {
+                    reader.read_verified(offset, len)
+                } else {
+                    reader.read_raw(offset, len)
+                }
+            })
+            .await?;
+            let error = match result {
+                Ok(bytes) => return Ok(bytes),
+                Err(e) => e,
+            };
+            if retries >= READ_RETRIES {
+                return Err(error.into());
+            }
+            retries += 1;
+            self.recover_from_read_error(&file, offset, error).await?;
+        }
+    }
+
+    /// A read failed: refetch a bad block, or move to another copy of a failing disk.
+    async fn recover_from_read_error(
+        self: &Arc<Self>,
+        file: &Arc<BlobFile>,
+        offset: u64,
+        error: StoreError,
+    ) -> Result<(), FetchError> {
+        let block = file.block_of(offset);
+        if error.is_short_read() {
+            // Truncated underneath us: the block's bytes are gone; forget it on disk too.
+            let truncated = Arc::clone(file);
+            let invalidated = blocking(move || truncated.invalidate_block(block)).await?;
+            if let Err(e) = invalidated {
+                log::warn!(
+                    "{}: cannot invalidate truncated block {block}: {e}",
+                    self.id
+                );
+            }
+        }
+        if error.is_corrupt() || error.is_not_present() || error.is_short_read() {
+            if error.is_corrupt() {
+                FillStats::add(&self.ctx.stats.corrupt_blocks, 1);
+            }
+            log::warn!("{}: {error}; fetching block {block} again", self.id);
+            self.block_lost(file, block);
+            return Ok(());
+        }
+        if error.is_io_error() {
+            log::warn!("{}: {error}; switching to another copy", self.id);
+            return self.switch_copy(file, Arc::new(error)).await;
+        }
+        Err(error.into())
+    }
+
+    /// A committed block turned out bad (or vanished): it is fetched again.
+    fn block_lost(&self, file: &Arc<BlobFile>, block: u64) {
+        {
+            let mut st = self.state.lock();
+            if !Arc::ptr_eq(&st.file, file) {
+                return;
+            }
+            st.blocks.lost(block);
+        }
+        self.notify();
+    }
+
+    /// Wait until `offset` is readable; demands its block (and the read-ahead) if missing.
+    async fn readable(
+        self: &Arc<Self>,
+        offset: u64,
+    ) -> Result<(Readable, Arc<BlobFile>), FetchError> {
+        let started = Instant::now();
+        let mut changes = self.version.subscribe();
+        let mut last_change = Instant::now();
+        loop {
+            changes.borrow_and_update();
+            let (step, demanded) = self.check(offset, started)?;
+            if demanded {
+                self.schedule();
+            }
+            match step {
+                Step::Ready(readable, file) => return Ok((readable, file)),
+                Step::Wait => {
+                    let left = STALL_TIMEOUT.saturating_sub(last_change.elapsed());
+                    match tokio::time::timeout(left, changes.changed()).await {
+                        Ok(Ok(())) => last_change = Instant::now(),
+                        Ok(Err(_)) | Err(_) => {
+                            return Err(FetchError::Stalled {
+                                blob: self.id.to_string(),
+                                secs: STALL_TIMEOUT.as_secs(),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Look at the block holding `offset`; demand it (and the read-ahead) if missing.
+    fn check(&self, offset: u64, started: Instant) -> Result<(Step, bool), FetchError> {
+        let settings = &self.ctx.settings;
+        let can_fetch = !settings.offline && self.locator.has_source();
+        let mut st = self.state.lock();
+        let file = Arc::clone(&st.file);
+        let block = file.block_of(offset);
+        let span = file.block_span(block);
+        let step = match st.blocks.state(block) {
+            Block::Present => Step::Ready(Readable::Verified { until: span.end }, file.clone()),
+            Block::InFlight { written } if span.start + written > offset => Step::Ready(
+                Readable::Raw {
+                    until: span.start + written,
+                },
+                file.clone(),
+            ),
+            Block::InFlight { .. } | Block::Elsewhere => Step::Wait,
+            Block::Failed { at, error } if at >= started => return Err(error),
+            Block::Failed { .. } | Block::Missing => {
+                if let Some(at) = st.out_of_space() {
+                    // The cache is full: let the reader stream these bytes uncached.
+                    return Err(FetchError::NoSpace(format!(
+                        "no space for {} {}s ago",
+                        self.id,
+                        at.elapsed().as_secs()
+                    )));
+                }
+                if !can_fetch {
+                    return Err(FetchError::NotCached {
+                        blob: self.id.to_string(),
+                        block,
+                    });
+                }
+                st.blocks.demand(block);
+                Step::Wait
+            }
+        };
+        let mut demanded = matches!(step, Step::Wait);
+        if can_fetch {
+            let ahead = settings.read_ahead.div_ceil(file.block_size().max(1));
+            let last = (block + ahead).min(file.block_count().saturating_sub(1));
+            demanded |= st.blocks.demand_ahead(block + 1..last + 1);
+        }
+        Ok((step, demanded))
+    }
+}

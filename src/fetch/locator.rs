@@ -1,0 +1,158 @@
+//! Where a fill gets its bytes: the sources readers offered (the first one's repo, commit and
+//! path; every reader's token), the last location found (a signed CDN URL, briefly), and the
+//! upstreams whose streams kept breaking for this blob.
+//!
+//! A fill uses one reader's token at a time. When the upstream refuses it (expired, revoked),
+//! the next token another reader offered is tried, so one reader's token never dooms a fill
+//! that others are entitled to.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use super::context::FillContext;
+use super::{BlobSource, FetchError};
+use crate::store::BlobId;
+use crate::upstream::Location;
+
+/// A signed CDN location is reused for at most this long (they expire within minutes).
+const LOCATION_TTL: Duration = Duration::from_secs(120);
+/// Other readers' tokens kept in reserve.
+const SPARE_TOKENS: usize = 8;
+
+#[derive(Default)]
+struct Sources {
+    /// How this blob is fetched now.
+    current: Option<BlobSource>,
+    /// Authorization values other readers offered, most recent last.
+    spare: VecDeque<Option<String>>,
+    /// Upstreams whose streams of this blob kept breaking off: asked last from now on.
+    avoid: Vec<usize>,
+}
+
+pub(super) struct Locator {
+    sources: Mutex<Sources>,
+    /// The last location found; the async mutex makes one locate per blob at a time.
+    cached: tokio::sync::Mutex<Option<(Location, Instant)>>,
+}
+
+impl Locator {
+    pub(super) fn new(source: Option<BlobSource>) -> Self {
+        Self {
+            sources: Mutex::new(Sources {
+                current: source,
+                ..Sources::default()
+            }),
+            cached: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    pub(super) fn has_source(&self) -> bool {
+        self.sources.lock().current.is_some()
+    }
+
+    /// A reader offers how to fetch this blob: kept if there was none; its token is kept in
+    /// reserve otherwise.
+    pub(super) fn offer(&self, source: BlobSource) {
+        let mut sources = self.sources.lock();
+        let Some(current) = &sources.current else {
+            sources.current = Some(source);
+            return;
+        };
+        if current.auth == source.auth || sources.spare.contains(&source.auth) {
+            return;
+        }
+        if sources.spare.len() >= SPARE_TOKENS {
+            sources.spare.pop_front();
+        }
+        sources.spare.push_back(source.auth);
+    }
+
+    /// Where to fetch the bytes: the last location while fresh, otherwise ask the upstream
+    /// chain (one HEAD of the resolve URL), trying the other readers' tokens on a refusal.
+    pub(super) async fn locate(
+        &self,
+        ctx: &FillContext,
+        blob: &BlobId,
+    ) -> Result<Location, FetchError> {
+        let mut cached = self.cached.lock().await;
+        if let Some((location, at)) = cached.as_ref() {
+            if at.elapsed() < LOCATION_TTL {
+                return Ok(location.clone());
+            }
+        }
+        loop {
+            let (source, avoid) = {
+                let sources = self.sources.lock();
+                (sources.current.clone(), sources.avoid.clone())
+            };
+            let source = source.ok_or_else(|| FetchError::NotCached {
+                blob: blob.to_string(),
+                block: 0,
+            })?;
+            let path = source.resolve_path()?;
+            match ctx
+                .upstream
+                .locate(&path, source.auth.as_deref(), &avoid)
+                .await?
+            {
+                Ok(location) => {
+                    *cached = Some((location.clone(), Instant::now()));
+                    return Ok(location);
+                }
+                Err(response)
+                    if FetchError::is_refusal(response.status) && self.next_token(&source.auth) =>
+                {
+                    log::info!(
+                        "{blob}: upstream refused a reader's token (HTTP {}); trying another reader's",
+                        response.status
+                    );
+                }
+                Err(response) => {
+                    return Err(FetchError::Refused {
+                        what: path,
+                        status: response.status,
+                    })
+                }
+            }
+        }
+    }
+
+    /// The token `refused` was refused: use the next spare one. False when there is none.
+    fn next_token(&self, refused: &Option<String>) -> bool {
+        let mut sources = self.sources.lock();
+        let Sources { current, spare, .. } = &mut *sources;
+        let Some(current) = current.as_mut() else {
+            return false;
+        };
+        if &current.auth != refused {
+            return true; // another segment switched already
+        }
+        match spare.pop_front() {
+            Some(auth) => {
+                current.auth = auth;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Forget `used` (expired, or its host failed) so the next attempt locates again.
+    pub(super) async fn forget(&self, ctx: &FillContext, used: &Location) {
+        ctx.upstream.forget_location(&used.url);
+        let mut cached = self.cached.lock().await;
+        if cached.as_ref().is_some_and(|(l, _)| l.url == used.url) {
+            *cached = None;
+        }
+    }
+
+    /// Ask `upstream` last for this blob from now on (its streams keep breaking off).
+    pub(super) fn avoid(&self, upstream: usize, blob: &BlobId) {
+        let mut sources = self.sources.lock();
+        if !sources.avoid.contains(&upstream) {
+            log::warn!("{blob}: upstream {upstream} keeps failing; trying the next one");
+            sources.avoid.push(upstream);
+        }
+    }
+}

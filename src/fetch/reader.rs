@@ -1,0 +1,134 @@
+//! A reader of a byte range of one blob, for whoever serves it (the cache adapter): reads
+//! through the blob's fill, and when the cache has no room for the bytes, streams the rest of
+//! the range from upstream uncached. A seek starts over: from the store again, and a new
+//! uncached stream if the cache is still full.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::{BlobFill, BlobSource, DirectStream, FetchError, FillEngine};
+use crate::store::BlobId;
+
+pub struct BlobReader {
+    engine: FillEngine,
+    id: BlobId,
+    size: u64,
+    /// How to fetch missing blocks; `None` offline (only cached blocks are served).
+    source: Option<BlobSource>,
+    fill: Option<Arc<BlobFill>>,
+    /// Set when the cache is full: the rest of the range streams from upstream uncached.
+    direct: Option<DirectStream>,
+    pos: u64,
+    end: u64,
+}
+
+impl BlobReader {
+    pub(super) fn new(
+        engine: FillEngine,
+        id: BlobId,
+        size: u64,
+        source: Option<BlobSource>,
+        fill: Option<Arc<BlobFill>>,
+    ) -> Self {
+        Self {
+            engine,
+            id,
+            size,
+            source,
+            fill,
+            direct: None,
+            pos: 0,
+            end: size,
+        }
+    }
+
+    /// Read `[start, end)` from now on (`end` exclusive, clamped to the blob).
+    pub fn seek(&mut self, start: u64, end: Option<u64>) -> Result<(), FetchError> {
+        let end = end.unwrap_or(self.size).min(self.size);
+        if start > end || (start >= self.size && self.size > 0) {
+            return Err(FetchError::OutOfRange {
+                blob: self.id.to_string(),
+                offset: start,
+                size: self.size,
+            });
+        }
+        self.pos = start;
+        self.end = end;
+        // An uncached stream serves the old range only.
+        self.direct = None;
+        Ok(())
+    }
+
+    /// The next bytes of the range (at most `max`), `None` at its end.
+    pub async fn next(&mut self, max: usize) -> Result<Option<Bytes>, FetchError> {
+        if self.pos >= self.end {
+            return Ok(None);
+        }
+        if self.direct.is_none() {
+            let want = (self.end - self.pos).min(max as u64) as usize;
+            match self.read_cached(want).await {
+                Ok(bytes) if bytes.is_empty() => {
+                    return Err(FetchError::Internal(format!(
+                        "empty read at {} of {}",
+                        self.pos, self.id
+                    )))
+                }
+                Ok(bytes) => {
+                    self.pos += bytes.len() as u64;
+                    return Ok(Some(bytes));
+                }
+                Err(e @ FetchError::NoSpace(_)) => self.go_direct(e).await?,
+                Err(e) => return Err(e),
+            }
+        }
+        let Some(direct) = self.direct.as_mut() else {
+            return Err(FetchError::Internal("no uncached stream".into()));
+        };
+        let chunk = direct.next().await?;
+        if let Some(bytes) = &chunk {
+            self.pos += bytes.len() as u64;
+        }
+        Ok(chunk)
+    }
+
+    async fn fill(&mut self) -> Result<Arc<BlobFill>, FetchError> {
+        if let Some(fill) = &self.fill {
+            return Ok(Arc::clone(fill));
+        }
+        let fill =
+            match &self.source {
+                Some(source) => self.engine.open(&self.id, source.clone()).await?,
+                None => self.engine.open_cached(&self.id).await?.ok_or_else(|| {
+                    FetchError::NotCached {
+                        blob: self.id.to_string(),
+                        block: 0,
+                    }
+                })?,
+            };
+        fill.want_completion();
+        self.fill = Some(Arc::clone(&fill));
+        Ok(fill)
+    }
+
+    /// The next chunk from the store (through the fill engine).
+    async fn read_cached(&mut self, want: usize) -> Result<Bytes, FetchError> {
+        let fill = self.fill().await?;
+        fill.read(self.pos, want).await
+    }
+
+    /// Switch to streaming the rest of the range from upstream without caching.
+    async fn go_direct(&mut self, why: FetchError) -> Result<(), FetchError> {
+        let Some(source) = self.source.as_ref() else {
+            return Err(why);
+        };
+        log::warn!(
+            "{}: {why}; streaming bytes {}-{} from upstream without caching",
+            self.id,
+            self.pos,
+            self.end - 1
+        );
+        self.direct = Some(self.engine.open_direct(source, self.pos, self.end).await?);
+        Ok(())
+    }
+}

@@ -1,0 +1,179 @@
+//! Linux open-file-description (OFD) byte-range locks: blocking ones for header updates
+//! ([`RangeLock`]), non-blocking ones for block claims.
+
+use std::fs::File;
+use std::io;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::error::{Result, StoreError};
+
+/// A held Linux open-file-description write lock on a byte range; released on drop.
+///
+/// OFD locks belong to the open file description, not to the process, so two descriptors
+/// opened separately (in two processes, or twice in one process) exclude each other, while
+/// threads sharing one descriptor do not: callers pair this lock with an in-process mutex.
+pub(crate) struct RangeLock<'a> {
+    file: Option<&'a File>,
+    start: u64,
+    len: u64,
+}
+
+static LOCK_UNSUPPORTED_WARNED: AtomicBool = AtomicBool::new(false);
+
+impl<'a> RangeLock<'a> {
+    /// Blocks until the write lock on `[start, start+len)` is held.
+    ///
+    /// If the file system does not support OFD locks (`EINVAL`, `ENOLCK`, `EOPNOTSUPP`,
+    /// `ENOSYS`), a warning is logged once and the lock degrades to a no-op: a single process
+    /// remains correct thanks to the in-process mutex; only concurrent processes lose the
+    /// protection.
+    pub(crate) fn acquire(file: &'a File, start: u64, len: u64, path: &Path) -> Result<Self> {
+        match ofd_lock(file, start, len, true) {
+            Ok(()) => Ok(RangeLock {
+                file: Some(file),
+                start,
+                len,
+            }),
+            Err(e) if lock_unsupported(&e) => {
+                if !LOCK_UNSUPPORTED_WARNED.swap(true, Ordering::Relaxed) {
+                    log::warn!(
+                        "store: byte-range (OFD) locks unsupported on {path:?} ({e}); \
+                         processes sharing this cache directory may lose bitmap updates"
+                    );
+                }
+                Ok(RangeLock {
+                    file: None,
+                    start,
+                    len,
+                })
+            }
+            Err(e) => Err(StoreError::io("lock header range of", path)(e)),
+        }
+    }
+}
+
+impl Drop for RangeLock<'_> {
+    fn drop(&mut self) {
+        if let Some(file) = self.file {
+            if let Err(e) = ofd_lock(file, self.start, self.len, false) {
+                // Closing the descriptor would release it; it stays open, so this matters,
+                // but there is nothing better to do than to report it.
+                log::error!(
+                    "store: failed to release byte-range lock {}+{}: {e}",
+                    self.start,
+                    self.len
+                );
+            }
+        }
+    }
+}
+
+/// Whether `e` says the file system has no OFD locks.
+pub(crate) fn lock_unsupported(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EINVAL | libc::ENOLCK | libc::EOPNOTSUPP | libc::ENOSYS)
+    )
+}
+
+/// Non-blocking OFD write lock: `Ok(false)` if a conflicting lock is held elsewhere.
+pub(crate) fn ofd_try_lock(file: &File, start: u64, len: u64) -> io::Result<bool> {
+    match ofd_fcntl(file, start, len, true, false) {
+        Ok(()) => Ok(true),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EACCES)) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+fn ofd_lock(file: &File, start: u64, len: u64, lock: bool) -> io::Result<()> {
+    ofd_fcntl(file, start, len, lock, true)
+}
+
+/// Releases an OFD lock on `[start, start+len)`.
+pub(crate) fn ofd_unlock(file: &File, start: u64, len: u64) -> io::Result<()> {
+    ofd_fcntl(file, start, len, false, false)
+}
+
+/// Logs once per process that OFD locks do not work on `path` (`e` says why), and what that
+/// costs (`consequence`).
+pub(crate) fn warn_locks_unsupported(path: &Path, e: &io::Error, consequence: &str) {
+    if !LOCK_UNSUPPORTED_WARNED.swap(true, Ordering::Relaxed) {
+        log::warn!("store: byte-range (OFD) locks unsupported on {path:?} ({e}); {consequence}");
+    }
+}
+
+/// `fcntl` with an OFD lock command: lock (`wait`: blocking) or unlock `[start, start+len)`.
+#[cfg(target_os = "linux")]
+fn ofd_fcntl(file: &File, start: u64, len: u64, lock: bool, wait: bool) -> io::Result<()> {
+    use std::os::unix::io::AsRawFd;
+
+    let to_off =
+        |v: u64| libc::off_t::try_from(v).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL));
+    // SAFETY: `flock` is a plain C struct for which all-zero bytes are a valid value.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = if lock { libc::F_WRLCK } else { libc::F_UNLCK } as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    fl.l_start = to_off(start)?;
+    fl.l_len = to_off(len)?;
+    fl.l_pid = 0; // required for OFD locks
+    let cmd = if lock && wait {
+        libc::F_OFD_SETLKW
+    } else {
+        libc::F_OFD_SETLK
+    };
+    loop {
+        // SAFETY: the descriptor is open for the lifetime of `file` and `fl` is a valid,
+        // initialised `flock` that outlives the call.
+        let rc = unsafe { libc::fcntl(file.as_raw_fd(), cmd, &mut fl as *mut libc::flock) };
+        if rc == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn ofd_fcntl(_file: &File, _start: u64, _len: u64, _lock: bool, _wait: bool) -> io::Result<()> {
+    Err(io::Error::from_raw_os_error(libc::ENOSYS))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs::{self, OpenOptions};
+
+    use super::*;
+
+    #[test]
+    fn range_locks_exclude_other_open_file_descriptions() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        fs::write(&path, [0u8; 16]).unwrap();
+        let f1 = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        let f2 = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        let held = RangeLock::acquire(&f1, 3, 1, &path).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let t = std::thread::spawn(move || {
+            let _l = RangeLock::acquire(&f2, 3, 1, Path::new("f2")).unwrap();
+            tx.send(()).unwrap();
+        });
+        // While f1 holds the byte, f2 must wait.
+        assert!(rx
+            .recv_timeout(std::time::Duration::from_millis(200))
+            .is_err());
+        drop(held);
+        rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+        t.join().unwrap();
+    }
+}
