@@ -34,11 +34,15 @@ ensure_command() {
 
 # Python venvs for the end-to-end tests: .venv with the newest huggingface_hub, pytest and
 # requests; .venv-legacy with huggingface_hub 0.36 and hf_transfer (the last client generation
-# with relative-only redirects and parallel ranged downloads); .venv-ml with datasets and
-# transformers (heavy, so kept apart).
+# with relative-only redirects and parallel ranged downloads).
 ensure_venv() {
   ensure_venv_at "$repo_root/.venv" "$repo_root/tests/requirements.txt"
   ensure_venv_at "$repo_root/.venv-legacy" "$repo_root/tests/requirements-legacy.txt"
+}
+
+# .venv-ml: datasets and transformers for tests/e2e/test_ml_libraries.py (heavy, so apart and
+# only for scripts/test).
+ensure_ml_venv() {
   ensure_venv_at "$repo_root/.venv-ml" "$repo_root/tests/requirements-ml.txt"
 }
 
