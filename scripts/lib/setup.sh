@@ -7,15 +7,28 @@ target_dir="${CARGO_TARGET_DIR:-$repo_root/target}"
 
 # Pingora's zlib-ng build needs cmake.
 ensure_cmake() {
-  if command -v cmake >/dev/null 2>&1; then
+  ensure_command cmake cmake "needed to build Pingora's zlib-ng"
+}
+
+# The download tools the end-to-end suite drives through the mirror (tests/e2e/test_http_tools.py).
+ensure_download_tools() {
+  ensure_command curl curl "the e2e suite resumes downloads with curl -C -"
+  ensure_command wget wget "the e2e suite resumes downloads with wget -c"
+  ensure_command aria2c aria2 "the e2e suite downloads with aria2c -x 8"
+}
+
+# ensure_command COMMAND DEBIAN_PACKAGE WHY: install the package when the command is missing.
+ensure_command() {
+  local command="$1" package="$2" why="$3"
+  if command -v "$command" >/dev/null 2>&1; then
     return
   fi
-  echo "setup: installing cmake (needed to build Pingora's zlib-ng)" >&2
+  echo "setup: installing $package ($why)" >&2
   local sudo=""
   if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
-  if ! $sudo apt-get install -y cmake >/dev/null 2>&1; then
+  if ! $sudo apt-get install -y "$package" >/dev/null 2>&1; then
     $sudo apt-get update >/dev/null
-    $sudo apt-get install -y cmake >/dev/null
+    $sudo apt-get install -y "$package" >/dev/null
   fi
 }
 
@@ -25,6 +38,12 @@ ensure_cmake() {
 ensure_venv() {
   ensure_venv_at "$repo_root/.venv" "$repo_root/tests/requirements.txt"
   ensure_venv_at "$repo_root/.venv-legacy" "$repo_root/tests/requirements-legacy.txt"
+}
+
+# .venv-ml: datasets and transformers for tests/e2e/test_ml_libraries.py (heavy, so apart and
+# only for scripts/test).
+ensure_ml_venv() {
+  ensure_venv_at "$repo_root/.venv-ml" "$repo_root/tests/requirements-ml.txt"
 }
 
 ensure_venv_at() {

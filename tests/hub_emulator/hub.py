@@ -7,6 +7,7 @@ and its LFS CDN return (see shared notes "hf-protocol.md", sections 3-5, 8-10).
 Start:
     python3 tests/hub_emulator/hub.py --port 0 --cdn-port 0 [--data-dir DIR] [--seed N]
         [--big-size BYTES] [--cdn-rate BYTES_PER_SEC] [--url-ttl SECONDS] [--page-size N] [--quiet]
+        [--repo-dir TYPE:ID=DIR ...]
 When both listeners are up it prints ONE JSON line to stdout:
     {"hub": "http://127.0.0.1:PORT", "cdn": "http://127.0.0.1:PORT2", "pid": PID}
 and logs one line per request to stderr (redirect or drain stderr!). SIGINT/SIGTERM stop it.
@@ -342,7 +343,7 @@ class World:
             repo.initial_branches = dict(repo.branches)
 
 
-def build_world(store: BlobStore, seed: int, big_size: int) -> World:
+def build_world(store: BlobStore, seed: int, big_size: int, repo_dirs: tuple[str, ...] = ()) -> World:
     world = World(store, seed)
     _tiny_model(world)
     _small_repos(world)
@@ -352,8 +353,45 @@ def build_world(store: BlobStore, seed: int, big_size: int) -> World:
                                            b.lfs("big.bin", blob=store.put_big(seed, big_size))])
     b.repo.branches["main"] = sha
     _snapshot_300(world)
+    for spec in repo_dirs:
+        _dir_repo(world, spec)
     world.finish()
     return world
+
+
+# Files with these suffixes are stored as LFS files in a --repo-dir repo (302 to the CDN, like
+# the Hub's default .gitattributes); every other file is a regular git file (307 to resolve-cache).
+LFS_SUFFIXES = (".parquet", ".arrow", ".safetensors", ".bin", ".pt", ".h5", ".onnx", ".gguf", ".msgpack",
+                ".zip", ".gz", ".tar")
+
+
+def parse_repo_dir(spec: str) -> tuple[str, str, str]:
+    """"TYPE:ID=DIR" -> (type, id, dir); raises ValueError."""
+    head, sep, directory = spec.partition("=")
+    rtype, colon, repo_id = head.partition(":")
+    if not sep or not colon or rtype not in PLURAL or not repo_id or not os.path.isdir(directory):
+        raise ValueError(f"--repo-dir {spec!r}: expected TYPE:ID=DIR with TYPE model|dataset|space "
+                         f"and an existing DIR")
+    return rtype, repo_id, directory
+
+
+def _dir_repo(world: World, spec: str) -> None:
+    """A public repo whose single commit (`main`) holds every file under a directory."""
+    rtype, repo_id, directory = parse_repo_dir(spec)
+    b = world.add(rtype, repo_id)
+    files = []
+    for root, dirs, names in os.walk(directory):
+        dirs.sort()
+        for name in sorted(names):
+            full = os.path.join(root, name)
+            rel = os.path.relpath(full, directory).replace(os.sep, "/")
+            with open(full, "rb") as f:
+                data = f.read()
+            if rel.endswith(LFS_SUFFIXES):
+                files.append(b.lfs(rel, blob=world.store.put(data, index_git_oid=False)))
+            else:
+                files.append(b.regular(rel, data))
+    b.repo.branches["main"] = b.commit("c1", f"Add files of {os.path.basename(directory)}", files)
 
 
 def _tokenizer_json(seed: int) -> str:
@@ -1377,7 +1415,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--url-ttl", type=int, default=60)
     p.add_argument("--page-size", type=int, default=100)
     p.add_argument("--quiet", action="store_true", help="no per-request log lines")
-    return p.parse_args(argv)
+    p.add_argument("--repo-dir", action="append", default=[], metavar="TYPE:ID=DIR",
+                   help="also serve a public repo (branch main, one commit) with every file under DIR; "
+                        "repeatable")
+    args = p.parse_args(argv)
+    for spec in args.repo_dir:
+        try:
+            parse_repo_dir(spec)
+        except ValueError as err:
+            p.error(str(err))
+    return args
 
 
 def main(argv: list[str]) -> int:
@@ -1389,7 +1436,7 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
         store = BlobStore(data_dir)
-        world = build_world(store, args.seed, max(0, args.big_size))
+        world = build_world(store, args.seed, max(0, args.big_size), tuple(args.repo_dir))
         emu = Emulator(world, store, args.seed, args.big_size, args.cdn_rate, args.url_ttl,
                        max(1, args.page_size), args.quiet)
         servers = [make_server(emu, "hub", args.port), make_server(emu, "cdn", args.cdn_port)]

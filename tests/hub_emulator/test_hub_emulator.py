@@ -231,6 +231,35 @@ def test_cdn_expired_url(tmp_path):
         e.close()
 
 
+def test_repo_dir_serves_a_directory_as_a_repo(tmp_path):
+    src = tmp_path / "src"
+    (src / "data").mkdir(parents=True)
+    parquet = os.urandom(3000)
+    (src / "data" / "train-00000-of-00001.parquet").write_bytes(parquet)
+    (src / "README.md").write_text("---\nlicense: mit\n---\n")
+    e = Emu(tmp_path, "--repo-dir", f"dataset:acme/from-dir={src}")
+    try:
+        repo = e.control("manifest")["repos"]["acme/from-dir"]
+        files = {f["path"]: f for f in repo["commits"][repo["revisions"]["main"]]["files"]}
+        assert sorted(files) == ["README.md", "data/train-00000-of-00001.parquet"]
+        lfs = files["data/train-00000-of-00001.parquet"]
+        assert lfs["lfs"] and lfs["sha256"] == hashlib.sha256(parquet).hexdigest()
+        assert not files["README.md"]["lfs"]
+        r = e.req("GET", resolve_url("acme/from-dir", "main", lfs["path"], "datasets/"))
+        assert r.status_code == 302
+        assert e.req("GET", r.headers["Location"]).content == parquet
+        readme = e.req("GET", resolve_url("acme/from-dir", "main", "README.md", "datasets/"), allow_redirects=True)
+        assert readme.status_code == 200 and readme.content == (src / "README.md").read_bytes()
+    finally:
+        e.close()
+
+
+def test_repo_dir_rejects_a_bad_spec(tmp_path):
+    p = subprocess.run([sys.executable, HUB_PY, "--repo-dir", f"widget:acme/x={tmp_path}"],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 2 and "expected TYPE:ID=DIR" in p.stderr
+
+
 def test_xet_markers(emu):
     r = emu.req("HEAD", resolve_url("acme/xet-model", "main", "model.safetensors"))
     assert r.status_code == 302 and len(r.headers["X-Xet-Hash"]) == 64
