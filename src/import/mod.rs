@@ -42,6 +42,7 @@
 //! import overwrote with identical bytes stays valid), but it is meant to be run before
 //! switching over.
 
+mod blobs;
 mod cached;
 mod copy;
 mod files;

@@ -152,18 +152,14 @@ impl fmt::Display for FileReport {
                 blob,
                 size: n,
                 copied,
-            } => (
-                "imported",
-                format!(
-                    "{}, {} ({blob})",
-                    size(*n),
-                    if *copied {
-                        "copied and verified"
-                    } else {
-                        "already in the store"
-                    }
-                ),
-            ),
+            } => {
+                let how = match (*n, *copied) {
+                    (0, _) => "empty, nothing to copy",
+                    (_, true) => "copied and verified",
+                    (_, false) => "already in the store",
+                };
+                ("imported", format!("{}, {how} ({blob})", size(*n)))
+            }
             FileOutcome::Partial {
                 size: n,
                 bytes,

@@ -254,3 +254,36 @@ async fn dingospeed_symlinks_leaving_the_import_directory_are_not_followed() {
     );
     assert!(report.files.is_empty());
 }
+
+#[tokio::test]
+async fn an_empty_dingospeed_blob_is_the_empty_file_and_a_never_started_one_is_left_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let repos = dir.path().join("repos");
+    let model = repo(RepoType::Model, "acme/tiny");
+    // `ConstructBlobsAndFileFile` creates the blob empty; for a 0-byte file nothing more is
+    // written. Here without a cached paths-info answer: the blob's name is the only etag.
+    for (name, etag) in [
+        ("empty.txt", files::EMPTY_GIT_SHA1.to_string()),
+        ("never.bin", sha256_hex(b"some content")),
+    ] {
+        let blob = files_dir(&repos, &model).join("blobs").join(&etag);
+        mkparent(&blob);
+        fs::write(&blob, b"").unwrap();
+        let link = files_dir(&repos, &model)
+            .join("resolve")
+            .join(C1)
+            .join(name);
+        mkparent(&link);
+        symlink(format!("../../blobs/{etag}"), &link).unwrap();
+    }
+    let app = app(&dir.path().join("cache"), "64KiB");
+    let report = import_olah(&app, &repos).await.unwrap();
+    println!("{report}");
+    assert_counts_match(&report);
+    assert!(matches!(
+        outcome(&report, "models/acme/tiny", C1, "empty.txt"),
+        FileOutcome::Imported { size: 0, .. }
+    ));
+    let reason = skipped_reason(&report, "models/acme/tiny", C1, "never.bin");
+    assert!(reason.contains("the download never started"), "{reason}");
+}

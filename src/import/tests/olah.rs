@@ -574,3 +574,31 @@ async fn an_imported_mapping_never_replaces_one_hubcache_learned_later() {
     );
     assert_eq!(commit(&app, &model, Some("main")).await, C2);
 }
+
+#[tokio::test]
+async fn imported_blobs_get_every_replica_the_config_asks_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let repos = dir.path().join("repos");
+    let model = repo(RepoType::Model, "acme/tiny");
+    let content = data(40, 200_000);
+    olah_file(&repos, &model, C1, "w.bin", &content, true, V10::SMALL);
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let yaml = format!(
+        "offline: true\nupstreams: []\ncache:\n  roots: [{}, {}]\n  replicas: 2\n  block_size: 64KiB\n",
+        a.display(),
+        b.display()
+    );
+    let app = App::new(Config::from_yaml_str(&yaml).unwrap()).unwrap();
+    let report = import_olah(&app, &repos).await.unwrap();
+    assert_eq!(report.counts().imported, 1, "{report}");
+    let states = app
+        .store
+        .replica_status(&BlobId::parse(&sha256_hex(&content)).unwrap());
+    assert_eq!(states.len(), 2, "{states:?}");
+    assert!(
+        states
+            .iter()
+            .all(|s| matches!(s, crate::store::ReplicaState::Complete { verified: true })),
+        "{states:?}"
+    );
+}
