@@ -224,6 +224,16 @@ fn add_repo(
     name: &str,
     dir: &Path,
 ) {
+    if org == Some("None") {
+        skip(
+            &mut d.skipped,
+            dir,
+            "older Olah releases wrote repos without an organisation under None/ (a Python None \
+             in the path); not imported, as it may also be an organisation called None: move \
+             it up one level to import it",
+        );
+        return;
+    }
     match RepoId::from_segments(org, name) {
         Ok(id) => {
             let dirs = d.repos.entry(Repo::new(kind, id)).or_default();

@@ -532,6 +532,7 @@ async fn a_directory_without_a_cache_is_an_error_and_junk_inside_one_is_reported
     let repos = dir.path().join("junk");
     fs::create_dir_all(repos.join("files/models/acme/x/resolve/not-a-sha")).unwrap();
     fs::create_dir_all(repos.join("files/widgets/a/b")).unwrap();
+    fs::create_dir_all(repos.join(format!("files/models/None/gpt2/resolve/{C1}"))).unwrap();
     fs::write(
         repos.join("files/models/acme/x/resolve/readme.txt"),
         b"hello",
@@ -551,6 +552,12 @@ async fn a_directory_without_a_cache_is_an_error_and_junk_inside_one_is_reported
         other.iter().any(|p| p.ends_with("files/widgets")),
         "{other:?}"
     );
+    let none = report
+        .other
+        .iter()
+        .find(|s| s.path.ends_with("None/gpt2"))
+        .expect("None/");
+    assert!(none.reason.contains("without an organisation"), "{none:?}");
 }
 
 #[tokio::test]
