@@ -104,6 +104,7 @@ class Olah:
         raise RuntimeError(f"olah did not start ({last}):\n{self.log_tail()}")
 
     def stop(self) -> None:
+        self.http.close()  # uvicorn's graceful shutdown waits for open keep-alive connections
         if self.proc is not None:
             helpers.stop_process(self.proc, signal.SIGINT)
         if self in helpers.ACTIVE:
