@@ -40,6 +40,8 @@ pub enum AnswerError {
     Envelope(String),
     #[error("cannot decode its body: {0}")]
     Body(String),
+    #[error("too large: {0}")]
+    TooLarge(String),
     #[error("the cached answer has status {0}")]
     Status(u16),
     #[error("unexpected content: {0}")]
@@ -128,11 +130,21 @@ pub fn parse(value: &Value, sidecar: Option<Vec<u8>>) -> Result<CachedAnswer, An
             }
         },
     };
-    let body = match headers.get("content-encoding") {
-        Some(encoding) => decode_body(raw, encoding)?,
-        // Olah also un-gzips a body that starts with the gzip magic but was stored without
-        // its header (`repo_utils._load_cached_json_payload`).
-        None if raw.starts_with(&[0x1f, 0x8b]) => decode_body(raw, "gzip")?,
+    // Olah 0.5 stores some bodies as sent (`revision/…/meta_get.json`: still encoded) and
+    // others decoded but with the upstream's `content-encoding` kept (`paths-info`, as httpx
+    // hands it over); it also un-gzips a body that starts with the gzip magic whatever the
+    // headers say. Like Olah (`repo_utils._load_cached_json_payload`), a body that does not
+    // decode is taken as it is: the JSON parse that follows is the real check.
+    let encoding = headers
+        .get("content-encoding")
+        .map(String::as_str)
+        .or(raw.starts_with(&[0x1f, 0x8b]).then_some("gzip"));
+    let body = match encoding {
+        Some(encoding) => match decode_body(&raw, encoding) {
+            Ok(body) => body,
+            Err(e @ AnswerError::TooLarge(_)) => return Err(e),
+            Err(_) => raw,
+        },
         None => raw,
     };
     Ok(CachedAnswer {
@@ -166,7 +178,8 @@ fn parse_headers(value: Option<&Value>) -> Result<BTreeMap<String, String>, Answ
 }
 
 /// Undoes `content-encoding` (codings listed in the order applied; undone last to first).
-fn decode_body(mut body: Vec<u8>, encoding: &str) -> Result<Vec<u8>, AnswerError> {
+fn decode_body(raw: &[u8], encoding: &str) -> Result<Vec<u8>, AnswerError> {
+    let mut body = raw.to_vec();
     for coding in encoding.split(',').rev().map(str::trim) {
         if coding.is_empty() || coding.eq_ignore_ascii_case("identity") {
             continue;
@@ -190,8 +203,8 @@ fn decode_body(mut body: Vec<u8>, encoding: &str) -> Result<Vec<u8>, AnswerError
                 .encode(chunk, end)
                 .map_err(|e| AnswerError::Body(format!("{coding}: {e}")))?;
             if (out.len() + decoded.len()) as u64 > MAX_BODY {
-                return Err(AnswerError::Body(format!(
-                    "{coding} body inflates beyond {MAX_BODY} bytes"
+                return Err(AnswerError::TooLarge(format!(
+                    "its {coding} body inflates beyond {MAX_BODY} bytes"
                 )));
             }
             out.extend_from_slice(&decoded);

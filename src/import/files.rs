@@ -199,7 +199,7 @@ impl Importer<'_> {
         if let Some(answer) = dirs
             .api
             .as_ref()
-            .and_then(|api| layout::paths_info_for(api, &entry.commit, &entry.path))
+            .and_then(|api| layout::paths_info_for(&self.root, api, &entry.commit, &entry.path))
         {
             match cached::read(&answer).and_then(|a| cached::path_info(&a, entry.path.as_str())) {
                 Ok(PathInfo { etag, size, .. }) => {

@@ -450,14 +450,23 @@ pub fn paths_infos(api_dir: &Path, skipped: &mut Vec<Skipped>) -> Vec<(String, R
     out
 }
 
-/// The cached paths-info answer for one file, if there is one.
-pub fn paths_info_for(api_dir: &Path, commit: &str, path: &RepoPath) -> Option<PathBuf> {
+/// The cached paths-info answer for one file, if there is one (a regular file, reached
+/// without leaving `root`).
+pub fn paths_info_for(
+    root: &Path,
+    api_dir: &Path,
+    commit: &str,
+    path: &RepoPath,
+) -> Option<PathBuf> {
     let file = api_dir
         .join("paths-info")
         .join(commit)
         .join(path.as_str())
         .join("paths-info_post.json");
-    is_real_file(&file).then_some(file)
+    if !is_real_file(&file) {
+        return None;
+    }
+    confine(root, &file).ok().filter(|target| *target == file)
 }
 
 /// What a `revision/{rev}/` directory holds.

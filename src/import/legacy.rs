@@ -204,6 +204,11 @@ impl V9Dir {
             return Err(SourceError::Version(version));
         }
         let geometry = geometry(block_size, file_size)?;
+        if fs::symlink_metadata(dir.join("blocks")).is_ok_and(|m| !m.is_dir()) {
+            return Err(SourceError::Invalid(
+                "blocks is not a directory (symlinks are not followed)".into(),
+            ));
+        }
         if geometry.block_count() > V9_MAX_BLOCKS {
             return Err(SourceError::Invalid(format!(
                 "{} blocks exceed Olah's limit of {V9_MAX_BLOCKS}",

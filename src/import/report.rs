@@ -69,6 +69,7 @@ pub enum FileOutcome {
     /// nothing to import.
     NotDownloaded { reason: String },
     /// Left out: the bytes could not be verified, or did not verify.
+    #[serde(rename = "left_out")]
     Skipped { reason: String },
 }
 
@@ -175,12 +176,12 @@ impl fmt::Display for FileReport {
                     missing.join("; ")
                 ),
             ),
-            FileOutcome::NotDownloaded { reason } => ("no-bytes", reason.clone()),
+            FileOutcome::NotDownloaded { reason } => ("not-downloaded", reason.clone()),
             FileOutcome::Skipped { reason } => ("left-out", reason.clone()),
         };
         write!(
             f,
-            "{status:<9} {}@{} {}: {detail} [{}]",
+            "{status:<14} {}@{} {}: {detail} [{}]",
             self.repo, self.commit, self.path, self.source
         )
     }

@@ -179,6 +179,11 @@ impl V10Dir {
                 geometry.block_count()
             )));
         }
+        if fs::symlink_metadata(dir.join("blocks")).is_ok_and(|m| !m.is_dir()) {
+            return Err(SourceError::Invalid(
+                "blocks is not a directory (symlinks are not followed)".into(),
+            ));
+        }
         let etag = hf::normalize_etag(&header.etag).to_ascii_lowercase();
         Ok(V10Dir {
             dir: dir.to_path_buf(),

@@ -81,6 +81,9 @@ class DingoSpeedCache:
     def _files(self, repo_type: str, repo: str) -> Path:
         return self.repos / "files" / f"{repo_type}s" / repo
 
+    def blob_path(self, repo_type: str, repo: str, etag: str) -> Path:
+        return self._files(repo_type, repo) / "blobs" / etag
+
     def revision(self, repo_type: str, repo: str, rev: str = "main") -> str:
         """`requestAndSaveMeta`: the repo-info answer under `revision/{sha}/` and, for main,
         `revision/main/`. Returns the sha."""

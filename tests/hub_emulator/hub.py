@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import gzip
 import hashlib
 import hmac
 import json
@@ -700,6 +701,7 @@ class Emulator:
     url_ttl: int
     page_size: int
     quiet: bool = False
+    gzip_json: bool = False
     hub_url: str = ""
     cdn_url: str = ""
     key: bytes = field(default_factory=lambda: secrets.token_bytes(32))
@@ -823,7 +825,12 @@ class Handler(BaseHTTPRequestHandler):
 
     def send_json(self, status: int, obj, headers: list | None = None) -> None:
         body = json.dumps(obj).encode()
-        self.send_bytes(status, [("Content-Type", "application/json; charset=utf-8")] + (headers or []), body)
+        extra = list(headers or [])
+        # --gzip-json: like huggingface.co, compress JSON for clients that accept gzip.
+        if self.emu.gzip_json and not self.is_control and "gzip" in (self.headers.get("Accept-Encoding") or ""):
+            body = gzip.compress(body)
+            extra.append(("Content-Encoding", "gzip"))
+        self.send_bytes(status, [("Content-Type", "application/json; charset=utf-8")] + extra, body)
 
     def send_text(self, status: int, text: str) -> None:
         self.send_bytes(status, [("Content-Type", "text/plain; charset=utf-8")], text.encode())
@@ -1377,6 +1384,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--url-ttl", type=int, default=60)
     p.add_argument("--page-size", type=int, default=100)
     p.add_argument("--quiet", action="store_true", help="no per-request log lines")
+    p.add_argument("--gzip-json", action="store_true",
+                   help="gzip JSON answers for clients sending Accept-Encoding: gzip")
     return p.parse_args(argv)
 
 
@@ -1391,7 +1400,7 @@ def main(argv: list[str]) -> int:
         store = BlobStore(data_dir)
         world = build_world(store, args.seed, max(0, args.big_size))
         emu = Emulator(world, store, args.seed, args.big_size, args.cdn_rate, args.url_ttl,
-                       max(1, args.page_size), args.quiet)
+                       max(1, args.page_size), args.quiet, args.gzip_json)
         servers = [make_server(emu, "hub", args.port), make_server(emu, "cdn", args.cdn_port)]
         emu.hub_url = f"http://127.0.0.1:{servers[0].server_address[1]}"
         emu.cdn_url = f"http://127.0.0.1:{servers[1].server_address[1]}"

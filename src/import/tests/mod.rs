@@ -300,13 +300,13 @@ pub fn assert_counts_match(report: &ImportReport) {
     let text = report.to_string();
     let lines = |status: &str| {
         text.lines()
-            .filter(|l| l.starts_with(&format!("  {status} ")))
+            .filter(|l| l.starts_with(&format!("  {status:<14} ")))
             .count()
     };
     assert_eq!(lines("imported"), c.imported, "{text}");
-    assert_eq!(lines("partial  "), c.partial, "{text}");
-    assert_eq!(lines("no-bytes "), c.not_downloaded, "{text}");
-    assert_eq!(lines("left-out "), c.skipped, "{text}");
+    assert_eq!(lines("partial"), c.partial, "{text}");
+    assert_eq!(lines("not-downloaded"), c.not_downloaded, "{text}");
+    assert_eq!(lines("left-out"), c.skipped, "{text}");
     let summary = format!(
         "{} files: {} imported ({} already in the store), {} partially imported, {} not \
          downloaded by the mirror, {} left out",

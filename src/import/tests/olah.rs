@@ -482,6 +482,17 @@ async fn unreadable_olah_entries_are_reported_with_their_reason() {
             }),
             "holds 49999 bytes, expected 50000",
         ),
+        (
+            "linked.bin",
+            Box::new(|p: &Path| {
+                // blocks/ moved elsewhere and symlinked back: not followed.
+                let outside = p.parent().unwrap().parent().unwrap().parent().unwrap();
+                let elsewhere = outside.join("..").join("..").join("..").join("elsewhere");
+                fs::rename(p.join("blocks"), &elsewhere).unwrap();
+                std::os::unix::fs::symlink(&elsewhere, p.join("blocks")).unwrap();
+            }),
+            "blocks is not a directory",
+        ),
     ];
     for (name, spoil, _) in &cases {
         let p = entry(&repos, &model, C1, name);
@@ -607,5 +618,85 @@ async fn imported_blobs_get_every_replica_the_config_asks_for() {
             .iter()
             .all(|s| matches!(s, crate::store::ReplicaState::Complete { verified: true })),
         "{states:?}"
+    );
+}
+
+#[tokio::test]
+async fn answers_are_read_as_olah_reads_them_encoded_or_not() {
+    use flate2::write::GzEncoder;
+    use std::io::Write;
+    let gz = |raw: &[u8]| {
+        let mut e = GzEncoder::new(Vec::new(), flate2::Compression::new(4));
+        e.write_all(raw).unwrap();
+        e.finish().unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let repos = dir.path().join("repos");
+    let model = repo(RepoType::Model, "acme/gz");
+    let content = data(50, 1000);
+    let opts = V10::SMALL;
+    write_v10(
+        &entry(&repos, &model, C1, "a.bin"),
+        &content,
+        opts,
+        &format!("\"{}\"", sha256_hex(&content)),
+        |_| true,
+    );
+    // paths-info: httpx decoded the body, the upstream's content-encoding header was kept.
+    write_olah_answer(
+        &api(&repos, &model)
+            .join("paths-info")
+            .join(C1)
+            .join("a.bin")
+            .join("paths-info_post.json"),
+        200,
+        &[("content-encoding", "gzip")],
+        &hub_paths_info("a.bin", &content, true),
+        1.0,
+    );
+    // repo info: relayed raw, still gzip-encoded.
+    write_olah_answer(
+        &api(&repos, &model)
+            .join("revision")
+            .join("main")
+            .join("meta_get.json"),
+        200,
+        &[("content-encoding", "gzip")],
+        &gz(&repo_info("acme/gz", C1)),
+        1.0,
+    );
+    // A legacy hex answer whose body is gzip without a header (Olah sniffs the magic).
+    write_hex_answer(
+        &api(&repos, &model)
+            .join("revision")
+            .join(C1)
+            .join("meta_get.json"),
+        200,
+        &[],
+        &gz(&repo_info("acme/gz", C1)),
+        None,
+    );
+    let app = app(&dir.path().join("cache"), "64KiB");
+    let report = import_olah(&app, &repos).await.unwrap();
+    println!("{report}");
+    assert!(report.other.is_empty(), "{report}");
+    assert_eq!(report.repo_infos, 1);
+    assert_eq!(report.revisions.len(), 1);
+    assert!(matches!(
+        outcome(&report, "models/acme/gz", C1, "a.bin"),
+        FileOutcome::Imported { .. }
+    ));
+    // The size came from the paths-info answer: a cached copy of another size is refused.
+    let answer = cached::read(
+        &api(&repos, &model)
+            .join("paths-info")
+            .join(C1)
+            .join("a.bin")
+            .join("paths-info_post.json"),
+    )
+    .unwrap();
+    assert_eq!(
+        cached::path_info(&answer, "a.bin").unwrap().size,
+        Some(1000)
     );
 }
