@@ -264,7 +264,8 @@ impl Importer<'_> {
     pub(super) fn import_group(&mut self, id: BlobId, group: Group) -> Result<(), ImportError> {
         let mut reasons: Vec<(String, String)> = Vec::new();
         let mut copied = true;
-        let mut result = if group.refs.iter().all(|r| r.size == Some(0)) && is_empty_content(&id) {
+        let only_empty = !group.refs.is_empty() && group.refs.iter().all(|r| r.size == Some(0));
+        let mut result = if only_empty && is_empty_content(&id) {
             Attempt::Complete
         } else if self.already_present(&id, &mut reasons)? {
             copied = false;
