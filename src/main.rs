@@ -60,8 +60,9 @@ enum CacheCommand {
         #[arg(long)]
         repair: bool,
     },
-    /// Import an Olah or DingoSpeed cache (its `repos` directory) without downloading again.
-    /// Only files that verify against their hash are imported.
+    /// Import an Olah (0.5, and older) or DingoSpeed cache (its `repos` directory) without
+    /// downloading again. Reports what happened to every file; only bytes that verify are
+    /// imported. Exits 1 when a file the cache had bytes for was left out.
     Import {
         /// YAML config file (for the cache roots); the embedded default otherwise.
         #[arg(short, long)]
@@ -69,6 +70,9 @@ enum CacheCommand {
         /// The Olah / DingoSpeed `repos` directory (or its parent).
         #[arg(long)]
         olah: PathBuf,
+        /// Print the report as JSON instead of text.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -125,13 +129,22 @@ fn verify(config: Config, repair: bool) -> Result<ExitCode, String> {
     })
 }
 
-fn import(config: Config, dir: &std::path::Path) -> Result<ExitCode, String> {
+fn import(config: Config, dir: &std::path::Path, json: bool) -> Result<ExitCode, String> {
     let block_size = config.cache.block_size;
     let app = App::new(config).map_err(|e| e.to_string())?;
     let report = hubcache::import::import_olah_blocking(&app.store, &app.meta, block_size, dir)
         .map_err(|e| e.to_string())?;
-    print!("{report}");
-    Ok(ExitCode::SUCCESS)
+    if json {
+        let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+        println!("{text}");
+    } else {
+        print!("{report}");
+    }
+    Ok(if report.is_clean() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn exit_with(result: Result<ExitCode, String>) -> ExitCode {
@@ -179,8 +192,8 @@ fn main() -> ExitCode {
             CacheCommand::Verify { config, repair } => {
                 exit_with(load_config(config.as_ref()).and_then(|c| verify(c, repair)))
             }
-            CacheCommand::Import { config, olah } => {
-                exit_with(load_config(config.as_ref()).and_then(|c| import(c, &olah)))
+            CacheCommand::Import { config, olah, json } => {
+                exit_with(load_config(config.as_ref()).and_then(|c| import(c, &olah, json)))
             }
         },
         Command::Serve { config, upgrade } => {

@@ -34,10 +34,13 @@ ensure_command() {
 
 # Python venvs for the end-to-end tests: .venv with the newest huggingface_hub, pytest and
 # requests; .venv-legacy with huggingface_hub 0.36 and hf_transfer (the last client generation
-# with relative-only redirects and parallel ranged downloads).
+# with relative-only redirects and parallel ranged downloads); .venv-olah with the real Olah
+# mirror (its cache is what `hubcache cache import --olah` reads; kept apart so its
+# dependencies never change the client the suite tests).
 ensure_venv() {
   ensure_venv_at "$repo_root/.venv" "$repo_root/tests/requirements.txt"
   ensure_venv_at "$repo_root/.venv-legacy" "$repo_root/tests/requirements-legacy.txt"
+  ensure_venv_at "$repo_root/.venv-olah" "$repo_root/tests/requirements-olah.txt"
 }
 
 # .venv-ml: datasets and transformers for tests/e2e/test_ml_libraries.py (heavy, so apart and

@@ -2,22 +2,23 @@
 //!
 //! ```text
 //! repos/
-//!   files/{type}/{org}/{repo}/                 (no-org repos: files/{type}/{repo}/; Olah < v9: files/{type}/None/{repo}/)
-//!     resolve/{sha}/{path}        Olah: the OLAH cache file itself (v8), or a directory with
-//!                                 meta.bin + blocks/ (v9);
-//!                                 DingoSpeed: a relative symlink to ../../…/blobs/{etag}
-//!     blobs/{etag}                DingoSpeed: the OLAH v8 file, shared by every commit
-//!     cdn/{sha256}                Olah: LFS files fetched through CDN-style URLs
+//!   files/{type}/{org}/{repo}/          (no-org repos: files/{type}/{repo}/)
+//!     resolve/{sha}/{path}     Olah 0.4/0.5: a cache directory (meta.bin, blocks/ ...)
+//!                              Olah 0.1-0.3: the OLAH v8 cache file itself
+//!                              DingoSpeed: a relative symlink to ../../…/blobs/{etag}
+//!     blobs/{etag}             DingoSpeed: the OLAH v8 file, shared by every commit
+//!     cdn/{sha256}             Olah: files fetched through its CDN-style route
 //!   api/{type}/{org}/{repo}/
-//!     revision/{rev}/meta_get.json                      repo-info answer for a branch, tag or sha
-//!     paths-info/{sha}/{path}/paths-info_post.json      one file's paths-info answer
-//!   heads/{type}/{org}/{repo}/resolve/{sha}/{path}      Olah: the cached resolve HEAD answer
+//!     revision/{rev}/meta_get.json           repo-info answer for a branch, tag or sha
+//!     revision/{rev}/resolved_commit.json    Olah 0.5: where the branch or tag pointed
+//!     paths-info/{sha}/{path}/paths-info_post.json   one file's paths-info answer
 //! ```
 //!
-//! Sources: Olah `olah/proxy/files.py` (`file_get_generator`: `files/…/resolve/{commit}` and
-//! `heads/…/resolve/{commit}`, `cdn_file_get_generator`), `olah/proxy/meta.py`,
-//! `olah/proxy/pathsinfo.py`; DingoSpeed `internal/dao/file_dao.go`
-//! (`ConstructBlobsAndFileFile`), `meta_dao.go` (see `shared/notes/dingospeed-behaviour.md` §3).
+//! Everything else (Olah's `access/`, `lfs/`, tree and commit caches, DingoSpeed's
+//! `daily_process/`) is not read. Sources: Olah 0.5.4 `olah/proxy/files.py`
+//! (`file_get_generator`, `cdn_file_get_generator`), `olah/proxy/pathsinfo.py`,
+//! `olah/utils/repo_utils.py`; DingoSpeed `internal/dao/file_dao.go`, `meta_dao.go` (see
+//! `shared/notes/dingospeed-behaviour.md` §3).
 //!
 //! Safety: the walk never follows a symlinked directory, and a symlinked file is used only if
 //! its fully resolved target lies inside the (canonical) import directory. Every repo id,
@@ -27,53 +28,39 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use percent_encoding::percent_decode_str;
-
-use super::metajson;
-use super::olah::{self, MAGIC, VERSION_9};
+use super::report::Skipped;
+use super::source::is_entry_dir;
 use crate::hf::{is_commit_sha, Repo, RepoId, RepoPath, RepoType, Revision};
 
-/// The three top-level trees of a `repos` directory.
-pub const TREES: [&str; 3] = ["files", "api", "heads"];
+/// The top-level trees read.
+pub const TREES: [&str; 2] = ["files", "api"];
 
 /// Deepest directory nesting followed under `resolve/{sha}/` (paths are at most 4096 bytes).
 const MAX_DEPTH: usize = 512;
 
-/// Where a repo's data lives (a repo may appear more than once, e.g. under `None/` and at the
-/// top level).
+/// Where a repo's data lives.
 #[derive(Debug, Default, Clone)]
 pub struct RepoDirs {
-    pub files: Vec<PathBuf>,
-    pub api: Vec<PathBuf>,
-    pub heads: Vec<PathBuf>,
-}
-
-impl RepoDirs {
-    fn tree_mut(&mut self, tree: &str) -> &mut Vec<PathBuf> {
-        match tree {
-            "files" => &mut self.files,
-            "api" => &mut self.api,
-            _ => &mut self.heads,
-        }
-    }
-
-    fn merge(&mut self, other: RepoDirs) {
-        self.files.extend(other.files);
-        self.api.extend(other.api);
-        self.heads.extend(other.heads);
-    }
+    pub files: Option<PathBuf>,
+    pub api: Option<PathBuf>,
 }
 
 /// The repos found, and what was left out on the way.
 #[derive(Debug, Default)]
 pub struct Discovery {
     pub repos: BTreeMap<Repo, RepoDirs>,
-    pub skipped: Vec<(String, String)>,
-    pub notes: Vec<String>,
+    pub skipped: Vec<Skipped>,
 }
 
-/// The `repos` directory to import: `dir` itself when it holds `files/`, `api/` or `heads/`,
-/// else `dir/repos` when that does. Canonical (symlinks resolved).
+fn skip(out: &mut Vec<Skipped>, path: &Path, reason: impl Into<String>) {
+    out.push(Skipped {
+        path: path.display().to_string(),
+        reason: reason.into(),
+    });
+}
+
+/// The `repos` directory to import: `dir` itself when it holds `files/` or `api/`, else
+/// `dir/repos` when that does. Canonical (symlinks resolved).
 pub fn locate_root(dir: &Path) -> std::io::Result<Option<PathBuf>> {
     let dir = fs::canonicalize(dir)?;
     if !dir.is_dir() {
@@ -108,9 +95,9 @@ fn is_hex_id(s: &str) -> bool {
 }
 
 /// Sorted entries of a directory: `(name, path)`; non-UTF-8 names are reported and skipped.
-fn entries(dir: &Path, skipped: &mut Vec<(String, String)>) -> Vec<(String, PathBuf)> {
+fn entries(dir: &Path, skipped: &mut Vec<Skipped>) -> Vec<(String, PathBuf)> {
     let Ok(read) = fs::read_dir(dir) else {
-        skipped.push((dir.display().to_string(), "cannot list directory".into()));
+        skip(skipped, dir, "cannot list directory");
         return Vec::new();
     };
     let mut out = Vec::new();
@@ -118,7 +105,7 @@ fn entries(dir: &Path, skipped: &mut Vec<(String, String)>) -> Vec<(String, Path
         let path = entry.path();
         match entry.file_name().into_string() {
             Ok(name) => out.push((name, path)),
-            Err(_) => skipped.push((path.display().to_string(), "name is not UTF-8".into())),
+            Err(_) => skip(skipped, &path, "name is not UTF-8"),
         }
     }
     out.sort();
@@ -136,17 +123,16 @@ fn names(dir: &Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// The marker directories that make a directory a repo directory in `tree`.
+/// The directories that make a directory a repo directory in `tree`.
 fn markers(tree: &str) -> &'static [&'static str] {
     match tree {
         "files" => &["resolve", "blobs", "cdn"],
-        "api" => &["revision", "paths-info", "tree", "refs"],
-        _ => &["resolve", "resolve_head", "cdn"],
+        _ => &["revision", "paths-info", "tree", "commits", "refs"],
     }
 }
 
-/// Strict check, for telling a no-org repo `{type}/{repo}/` from an org `{type}/{org}/`: the
-/// marker directory must hold what such a directory holds.
+/// Strict check, for telling a no-org repo `{type}/{repo}/` from an org `{type}/{org}/`:
+/// the marker directory must hold what such a directory holds.
 fn strict_marker(dir: &Path, marker: &str) -> bool {
     let m = dir.join(marker);
     if !is_real_dir(&m) {
@@ -154,22 +140,22 @@ fn strict_marker(dir: &Path, marker: &str) -> bool {
     }
     let children = names(&m);
     match marker {
-        "resolve" | "resolve_head" | "paths-info" | "tree" => children
+        "resolve" | "paths-info" | "tree" | "commits" => children
             .iter()
             .any(|c| is_commit_sha(c) && is_real_dir(&m.join(c))),
         "blobs" | "cdn" => children.iter().any(|c| is_hex_id(c)),
         "revision" => children.iter().any(|c| {
-            is_real_file(&m.join(c).join("meta_get.json"))
-                || is_real_file(&m.join(c).join("meta_head.json"))
+            ["meta_get.json", "meta_head.json", "resolved_commit.json"]
+                .iter()
+                .any(|f| is_real_file(&m.join(c).join(f)))
         }),
         "refs" => is_real_file(&m.join("refs_get.json")),
         _ => false,
     }
 }
 
-/// Finds the repo directories of every tree under `root`.
+/// Finds the repo directories of both trees under `root`.
 pub fn discover(root: &Path) -> Discovery {
-    let mut found: BTreeMap<(RepoType, Option<String>, String), RepoDirs> = BTreeMap::new();
     let mut d = Discovery::default();
     for tree in TREES {
         let tree_dir = root.join(tree);
@@ -178,114 +164,88 @@ pub fn discover(root: &Path) -> Discovery {
         }
         for (type_name, type_dir) in entries(&tree_dir, &mut d.skipped) {
             let Some(kind) = RepoType::from_plural(&type_name) else {
-                d.skipped.push((
-                    type_dir.display().to_string(),
-                    "not a repo type directory".into(),
-                ));
+                skip(&mut d.skipped, &type_dir, "not a repo type directory");
                 continue;
             };
             if !is_real_dir(&type_dir) {
-                d.skipped.push((
-                    type_dir.display().to_string(),
-                    "not a directory (symlinks are not followed)".into(),
-                ));
+                skip(
+                    &mut d.skipped,
+                    &type_dir,
+                    "not a directory (symlinks are not followed)",
+                );
                 continue;
             }
             for (a, a_dir) in entries(&type_dir, &mut d.skipped) {
-                if !is_real_dir(&a_dir) {
-                    d.skipped.push((
-                        a_dir.display().to_string(),
-                        "not a directory (symlinks are not followed)".into(),
-                    ));
-                    continue;
-                }
-                let own: Vec<&str> = markers(tree)
-                    .iter()
-                    .copied()
-                    .filter(|m| strict_marker(&a_dir, m))
-                    .collect();
-                let mut any = false;
-                if !own.is_empty() {
-                    any = true;
-                    found
-                        .entry((kind, None, a.clone()))
-                        .or_default()
-                        .tree_mut(tree)
-                        .push(a_dir.clone());
-                }
-                for (b, b_dir) in entries(&a_dir, &mut d.skipped) {
-                    if own.contains(&b.as_str()) || !is_real_dir(&b_dir) {
-                        continue;
-                    }
-                    if markers(tree).iter().any(|m| is_real_dir(&b_dir.join(m))) {
-                        any = true;
-                        found
-                            .entry((kind, Some(a.clone()), b.clone()))
-                            .or_default()
-                            .tree_mut(tree)
-                            .push(b_dir);
-                    }
-                }
-                if !any {
-                    d.skipped.push((
-                        a_dir.display().to_string(),
-                        format!(
-                            "no repository data found (expected {})",
-                            markers(tree).join(", ")
-                        ),
-                    ));
-                }
-            }
-        }
-    }
-    for ((kind, org, name), dirs) in found {
-        let org = match org.as_deref() {
-            Some("None") if !none_org_is_real(&dirs, &name) => {
-                d.notes.push(format!(
-                    "{}/None/{name}: Olah's directory for the no-org repo {name:?} (a Python None \
-                     in the path); imported as {name:?}",
-                    kind.api_plural()
-                ));
-                None
-            }
-            other => other.map(str::to_string),
-        };
-        match RepoId::from_segments(org.as_deref(), &name) {
-            Ok(id) => d.repos.entry(Repo::new(kind, id)).or_default().merge(dirs),
-            Err(e) => {
-                let first = dirs
-                    .files
-                    .iter()
-                    .chain(&dirs.api)
-                    .chain(&dirs.heads)
-                    .next()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_default();
-                d.skipped.push((first, format!("not a valid repo: {e}")));
+                discover_under(&mut d, tree, kind, &a, &a_dir);
             }
         }
     }
     d
 }
 
-/// Olah before v9 wrote no-org repos under `None/{repo}`. Such a directory is taken as the
-/// no-org repo unless one of its cached repo-info answers names `None/{repo}`.
-fn none_org_is_real(dirs: &RepoDirs, name: &str) -> bool {
-    let real = format!("None/{name}");
-    for api in &dirs.api {
-        let revision = api.join("revision");
-        for rev in names(&revision) {
-            let file = revision.join(rev).join("meta_get.json");
-            if let Some(id) = metajson::read(&file)
-                .ok()
-                .and_then(|r| metajson::repo_info(&r).ok())
-                .and_then(|info| info.id)
-            {
-                return id == real;
-            }
+/// `a_dir` = `{tree}/{type}/{a}`: the no-org repo `a`, or the org `a` holding repos.
+fn discover_under(d: &mut Discovery, tree: &str, kind: RepoType, a: &str, a_dir: &Path) {
+    if !is_real_dir(a_dir) {
+        skip(
+            &mut d.skipped,
+            a_dir,
+            "not a directory (symlinks are not followed)",
+        );
+        return;
+    }
+    if markers(tree).iter().any(|m| strict_marker(a_dir, m)) {
+        add_repo(d, tree, kind, None, a, a_dir);
+        return;
+    }
+    let mut any = false;
+    for (b, b_dir) in entries(a_dir, &mut d.skipped) {
+        if is_real_dir(&b_dir) && markers(tree).iter().any(|m| is_real_dir(&b_dir.join(m))) {
+            any = true;
+            add_repo(d, tree, kind, Some(a), &b, &b_dir);
         }
     }
-    false
+    if !any {
+        skip(
+            &mut d.skipped,
+            a_dir,
+            format!(
+                "no repository data found (expected {})",
+                markers(tree).join(", ")
+            ),
+        );
+    }
+}
+
+fn add_repo(
+    d: &mut Discovery,
+    tree: &str,
+    kind: RepoType,
+    org: Option<&str>,
+    name: &str,
+    dir: &Path,
+) {
+    if org == Some("None") {
+        skip(
+            &mut d.skipped,
+            dir,
+            "older Olah releases wrote repos without an organisation under None/ (a Python None \
+             in the path); not imported, as it may also be an organisation called None: move \
+             it up one level to import it",
+        );
+        return;
+    }
+    match RepoId::from_segments(org, name) {
+        Ok(id) => {
+            let dirs = d.repos.entry(Repo::new(kind, id)).or_default();
+            let slot = if tree == "files" {
+                &mut dirs.files
+            } else {
+                &mut dirs.api
+            };
+            *slot = Some(dir.to_path_buf());
+        }
+        Err(e) => skip(&mut d.skipped, dir, format!("not a valid repo: {e}")),
+    }
 }
 
 /// Resolves `path` (following symlinks) and checks it stays inside `root`.
@@ -306,26 +266,16 @@ pub fn confine(root: &Path, path: &Path) -> Result<PathBuf, String> {
     Ok(target)
 }
 
-/// `base/rel` if it exists and resolves to a regular file inside `root`.
-pub fn lookup_file(root: &Path, base: &Path, rel: &str) -> Option<PathBuf> {
-    let path = base.join(rel);
-    fs::symlink_metadata(&path).ok()?;
-    let target = confine(root, &path).ok()?;
-    target.is_file().then_some(target)
-}
-
 /// What a `resolve/{sha}/{path}` entry is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EntryKind {
-    /// A regular file (Olah: the OLAH file itself).
+    /// A cache directory (Olah 0.4/0.5).
+    Dir,
+    /// A regular file (Olah before 0.4: the v8 cache file).
     File,
-    /// A symlink to a regular file inside the import directory (DingoSpeed: to `blobs/{etag}`).
-    Link {
-        /// The target's file name when it sits in a `blobs/` directory: DingoSpeed's etag.
-        blob_name: Option<String>,
-    },
-    /// An Olah v9 cache directory.
-    V9,
+    /// A symlink to a regular file inside the import directory (DingoSpeed: to
+    /// `blobs/{etag}`); `blob_name` is the target's name when it sits in a `blobs/` directory.
+    Link { blob_name: Option<String> },
 }
 
 /// One file of one commit.
@@ -335,39 +285,44 @@ pub struct ResolveEntry {
     pub path: RepoPath,
     /// Where it was found (for reports).
     pub found_at: PathBuf,
-    /// The cache data: the file, the symlink's resolved target, or the v9 directory.
+    /// The cache data: the directory, the file, or the symlink's resolved target.
     pub data: PathBuf,
     pub kind: EntryKind,
 }
 
-/// A directory holding an Olah v9 `meta.bin`.
-fn is_v9_dir(dir: &Path) -> bool {
-    olah::sniff(&dir.join("meta.bin"))
-        .is_some_and(|b| b.len() >= 12 && &b[..4] == MAGIC && b[4..12] == VERSION_9.to_le_bytes())
+/// Olah's lock file of a directory entry whose `meta.bin` is missing (a crash before the
+/// header was written): an empty regular `meta.lock`.
+fn is_headerless_entry(dir: &Path) -> bool {
+    fs::symlink_metadata(dir.join("meta.lock")).is_ok_and(|m| m.is_file() && m.len() == 0)
+}
+
+/// Every commit directory under `resolve_dir`, validated.
+fn commit_dirs(resolve_dir: &Path, skipped: &mut Vec<Skipped>) -> Vec<(String, PathBuf)> {
+    let mut out = Vec::new();
+    for (commit, dir) in entries(resolve_dir, skipped) {
+        if !is_commit_sha(&commit) {
+            skip(
+                skipped,
+                &dir,
+                "not a commit sha directory (files are only imported per commit)",
+            );
+        } else if !is_real_dir(&dir) {
+            skip(skipped, &dir, "not a directory (symlinks are not followed)");
+        } else {
+            out.push((commit, dir));
+        }
+    }
+    out
 }
 
 /// Every file under `resolve_dir/{sha}/`.
 pub fn walk_resolve(
     root: &Path,
     resolve_dir: &Path,
-    skipped: &mut Vec<(String, String)>,
+    skipped: &mut Vec<Skipped>,
 ) -> Vec<ResolveEntry> {
     let mut out = Vec::new();
-    for (commit, commit_dir) in entries(resolve_dir, skipped) {
-        if !is_commit_sha(&commit) {
-            skipped.push((
-                commit_dir.display().to_string(),
-                "not a commit sha directory (files are only imported per commit)".into(),
-            ));
-            continue;
-        }
-        if !is_real_dir(&commit_dir) {
-            skipped.push((
-                commit_dir.display().to_string(),
-                "not a directory (symlinks are not followed)".into(),
-            ));
-            continue;
-        }
+    for (commit, commit_dir) in commit_dirs(resolve_dir, skipped) {
         let mut stack = vec![(commit_dir, String::new(), 0usize)];
         while let Some((dir, rel, depth)) = stack.pop() {
             for (name, path) in entries(&dir, skipped) {
@@ -377,39 +332,39 @@ pub fn walk_resolve(
                     format!("{rel}/{name}")
                 };
                 let Ok(meta) = fs::symlink_metadata(&path) else {
-                    skipped.push((path.display().to_string(), "cannot stat".into()));
+                    skip(skipped, &path, "cannot stat");
                     continue;
                 };
                 let (data, kind) = if meta.file_type().is_symlink() {
                     match confine(root, &path) {
                         Ok(target) if target.is_file() => {
-                            let blob_name = (target
+                            let blob_name = target
                                 .parent()
                                 .and_then(Path::file_name)
-                                .is_some_and(|p| p == "blobs"))
-                            .then(|| target.file_name().and_then(|n| n.to_str()))
-                            .flatten()
-                            .map(str::to_string);
+                                .filter(|p| *p == "blobs")
+                                .and_then(|_| target.file_name())
+                                .and_then(|n| n.to_str())
+                                .map(str::to_string);
                             (target, EntryKind::Link { blob_name })
                         }
                         Ok(_) => {
-                            skipped.push((
-                                path.display().to_string(),
-                                "symlink to something other than a regular file; not followed"
-                                    .into(),
-                            ));
+                            skip(
+                                skipped,
+                                &path,
+                                "symlink to something other than a regular file; not followed",
+                            );
                             continue;
                         }
                         Err(reason) => {
-                            skipped.push((path.display().to_string(), reason));
+                            skip(skipped, &path, reason);
                             continue;
                         }
                     }
                 } else if meta.is_dir() {
-                    if is_v9_dir(&path) {
-                        (path.clone(), EntryKind::V9)
+                    if is_entry_dir(&path) || is_headerless_entry(&path) {
+                        (path.clone(), EntryKind::Dir)
                     } else if depth + 1 >= MAX_DEPTH {
-                        skipped.push((path.display().to_string(), "nested too deeply".into()));
+                        skip(skipped, &path, "nested too deeply");
                         continue;
                     } else {
                         stack.push((path, rel_path, depth + 1));
@@ -418,7 +373,7 @@ pub fn walk_resolve(
                 } else if meta.is_file() {
                     (path.clone(), EntryKind::File)
                 } else {
-                    skipped.push((path.display().to_string(), "not a regular file".into()));
+                    skip(skipped, &path, "not a regular file");
                     continue;
                 };
                 match RepoPath::new(&rel_path) {
@@ -429,7 +384,7 @@ pub fn walk_resolve(
                         data,
                         kind,
                     }),
-                    Err(e) => skipped.push((path.display().to_string(), e.to_string())),
+                    Err(e) => skip(skipped, &path, e.to_string()),
                 }
             }
         }
@@ -437,78 +392,116 @@ pub fn walk_resolve(
     out
 }
 
-/// Content-named cache files: DingoSpeed's `blobs/{etag}` and Olah's `cdn/{sha256}`. Returns
-/// `(etag, path)`; other entries are reported.
-pub fn walk_named(dir: &Path, skipped: &mut Vec<(String, String)>) -> Vec<(String, PathBuf)> {
+/// Content-named cache entries: DingoSpeed's `blobs/{etag}` and Olah's `cdn/{sha256}`.
+/// Returns `(etag, path)`; other entries are reported.
+pub fn walk_named(dir: &Path, skipped: &mut Vec<Skipped>) -> Vec<(String, PathBuf)> {
     let mut out = Vec::new();
     for (name, path) in entries(dir, skipped) {
         if !is_hex_id(&name) {
-            skipped.push((
-                path.display().to_string(),
-                "name is not a content hash; cannot be verified".into(),
-            ));
-        } else if is_real_file(&path) || (is_real_dir(&path) && is_v9_dir(&path)) {
+            skip(
+                skipped,
+                &path,
+                "name is not a content hash; cannot be verified",
+            );
+        } else if is_real_file(&path) || (is_real_dir(&path) && is_entry_dir(&path)) {
             out.push((name.to_ascii_lowercase(), path));
         } else {
-            skipped.push((
-                path.display().to_string(),
-                "not a regular file or Olah v9 directory (symlinks are not followed)".into(),
-            ));
+            skip(
+                skipped,
+                &path,
+                "not a regular file or Olah cache directory (symlinks are not followed)",
+            );
         }
     }
     out
 }
 
-/// The cached repo-info answers of a repo: `(revision, meta_get.json path)`, found under
-/// `api_dir/revision/`. Revisions containing `/` are nested directories (Olah) or
-/// percent-encoded names (DingoSpeed keeps the URL's encoding); both are accepted.
-pub fn revision_metas(
+/// The files of `api_dir/paths-info/`: `(commit, path, paths-info_post.json)`.
+pub fn paths_infos(api_dir: &Path, skipped: &mut Vec<Skipped>) -> Vec<(String, RepoPath, PathBuf)> {
+    let base = api_dir.join("paths-info");
+    let mut out = Vec::new();
+    if !is_real_dir(&base) {
+        return out;
+    }
+    for (commit, commit_dir) in commit_dirs(&base, skipped) {
+        let mut stack = vec![(commit_dir, String::new(), 0usize)];
+        while let Some((dir, rel, depth)) = stack.pop() {
+            for (name, path) in entries(&dir, skipped) {
+                if !is_real_dir(&path) || depth + 1 >= MAX_DEPTH {
+                    continue;
+                }
+                let rel_path = if rel.is_empty() {
+                    name
+                } else {
+                    format!("{rel}/{name}")
+                };
+                let answer = path.join("paths-info_post.json");
+                if is_real_file(&answer) {
+                    match RepoPath::new(&rel_path) {
+                        Ok(p) => out.push((commit.clone(), p, answer)),
+                        Err(e) => skip(skipped, &answer, e.to_string()),
+                    }
+                }
+                stack.push((path, rel_path, depth + 1));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The cached paths-info answer for one file, if there is one (a regular file, reached
+/// without leaving `root`).
+pub fn paths_info_for(
+    root: &Path,
     api_dir: &Path,
-    skipped: &mut Vec<(String, String)>,
-) -> Vec<(Revision, PathBuf)> {
+    commit: &str,
+    path: &RepoPath,
+) -> Option<PathBuf> {
+    let file = api_dir
+        .join("paths-info")
+        .join(commit)
+        .join(path.as_str())
+        .join("paths-info_post.json");
+    if !is_real_file(&file) {
+        return None;
+    }
+    confine(root, &file).ok().filter(|target| *target == file)
+}
+
+/// What a `revision/{rev}/` directory holds.
+#[derive(Debug, Clone, Default)]
+pub struct RevisionFiles {
+    /// `meta_get.json`: the repo-info answer.
+    pub info: Option<PathBuf>,
+    /// `resolved_commit.json` (Olah 0.5).
+    pub resolved: Option<PathBuf>,
+}
+
+/// The revision directories of `api_dir/revision/`, by revision name.
+pub fn revisions(api_dir: &Path, skipped: &mut Vec<Skipped>) -> Vec<(Revision, RevisionFiles)> {
     let base = api_dir.join("revision");
     let mut out = Vec::new();
     if !is_real_dir(&base) {
         return out;
     }
-    let mut stack = vec![(base, String::new(), 0usize)];
-    while let Some((dir, rel, depth)) = stack.pop() {
-        for (name, path) in entries(&dir, skipped) {
-            let rel_name = if rel.is_empty() {
-                name.clone()
-            } else {
-                format!("{rel}/{name}")
-            };
-            if is_real_dir(&path) {
-                if depth < 8 {
-                    stack.push((path, rel_name, depth + 1));
-                }
-                continue;
-            }
-            if name != "meta_get.json" || rel.is_empty() {
-                continue;
-            }
-            let decoded = if rel.contains('%') {
-                match percent_decode_str(&rel).decode_utf8() {
-                    Ok(s) => s.into_owned(),
-                    Err(_) => {
-                        skipped.push((path.display().to_string(), "revision is not UTF-8".into()));
-                        continue;
-                    }
-                }
-            } else {
-                rel.clone()
-            };
-            match Revision::new(&decoded) {
-                Ok(rev) if is_real_file(&path) => out.push((rev, path)),
-                Ok(_) => skipped.push((
-                    path.display().to_string(),
-                    "not a regular file (symlinks are not followed)".into(),
-                )),
-                Err(e) => skipped.push((path.display().to_string(), e.to_string())),
-            }
+    for (name, dir) in entries(&base, skipped) {
+        if !is_real_dir(&dir) {
+            skip(skipped, &dir, "not a directory (symlinks are not followed)");
+            continue;
+        }
+        let file = |n: &str| Some(dir.join(n)).filter(|p| is_real_file(p));
+        let files = RevisionFiles {
+            info: file("meta_get.json"),
+            resolved: file("resolved_commit.json"),
+        };
+        if files.info.is_none() && files.resolved.is_none() {
+            continue;
+        }
+        match Revision::new(&name) {
+            Ok(rev) => out.push((rev, files)),
+            Err(e) => skip(skipped, &dir, e.to_string()),
         }
     }
-    out.sort();
     out
 }

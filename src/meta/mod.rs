@@ -296,9 +296,13 @@ impl Meta {
 
 /// Recording metadata that did not come from an upstream answer (cache import).
 impl Meta {
-    /// Remember that `name` (a branch or tag; "" = default branch) pointed at `commit`.
-    pub fn import_revision(&self, repo: &Repo, name: &str, commit: &str) {
-        self.inner.revisions.record(repo, name, commit);
+    /// Remember that `name` (a branch or tag; "" = default branch) pointed at `commit` as of
+    /// `learned_at` (unix seconds), unless hubcache learned a newer mapping itself. Returns
+    /// whether it was recorded.
+    pub fn import_revision(&self, repo: &Repo, name: &str, commit: &str, learned_at: u64) -> bool {
+        self.inner
+            .revisions
+            .record_if_newer(repo, name, commit, learned_at)
     }
 
     /// Record a file's metadata at its commit (the per-revision path index).

@@ -61,6 +61,33 @@ impl Revisions {
         self.repos.read(repo, |refs| !refs.refs.is_empty()) || self.dir.repo_dir(repo).is_dir()
     }
 
+    /// Remember that `name` pointed at `commit` as of `learned_at` (unix seconds), unless a
+    /// mapping learned later is already known (cache import: the age is that of the imported
+    /// answer, so online the mapping is re-checked once `revision_ttl` has passed). Returns
+    /// whether it was recorded.
+    pub fn record_if_newer(&self, repo: &Repo, name: &str, commit: &str, learned_at: u64) -> bool {
+        let mut recorded = false;
+        self.repos.update(repo, |refs| {
+            if refs
+                .refs
+                .get(name)
+                .is_some_and(|known| known.learned_at > learned_at)
+            {
+                return false;
+            }
+            refs.refs.insert(
+                name.to_string(),
+                RefEntry {
+                    commit: commit.to_string(),
+                    learned_at,
+                },
+            );
+            recorded = true;
+            true
+        });
+        recorded
+    }
+
     /// Remember that `name` points at `commit` as of now.
     pub fn record(&self, repo: &Repo, name: &str, commit: &str) {
         self.repos.update(repo, |refs| {
@@ -104,5 +131,20 @@ mod tests {
         assert_eq!(again.lookup(&repo(), "main").unwrap().commit, sha);
         assert!(again.knows_repo(&repo()));
         assert!(again.lookup(&repo(), "dev").is_none());
+    }
+
+    #[test]
+    fn an_older_imported_mapping_never_replaces_a_newer_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let revs = Revisions::new(MetaDir::new(dir.path(), Durability::Os));
+        let (old, new) = ("a".repeat(40), "b".repeat(40));
+        let now = unix_now();
+        assert!(revs.record_if_newer(&repo(), "main", &new, now - 10));
+        assert!(!revs.record_if_newer(&repo(), "main", &old, now - 3600));
+        let known = revs.lookup(&repo(), "main").unwrap();
+        assert_eq!(known.commit, new);
+        assert!(known.age >= Duration::from_secs(10), "{known:?}");
+        assert!(revs.record_if_newer(&repo(), "main", &old, now));
+        assert_eq!(revs.lookup(&repo(), "main").unwrap().commit, old);
     }
 }

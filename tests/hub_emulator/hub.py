@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import gzip
 import hashlib
 import hmac
 import json
@@ -738,6 +739,7 @@ class Emulator:
     url_ttl: int
     page_size: int
     quiet: bool = False
+    gzip_json: bool = False
     hub_url: str = ""
     cdn_url: str = ""
     key: bytes = field(default_factory=lambda: secrets.token_bytes(32))
@@ -861,7 +863,12 @@ class Handler(BaseHTTPRequestHandler):
 
     def send_json(self, status: int, obj, headers: list | None = None) -> None:
         body = json.dumps(obj).encode()
-        self.send_bytes(status, [("Content-Type", "application/json; charset=utf-8")] + (headers or []), body)
+        extra = list(headers or [])
+        # --gzip-json: like huggingface.co, compress JSON for clients that accept gzip.
+        if self.emu.gzip_json and not self.is_control and "gzip" in (self.headers.get("Accept-Encoding") or ""):
+            body = gzip.compress(body)
+            extra.append(("Content-Encoding", "gzip"))
+        self.send_bytes(status, [("Content-Type", "application/json; charset=utf-8")] + extra, body)
 
     def send_text(self, status: int, text: str) -> None:
         self.send_bytes(status, [("Content-Type", "text/plain; charset=utf-8")], text.encode())
@@ -1418,6 +1425,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--repo-dir", action="append", default=[], metavar="TYPE:ID=DIR",
                    help="also serve a public repo (branch main, one commit) with every file under DIR; "
                         "repeatable")
+    p.add_argument("--gzip-json", action="store_true",
+                   help="gzip JSON answers for clients sending Accept-Encoding: gzip")
     args = p.parse_args(argv)
     for spec in args.repo_dir:
         try:
@@ -1438,7 +1447,7 @@ def main(argv: list[str]) -> int:
         store = BlobStore(data_dir)
         world = build_world(store, args.seed, max(0, args.big_size), tuple(args.repo_dir))
         emu = Emulator(world, store, args.seed, args.big_size, args.cdn_rate, args.url_ttl,
-                       max(1, args.page_size), args.quiet)
+                       max(1, args.page_size), args.quiet, args.gzip_json)
         servers = [make_server(emu, "hub", args.port), make_server(emu, "cdn", args.cdn_port)]
         emu.hub_url = f"http://127.0.0.1:{servers[0].server_address[1]}"
         emu.cdn_url = f"http://127.0.0.1:{servers[1].server_address[1]}"

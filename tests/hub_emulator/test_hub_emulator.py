@@ -574,3 +574,20 @@ def test_real_huggingface_hub_client(emu, tmp_path):
                      HF_HUB_DISABLE_XET="1")
     assert got["snap"] == tiny
     assert emu.control("stats")["by_route"]["tree"] >= 1
+
+
+def test_gzip_json_only_when_asked_and_accepted(emu, tmp_path):
+    plain = emu.req("GET", "/api/models/acme/tiny-model", headers={"Accept-Encoding": "gzip"})
+    assert plain.status_code == 200 and "Content-Encoding" not in plain.headers
+    e = Emu(tmp_path, "--gzip-json")
+    try:
+        r = e.req("GET", "/api/models/acme/tiny-model", headers={"Accept-Encoding": "gzip"})
+        assert r.headers.get("Content-Encoding") == "gzip"
+        assert r.json()["id"] == "acme/tiny-model"          # requests decodes it
+        raw = e.req("GET", "/api/models/acme/tiny-model", headers={"Accept-Encoding": "identity"})
+        assert "Content-Encoding" not in raw.headers and raw.json()["id"] == "acme/tiny-model"
+        err = e.req("GET", "/api/models/acme/nothing", headers={"Accept-Encoding": "gzip"})
+        assert err.status_code in (401, 404) and err.headers.get("Content-Encoding") == "gzip"
+        assert e.control("manifest")["repos"]                # control endpoints stay plain
+    finally:
+        e.close()
