@@ -545,3 +545,27 @@ def test_real_huggingface_hub_client(emu, tmp_path):
                      HF_HUB_DISABLE_XET="1")
     assert got["snap"] == tiny
     assert emu.control("stats")["by_route"]["tree"] >= 1
+
+
+def test_open_gates_and_omit_visibility_play_an_untrusted_mirror(tmp_path):
+    leaky = Emu(tmp_path, "--open-gates", "--omit-visibility")
+    try:
+        r = leaky.req("GET", "/api/models/acme/gated-model")
+        assert r.status_code == 200
+        info = r.json()
+        assert "private" not in info and "gated" not in info
+        r = leaky.req("GET", "/api/models/acme/private-model/revision/main", headers=OTHER)
+        assert r.status_code == 200
+        r = leaky.req("GET", "/api/models/no-such/repo")
+        assert r.status_code == 401
+        recent = leaky.control("stats")["recent"]
+        assert [e["user"] for e in recent] == [None, "bob", None]
+    finally:
+        leaky.close()
+
+
+def test_request_log_says_whose_token_came(emu):
+    emu.req("GET", "/api/models/acme/tiny-model", headers=VALID)
+    emu.req("GET", "/api/models/acme/tiny-model", headers=BAD)
+    recent = emu.control("stats")["recent"]
+    assert [(e["auth"], e["user"]) for e in recent[-2:]] == [(True, "alice"), (True, "invalid")]
