@@ -328,8 +328,9 @@ class Mirror:
     START_TIMEOUT = 20.0
 
     def __init__(self, binary: str, workdir: Path, upstreams: list[str], cache_dir: Path | None = None,
-                 name: str = "mirror", **overrides):
+                 name: str = "mirror", env: dict | None = None, **overrides):
         self.binary = binary
+        self.env = dict(env or {})
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.name = name
@@ -377,7 +378,7 @@ class Mirror:
                 self.proc = subprocess.Popen(
                     [self.binary, "serve", "--config", str(self.config_path)],
                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                    cwd=self.workdir, env={**os.environ, "RUST_BACKTRACE": "1"})
+                    cwd=self.workdir, env={**os.environ, "RUST_BACKTRACE": "1", **self.env})
             finally:
                 log.close()
             if self not in ACTIVE:
