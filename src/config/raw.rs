@@ -434,7 +434,7 @@ fn reject_credentials(url: &url::Url, text: &str) -> Result<(), String> {
     if !url.username().is_empty() || url.password().is_some() {
         return Err(format!(
             "\"{text}\" contains credentials, which are not supported here \
-             (clients' own tokens are forwarded)"
+             (clients' own tokens are passed on to origins)"
         ));
     }
     Ok(())

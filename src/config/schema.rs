@@ -440,9 +440,8 @@ mod tests {
         let err = Config::from_yaml_str("upstreams: [{url: http://a, trust: peer}]").unwrap_err();
         assert_eq!(err.key_path(), Some("upstreams[0].trust"));
         assert!(err.to_string().contains("use origin or mirror"), "{err}");
-        let err =
-            Config::from_yaml_str("upstreams: [{url: http://a, forward_token: yes please}]")
-                .unwrap_err();
+        let err = Config::from_yaml_str("upstreams: [{url: http://a, forward_token: yes please}]")
+            .unwrap_err();
         assert_eq!(err.key_path(), Some("upstreams[0].forward_token"), "{err}");
     }
 

@@ -134,10 +134,7 @@ mod tests {
             ApiQuery::RepoInfo,
             Some("expand[]=sha&expand[]=downloads&blobs=True&recursive=1"),
         );
-        assert_eq!(
-            q.key,
-            "blobs=true&expand%5B%5D=downloads&expand%5B%5D=sha"
-        );
+        assert_eq!(q.key, "blobs=true&expand%5B%5D=downloads&expand%5B%5D=sha");
         assert_eq!(
             q.upstream.as_deref(),
             Some("expand[]=sha&expand[]=downloads&blobs=True")

@@ -143,7 +143,9 @@ impl AccessBook {
     /// Whether an origin said the repo is protected for `scope` (or a mirror claimed so and no
     /// origin said otherwise): then only upstreams trusted with tokens are asked about it.
     pub async fn is_protected(&self, repo: &Repo, scope: Scope) -> bool {
-        self.repos.read(repo, |access| access.protected(scope)).await
+        self.repos
+            .read(repo, |access| access.protected(scope))
+            .await
     }
 
     /// Record the visibility reported by an origin's repo-info answer.
@@ -343,11 +345,10 @@ mod tests {
                 .may_serve_cached(&repo(), Scope::Files, Some("Bearer bob"))
                 .await
         );
-        assert!(
-            book.denial_without_upstream(&repo(), Scope::Files, Some("Bearer bob"))
-                .await
-                .is_some()
-        );
+        assert!(book
+            .denial_without_upstream(&repo(), Scope::Files, Some("Bearer bob"))
+            .await
+            .is_some());
     }
 
     #[tokio::test]
@@ -425,6 +426,14 @@ mod tests {
         // An origin's word replaces the claim.
         book.learn_visibility(&repo(), false, false).await;
         assert!(!book.is_protected(&repo(), Scope::Files).await);
+        // A mirror saying "private" protects the API answers too.
+        let other = Repo {
+            kind: RepoType::Model,
+            id: RepoId::new("acme/private").unwrap(),
+        };
+        book.claim_protection(&other, true, false).await;
+        assert!(book.is_protected(&other, Scope::Api).await);
+        assert!(!book.may_serve_cached(&other, Scope::Api, None).await);
         // And a mirror cannot undo what an origin said.
         book.learn_visibility(&repo(), false, true).await;
         book.claim_protection(&repo(), true, true).await;

@@ -163,8 +163,14 @@ impl Meta {
                 Ok(answer)
             })
         };
-        self.cached_or_fetch(asker, "API answer", cached, || async { offline_miss }, fetch)
-            .await
+        self.cached_or_fetch(
+            asker,
+            "API answer",
+            cached,
+            || async { offline_miss },
+            fetch,
+        )
+        .await
     }
 
     /// `GET /api/{type}s/{repo}[/revision/{rev}]`.

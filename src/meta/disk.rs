@@ -288,8 +288,11 @@ mod tests {
             }
         }
         // And so the files of one never collide with another's directory.
-        meta.save(&meta.refs_file(&model("gpt2")), &serde_json::json!({"a": 1}))
-            .unwrap();
+        meta.save(
+            &meta.refs_file(&model("gpt2")),
+            &serde_json::json!({"a": 1}),
+        )
+        .unwrap();
         meta.save(
             &meta.refs_file(&model("gpt2/refs.json")),
             &serde_json::json!({"b": 2}),

@@ -83,7 +83,10 @@ fn migrate_repo(old: &Path, new: &Path) -> io::Result<usize> {
             moved += move_entry(&from, &new.join(file))?;
         }
     }
-    for (sub, wanted) in [("commits", is_commit_dir as fn(&str) -> bool), ("live", is_live)] {
+    for (sub, wanted) in [
+        ("commits", is_commit_dir as fn(&str) -> bool),
+        ("live", is_live),
+    ] {
         let dir = old.join(sub);
         let Ok(entries) = fs::read_dir(&dir) else {
             continue;
@@ -146,7 +149,10 @@ mod tests {
         let models = meta.join("models");
         write(&models.join("gpt2/refs.json"), "gpt2 refs");
         write(&models.join("gpt2/access.json"), "gpt2 access");
-        write(&models.join(format!("gpt2/commits/{sha}/files/x.json")), "f");
+        write(
+            &models.join(format!("gpt2/commits/{sha}/files/x.json")),
+            "f",
+        );
         write(&models.join(format!("gpt2/live/{live}")), "l");
         // Org gpt2's own repos, one of them named like a piece of the old layout.
         write(&models.join("gpt2/commits/refs.json"), "org repo refs");
@@ -155,8 +161,14 @@ mod tests {
         migrate_once(&meta);
 
         let new = models.join("-/gpt2");
-        assert_eq!(fs::read_to_string(new.join("refs.json")).unwrap(), "gpt2 refs");
-        assert_eq!(fs::read_to_string(new.join("access.json")).unwrap(), "gpt2 access");
+        assert_eq!(
+            fs::read_to_string(new.join("refs.json")).unwrap(),
+            "gpt2 refs"
+        );
+        assert_eq!(
+            fs::read_to_string(new.join("access.json")).unwrap(),
+            "gpt2 access"
+        );
         assert!(new.join(format!("commits/{sha}/files/x.json")).is_file());
         assert!(new.join(format!("live/{live}")).is_file());
         assert!(!models.join("gpt2/refs.json").exists());

@@ -53,7 +53,9 @@ pub(super) enum Step<T> {
     /// Offline, and nothing is cached.
     OfflineMiss,
     /// Ask upstream; serve `stale` if no upstream answers.
-    Fetch { stale: Option<T> },
+    Fetch {
+        stale: Option<T>,
+    },
 }
 
 /// Serve what is cached when it is fresh (or offline) and the caller may have it.
@@ -180,7 +182,10 @@ mod tests {
             decide(ONLINE, Some(Cached::stale(1))),
             Step::Fetch { stale: Some(1) }
         );
-        assert_eq!(decide(ONLINE, None::<Cached<u8>>), Step::Fetch { stale: None });
+        assert_eq!(
+            decide(ONLINE, None::<Cached<u8>>),
+            Step::Fetch { stale: None }
+        );
     }
 
     #[test]

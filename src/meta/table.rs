@@ -152,9 +152,7 @@ mod tests {
                 .await;
         }
         assert_eq!(table.len(), 4);
-        let first = table
-            .read(&repo("acme/r0"), |r| r.get("v").copied())
-            .await;
+        let first = table.read(&repo("acme/r0"), |r| r.get("v").copied()).await;
         assert_eq!(first, Some(0));
     }
 

@@ -141,7 +141,9 @@ async fn a_protected_repo_is_never_asked_of_a_mirror() {
     let request = get("/api/models/acme/gated", Some(TOKEN)).protected(true);
     let err = chain.send(&request).await.unwrap_err();
     assert!(matches!(err, UpstreamError::Unavailable { .. }), "{err}");
-    assert_eq!(origin.seen().len(), 1);
+    let asked = origin.seen();
+    assert_eq!(asked.len(), 1);
+    assert_eq!(asked[0].path, "/api/models/acme/gated");
     assert!(mirror.seen().is_empty());
 }
 
@@ -171,13 +173,15 @@ async fn a_401_from_a_mirror_that_never_saw_the_token_is_not_the_answer() {
 
 #[tokio::test]
 async fn a_repo_not_found_from_a_mirror_without_the_token_is_not_the_answer() {
-    let (chain, _origin, _mirror) = origin_then_mirror(404, &[("x-error-code", "RepoNotFound")], false).await;
+    let (chain, _origin, _mirror) =
+        origin_then_mirror(404, &[("x-error-code", "RepoNotFound")], false).await;
     assert!(chain
         .send(&get("/api/models/acme/private", Some(TOKEN)))
         .await
         .is_err());
     // But an EntryNotFound is: the repo was visible without a token.
-    let (chain, _origin, _mirror) = origin_then_mirror(404, &[("x-error-code", "EntryNotFound")], false).await;
+    let (chain, _origin, _mirror) =
+        origin_then_mirror(404, &[("x-error-code", "EntryNotFound")], false).await;
     let response = chain
         .send(&get("/acme/tiny/resolve/main/x", Some(TOKEN)))
         .await
@@ -212,5 +216,8 @@ async fn transport_errors_do_not_carry_the_url() {
     assert!(err.to_string().contains("s3cr3t"), "reqwest shows the URL");
     let failure = classify(err);
     let text = format!("{failure:?}");
-    assert!(!text.contains("s3cr3t") && !text.contains("Signature"), "{text}");
+    assert!(
+        !text.contains("s3cr3t") && !text.contains("Signature"),
+        "{text}"
+    );
 }

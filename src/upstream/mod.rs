@@ -11,8 +11,8 @@ mod health;
 mod request;
 
 pub use chain::{Upstream, UpstreamChain};
-pub use request::{asks_for_credentials, Body, Follow, HubRequest, HubResponse, Location};
 pub use error::{Attempt, AttemptFailure, UpstreamError};
+pub use request::{asks_for_credentials, Body, Follow, HubRequest, HubResponse, Location};
 
 #[cfg(test)]
 mod chain_tests;

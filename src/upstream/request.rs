@@ -180,6 +180,9 @@ mod tests {
         };
         let request = HubRequest::get("/api/models/a/b".into(), Some("Bearer hf_secret".into()));
         let text = format!("{location:?} {request:?}");
-        assert!(!text.contains("s3cr3t") && !text.contains("hf_secret"), "{text}");
+        assert!(
+            !text.contains("s3cr3t") && !text.contains("hf_secret"),
+            "{text}"
+        );
     }
 }
