@@ -483,7 +483,7 @@ def test_stats_and_keepalive(emu):
     assert stats["hub_file_bytes"] == 2 * size and stats["cdn_bytes"] == 0
     assert stats["recent"][0] == {"host": "hub", "route": "resolve", "method": "HEAD",
                                   "path": "/tinyllama/resolve/main/config.json", "range": None, "auth": True,
-                                  "status": 200, "bytes": 0}
+                                  "user": "alice", "status": 200, "bytes": 0}
 
 
 # ---------------------------------------------------------------------------------------------
