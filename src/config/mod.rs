@@ -23,7 +23,8 @@ use serde_yaml::Value;
 
 pub use error::ConfigError;
 pub use schema::{
-    defaults, CacheConfig, Config, Durability, FillConfig, FillMode, ServerConfig, UpstreamConfig,
+    defaults, CacheConfig, Config, Durability, FillConfig, FillMode, ServerConfig, Trust,
+    UpstreamConfig,
 };
 pub use units::{ByteSize, HumanDuration};
 
@@ -272,7 +273,10 @@ mod tests {
         for upstream in &c.upstreams {
             assert_eq!(upstream.proxy, None);
             assert_eq!(upstream.timeout, Duration::from_secs(30));
+            assert!(!upstream.forward_token);
         }
+        let trust: Vec<Trust> = c.upstreams.iter().map(|u| u.trust).collect();
+        assert_eq!(trust, [Trust::Origin, Trust::Mirror]);
         assert_eq!(c.fill.mode, FillMode::Complete);
         assert_eq!(c.fill.segment, 32 * 1024 * 1024);
         assert_eq!(c.fill.connections_per_file, 8);
@@ -391,7 +395,11 @@ upstreams:
   - url: https://huggingface.co/
     proxy: http://user:secret@proxy.corp:3128
     timeout: 500ms
+    trust: origin
+    forward_token: false
   - url: https://hf-mirror.com
+    trust: mirror
+    forward_token: true
 fill:
   mode: on_demand
   segment: 64KiB
@@ -429,6 +437,9 @@ server:
         assert_eq!(proxy.password(), Some("secret"));
         assert_eq!(c.upstreams[0].timeout, Duration::from_millis(500));
         assert_eq!(c.upstreams[1].timeout, Duration::from_secs(30));
+        assert_eq!(c.upstreams[0].trust, Trust::Origin);
+        assert_eq!(c.upstreams[1].trust, Trust::Mirror);
+        assert!(!c.upstreams[0].forward_token && c.upstreams[1].forward_token);
         assert_eq!(
             c.fill,
             FillConfig {

@@ -15,7 +15,8 @@ use serde::Deserialize;
 
 use super::error::ConfigError;
 use super::schema::{
-    defaults, CacheConfig, Config, Durability, FillConfig, FillMode, ServerConfig, UpstreamConfig,
+    defaults, CacheConfig, Config, Durability, FillConfig, FillMode, ServerConfig, Trust,
+    UpstreamConfig,
 };
 use super::units::{ByteSize, HumanDuration};
 
@@ -49,12 +50,14 @@ struct RawCache {
 #[derive(Debug, Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a mapping with url and optionally proxy and timeout"
+    expecting = "a mapping with url and optionally proxy, timeout, trust and forward_token"
 )]
 struct RawUpstream {
     url: UpstreamUrl,
     proxy: Option<ProxyUrl>,
     timeout: Option<HumanDuration>,
+    trust: Option<Named<Trust>>,
+    forward_token: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -226,10 +229,15 @@ impl RawUpstream {
                 "must be more than 0s",
             ));
         }
+        let trust = self
+            .trust
+            .map_or_else(|| Trust::default_for(&self.url.0), |t| t.0);
         Ok(UpstreamConfig {
             url: self.url.0,
             proxy: self.proxy.map(|p| p.0),
             timeout,
+            trust,
+            forward_token: self.forward_token.unwrap_or(false),
         })
     }
 }
@@ -426,7 +434,7 @@ fn reject_credentials(url: &url::Url, text: &str) -> Result<(), String> {
     if !url.username().is_empty() || url.password().is_some() {
         return Err(format!(
             "\"{text}\" contains credentials, which are not supported here \
-             (clients' own tokens are forwarded)"
+             (clients' own tokens are passed on to origins)"
         ));
     }
     Ok(())
@@ -593,6 +601,10 @@ impl NamedEnum for Durability {
 
 impl NamedEnum for FillMode {
     const EXPECTING: &'static str = "complete or on_demand";
+}
+
+impl NamedEnum for Trust {
+    const EXPECTING: &'static str = "origin or mirror";
 }
 
 impl<'de, T: NamedEnum> Deserialize<'de> for Named<T> {

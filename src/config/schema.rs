@@ -29,6 +29,8 @@ pub mod defaults {
     pub const MAX_BLOCK_SIZE: u64 = 1 << 30;
     /// The default upstream chain, in order.
     pub const UPSTREAMS: [&str; 2] = ["https://huggingface.co", "https://hf-mirror.com"];
+    /// The host whose `https` URL is an `origin` by default (every other upstream a `mirror`).
+    pub const HUB_HOST: &str = "huggingface.co";
     pub const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
     pub const SEGMENT: u64 = 32 << 20;
     /// Smallest allowed `fill.segment`.
@@ -137,6 +139,78 @@ impl fmt::Display for Durability {
     }
 }
 
+/// `upstreams[].trust` — what an upstream is trusted with. Sibling hubcache nodes will be a
+/// third kind; each property below is one `match`, so a new kind states its own answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Trust {
+    /// `origin`: the Hub itself (or a hub the operator runs). Receives clients' tokens, and its
+    /// answers decide who may read gated and private repos.
+    Origin,
+    /// `mirror`: a third-party mirror. Serves content, but never receives a client's token
+    /// (unless `forward_token: true`) and never decides access.
+    Mirror,
+}
+
+impl Trust {
+    pub const NAMES: [&'static str; 2] = ["origin", "mirror"];
+
+    /// The default for an upstream URL: `origin` for `https://huggingface.co`, `mirror` for
+    /// anything else.
+    pub fn default_for(url: &url::Url) -> Trust {
+        let is_hub = url.scheme() == "https"
+            && url.host_str() == Some(defaults::HUB_HOST)
+            && url.port().is_none();
+        if is_hub {
+            Trust::Origin
+        } else {
+            Trust::Mirror
+        }
+    }
+
+    /// Whether clients' `Authorization` is sent to an upstream of this kind without opting in.
+    pub fn receives_tokens(self) -> bool {
+        match self {
+            Trust::Origin => true,
+            Trust::Mirror => false,
+        }
+    }
+
+    /// Whether its answers teach hubcache a repo's visibility (private, gated) and a token's
+    /// grants.
+    pub fn decides_access(self) -> bool {
+        match self {
+            Trust::Origin => true,
+            Trust::Mirror => false,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trust::Origin => "origin",
+            Trust::Mirror => "mirror",
+        }
+    }
+}
+
+impl FromStr for Trust {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "origin" => Ok(Trust::Origin),
+            "mirror" => Ok(Trust::Mirror),
+            _ => Err(format!(
+                "\"{text}\" is not a trust level (use origin or mirror)"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Trust {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One entry of `upstreams:`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamConfig {
@@ -147,16 +221,27 @@ pub struct UpstreamConfig {
     pub proxy: Option<url::Url>,
     /// Per-request connect + response-header timeout.
     pub timeout: Duration,
+    /// What the upstream is trusted with (default: [`Trust::default_for`] its URL).
+    pub trust: Trust,
+    /// Send clients' `Authorization` to it even though it is not an origin.
+    pub forward_token: bool,
 }
 
 impl UpstreamConfig {
     /// An upstream with the given (already validated) URL and default settings.
     pub fn new(url: url::Url) -> Self {
         UpstreamConfig {
+            trust: Trust::default_for(&url),
             url,
             proxy: None,
             timeout: defaults::UPSTREAM_TIMEOUT,
+            forward_token: false,
         }
+    }
+
+    /// Whether a client's `Authorization` may be sent to this upstream.
+    pub fn receives_tokens(&self) -> bool {
+        self.trust.receives_tokens() || self.forward_token
     }
 
     /// The base URL without a trailing slash (`https://huggingface.co`,
@@ -296,8 +381,68 @@ mod tests {
         for name in FillMode::NAMES {
             assert_eq!(name.parse::<FillMode>().unwrap().to_string(), name);
         }
+        for name in Trust::NAMES {
+            assert_eq!(name.parse::<Trust>().unwrap().to_string(), name);
+        }
         assert!("Fsync".parse::<Durability>().is_err());
         assert!("on-demand".parse::<FillMode>().is_err());
+    }
+
+    #[test]
+    fn only_https_huggingface_co_is_an_origin_by_default() {
+        let trust = |u: &str| Trust::default_for(&url::Url::parse(u).unwrap());
+        assert_eq!(trust("https://huggingface.co"), Trust::Origin);
+        assert_eq!(trust("https://huggingface.co/"), Trust::Origin);
+        for other in [
+            "https://hf-mirror.com",
+            "http://huggingface.co",
+            "https://huggingface.co:8443",
+            "https://huggingface.co.evil.example",
+            "http://127.0.0.1:8080",
+        ] {
+            assert_eq!(trust(other), Trust::Mirror, "{other}");
+        }
+        let mirror = UpstreamConfig::new(url::Url::parse("https://hf-mirror.com").unwrap());
+        assert!(!mirror.receives_tokens());
+        assert!(UpstreamConfig {
+            forward_token: true,
+            ..mirror
+        }
+        .receives_tokens());
+    }
+
+    #[test]
+    fn trust_and_forward_token_parse_with_defaults_from_the_url() {
+        let c = Config::from_yaml_str(
+            "upstreams:\n  - url: https://huggingface.co\n  - url: http://10.0.0.1/hf\n  \
+             - url: https://hub.corp\n    trust: origin\n  \
+             - url: https://hf-mirror.com\n    forward_token: true\n",
+        )
+        .unwrap();
+        let got: Vec<(Trust, bool)> = c
+            .upstreams
+            .iter()
+            .map(|u| (u.trust, u.forward_token))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (Trust::Origin, false),
+                (Trust::Mirror, false),
+                (Trust::Origin, false),
+                (Trust::Mirror, true),
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_trust_and_forward_token_are_rejected_with_their_path() {
+        let err = Config::from_yaml_str("upstreams: [{url: http://a, trust: peer}]").unwrap_err();
+        assert_eq!(err.key_path(), Some("upstreams[0].trust"));
+        assert!(err.to_string().contains("use origin or mirror"), "{err}");
+        let err = Config::from_yaml_str("upstreams: [{url: http://a, forward_token: yes please}]")
+            .unwrap_err();
+        assert_eq!(err.key_path(), Some("upstreams[0].forward_token"), "{err}");
     }
 
     #[test]

@@ -15,6 +15,7 @@
 //! - [`range`]: reading a single `Range` header to know which bytes a request needs first.
 //! - [`forms`]: query and `paths-info` body parsing, canonical cache-key strings.
 //! - [`info`]: the few repo-info JSON fields the mirror relies on.
+//! - [`query`]: the query parameters the Hub reads on cached API routes (the rest is dropped).
 
 pub mod encoding;
 pub mod errors;
@@ -22,6 +23,7 @@ pub mod forms;
 pub mod headers;
 pub mod info;
 pub mod links;
+pub mod query;
 pub mod range;
 pub mod repo;
 pub mod route;
@@ -42,6 +44,7 @@ pub use info::{Gated, InfoError, RepoInfoSummary};
 pub use links::{
     find_link, is_hub_cdn_host, rewrite_link_header, rewrite_location, rewrite_url, LocationKind,
 };
+pub use query::{hub_query, ApiQuery, HubQuery};
 pub use range::{parse_single_range, RangeRequest};
 pub use repo::{is_commit_sha, Repo, RepoId, RepoPath, RepoType, Revision, ValidationError};
 pub use route::{parse_route, Route, RouteError};

@@ -8,9 +8,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use super::policy::{Asker, Cached};
 use super::table::unix_now;
 use super::{caller, Failure, Meta, Scope, UpstreamAnswer};
-use crate::hf::{self, HfError, PathsInfoRequest, Repo, RepoPath, Revision};
+use crate::hf::{self, ApiQuery, HfError, PathsInfoRequest, Repo, RepoPath, Revision};
 use crate::upstream::{Body, HubRequest, HubResponse};
 
 /// A JSON answer ready to serve.
@@ -77,8 +78,8 @@ fn sanitize(response: &HubResponse) -> JsonAnswer {
     JsonAnswer::new(body, link)
 }
 
-fn with_query(path: String, raw_query: Option<&str>) -> String {
-    match raw_query.filter(|q| !q.is_empty()) {
+fn with_query(path: String, query: Option<&str>) -> String {
+    match query.filter(|q| !q.is_empty()) {
         Some(q) => format!("{path}?{q}"),
         None => path,
     }
@@ -93,6 +94,7 @@ struct ApiQuestion {
 }
 
 impl Meta {
+    /// Queue an API answer for the disk (the caller does not wait).
     pub(super) fn store_api_answer(
         &self,
         repo: &Repo,
@@ -100,25 +102,33 @@ impl Meta {
         key: &str,
         answer: &JsonAnswer,
     ) {
-        let path = self.inner.dir.api_entry(repo, commit, key);
-        if let Err(e) = self.inner.dir.save(&path, answer) {
-            log::warn!("cannot cache API answer {key} of {repo}@{commit}: {e}");
-        }
+        let store = &self.inner.store;
+        store.save(store.dir().api_entry(repo, commit, key), answer);
     }
 
     /// Ask the upstream for a JSON answer: the upstream's error is replayed, a success is
-    /// sanitised (Xet stripped) and grants the caller the repo.
+    /// sanitised (Xet stripped) and, from an origin, grants the caller the repo's API.
     async fn fetch_json(
         &self,
         repo: &Repo,
-        request: &HubRequest,
+        request: HubRequest,
         auth: Option<&str>,
     ) -> Result<JsonAnswer, Failure> {
-        let response = self.inner.upstream.send(request).await?;
+        let protected = self.inner.access.is_protected(repo, Scope::Api).await;
+        let response = self
+            .inner
+            .upstream
+            .send(&request.protected(protected))
+            .await?;
         if !response.is_success() {
             return Err(Failure::Replay(UpstreamAnswer::from_response(&response)));
         }
-        self.inner.access.learn_success(repo, Scope::Api, auth);
+        if response.decides_access() {
+            self.inner
+                .access
+                .learn_success(repo, Scope::Api, auth)
+                .await;
+        }
         Ok(sanitize(&response))
     }
 
@@ -130,53 +140,37 @@ impl Meta {
         auth: Option<&str>,
         question: ApiQuestion,
     ) -> Result<JsonAnswer, Failure> {
-        let inner = &self.inner;
-        let file = inner.dir.api_entry(repo, commit, &question.key);
-        let cached = inner.dir.load::<JsonAnswer>(&file).ok().flatten();
-        if let Some(answer) = &cached {
-            if inner.access.may_serve_cached(repo, Scope::Api, auth) {
-                return Ok(answer.clone());
-            }
-        }
-        if inner.settings.offline {
-            return Err(Failure::Hf(match cached {
-                Some(_) => inner.access.denial(repo, auth),
-                None => question.offline_miss,
-            }));
-        }
+        let store = &self.inner.store;
+        let file = store.dir().api_entry(repo, commit, &question.key);
+        let cached = store.load::<JsonAnswer>(file).await.map(Cached::fresh);
+        let asker = Asker {
+            repo,
+            scope: Scope::Api,
+            auth,
+        };
         let flight_key = format!("{repo}\0{commit}\0{}\0{}", question.key, caller(auth));
-        let this = self.clone();
-        let (repo_c, commit_c, auth_c) =
-            (repo.clone(), commit.to_string(), auth.map(str::to_string));
-        let result = inner
-            .api_calls
-            .run(flight_key, move || async move {
-                let answer = this
-                    .fetch_json(&repo_c, &question.request, auth_c.as_deref())
-                    .await?;
-                this.store_api_answer(&repo_c, &commit_c, &question.key, &answer);
+        let ApiQuestion {
+            key,
+            request,
+            offline_miss,
+        } = question;
+        let fetch = || {
+            let this = self.clone();
+            let (repo, commit, auth) = (repo.clone(), commit.to_string(), auth.map(str::to_string));
+            self.inner.api_calls.run(flight_key, move || async move {
+                let answer = this.fetch_json(&repo, request, auth.as_deref()).await?;
+                this.store_api_answer(&repo, &commit, &key, &answer);
                 Ok(answer)
             })
-            .await;
-        self.deny_if_unreachable(repo, auth, result)
-    }
-
-    /// An upstream outage on a protected repo is answered as huggingface.co would deny.
-    fn deny_if_unreachable(
-        &self,
-        repo: &Repo,
-        auth: Option<&str>,
-        result: Result<JsonAnswer, Failure>,
-    ) -> Result<JsonAnswer, Failure> {
-        match result {
-            Err(Failure::Upstream(e)) => Err(self
-                .inner
-                .access
-                .denial_without_upstream(repo, Scope::Api, auth)
-                .map(Failure::Hf)
-                .unwrap_or(Failure::Upstream(e))),
-            other => other,
-        }
+        };
+        self.cached_or_fetch(
+            asker,
+            "API answer",
+            cached,
+            || async { offline_miss },
+            fetch,
+        )
+        .await
     }
 
     /// `GET /api/{type}s/{repo}[/revision/{rev}]`.
@@ -188,7 +182,7 @@ impl Meta {
         auth: Option<&str>,
     ) -> Result<JsonAnswer, Failure> {
         let commit = self.commit_for(repo, revision, auth).await?;
-        let canonical = hf::canonical_query(raw_query);
+        let query = hf::hub_query(ApiQuery::RepoInfo, raw_query);
         let commit_rev = Revision::new(&commit).map_err(|e| Failure::BadGateway(e.to_string()))?;
         let path = format!(
             "{}/revision/{}",
@@ -196,8 +190,11 @@ impl Meta {
             hf::encode_revision(&commit_rev)
         );
         let question = ApiQuestion {
-            key: info_key(Some(&canonical)),
-            request: HubRequest::get(with_query(path, raw_query), auth.map(str::to_string)),
+            key: info_key(Some(&query.key)),
+            request: HubRequest::get(
+                with_query(path, query.upstream.as_deref()),
+                auth.map(str::to_string),
+            ),
             offline_miss: HfError::revision_not_found(
                 revision.map(|r| r.as_str()).unwrap_or("main"),
             ),
@@ -225,13 +222,17 @@ impl Meta {
             url.push('/');
             url.push_str(&hf::encode_path_segment(path.as_str()));
         }
-        let canonical = hf::canonical_query(raw_query);
+        let query = hf::hub_query(ApiQuery::Tree, raw_query);
         let question = ApiQuestion {
             key: format!(
-                "tree/{}?{canonical}",
-                path.map(|p| p.as_str()).unwrap_or("")
+                "tree/{}?{}",
+                path.map(|p| p.as_str()).unwrap_or(""),
+                query.key
             ),
-            request: HubRequest::get(with_query(url, raw_query), auth.map(str::to_string)),
+            request: HubRequest::get(
+                with_query(url, query.upstream.as_deref()),
+                auth.map(str::to_string),
+            ),
             offline_miss: HfError::entry_not_found(Some(&commit)),
         };
         self.commit_bound(repo, &commit, auth, question).await
@@ -273,47 +274,40 @@ impl Meta {
         auth: Option<&str>,
     ) -> Result<JsonAnswer, Failure> {
         let inner = &self.inner;
-        let key = format!("refs?{}", hf::canonical_query(raw_query));
-        let file = inner.dir.live_entry(repo, &key);
-        let cached = inner.dir.load::<JsonAnswer>(&file).ok().flatten();
-        let servable = inner.access.may_serve_cached(repo, Scope::Api, auth);
-        if let Some(answer) = &cached {
-            let fresh = inner.settings.offline || answer.age() < inner.settings.revision_ttl;
-            if fresh && servable {
-                return Ok(answer.clone());
-            }
-        }
-        if inner.settings.offline {
-            return Err(Failure::Hf(match cached {
-                Some(_) => inner.access.denial(repo, auth),
-                None => HfError::repo_not_found(),
-            }));
-        }
-        let url = with_query(format!("{}/refs", hf::api_repo_path(repo)), raw_query);
+        let query = hf::hub_query(ApiQuery::Refs, raw_query);
+        let key = format!("refs?{}", query.key);
+        let file = inner.store.dir().live_entry(repo, &key);
+        let cached = inner
+            .store
+            .load::<JsonAnswer>(file.clone())
+            .await
+            .map(|answer| Cached {
+                fresh: answer.age() < inner.settings.revision_ttl,
+                value: answer,
+            });
+        let asker = Asker {
+            repo,
+            scope: Scope::Api,
+            auth,
+        };
+        let url = with_query(
+            format!("{}/refs", hf::api_repo_path(repo)),
+            query.upstream.as_deref(),
+        );
         let flight_key = format!("{repo}\0{key}\0{}", caller(auth));
-        let this = self.clone();
-        let (repo_c, auth_c) = (repo.clone(), auth.map(str::to_string));
-        let result = inner
-            .api_calls
-            .run(flight_key, move || async move {
-                let request = HubRequest::get(url, auth_c.clone());
-                let answer = this
-                    .fetch_json(&repo_c, &request, auth_c.as_deref())
-                    .await?;
-                let file = this.inner.dir.live_entry(&repo_c, &key);
-                if let Err(e) = this.inner.dir.save(&file, &answer) {
-                    log::warn!("cannot cache refs of {repo_c}: {e}");
-                }
+        let fetch = || {
+            let this = self.clone();
+            let (repo, auth) = (repo.clone(), auth.map(str::to_string));
+            inner.api_calls.run(flight_key, move || async move {
+                let request = HubRequest::get(url, auth.clone());
+                let answer = this.fetch_json(&repo, request, auth.as_deref()).await?;
+                this.inner.store.save(file, &answer);
                 Ok(answer)
             })
-            .await;
-        match (result, cached) {
-            (Err(Failure::Upstream(e)), Some(stale)) if servable => {
-                log::warn!("serving stale refs of {repo}: {e}");
-                Ok(stale)
-            }
-            (result, _) => self.deny_if_unreachable(repo, auth, result),
-        }
+        };
+        let offline_miss = || async { HfError::repo_not_found() };
+        self.cached_or_fetch(asker, "refs", cached, offline_miss, fetch)
+            .await
     }
 }
 

@@ -1,13 +1,19 @@
-//! Where metadata lives on disk, and atomic JSON reads and writes.
+//! Where metadata lives on disk, and atomic JSON reads and writes (blocking: callers use
+//! [`MetaStore`](super::store::MetaStore), which runs them off the async workers).
 //!
 //! ```text
-//! {root}/meta/{models|datasets|spaces}/{repo id}/
+//! {root}/meta/{models|datasets|spaces}/{org, or - for a one-segment id}/{name}/
 //!     refs.json                       branch/tag -> commit mappings (with when they were learned)
 //!     access.json                     private/gated flags and per-token grants (hashed tokens)
 //!     commits/{sha}/files/{h}.json    per-revision path index: one file's metadata, h = sha256(path)
 //!     commits/{sha}/api/{h}.json      cached API answers bound to this commit
 //!     live/{h}.json                   cached answers for mutable things (refs listings)
 //! ```
+//! Every repo directory is exactly two levels below its type, and `-` is never a valid org, so
+//! no repo's directory lies inside another's (`gpt2` is `-/gpt2`, `gpt2/refs.json` is
+//! `gpt2/refs.json`). Caches written with the older layout (`gpt2` directly under the type)
+//! are moved once at startup (see `legacy`).
+//!
 //! Every write is temp file + rename, so a crash never leaves half a JSON file. With several
 //! cache roots, metadata (small) is written to every root and read from the first that has
 //! it, so losing a disk loses no metadata.
@@ -16,7 +22,6 @@ use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
-use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::hf::Repo;
@@ -31,11 +36,6 @@ pub enum DiskError {
     },
     #[error("writing {path}: {reason}")]
     Write { path: PathBuf, reason: String },
-    #[error("encoding {path}: {source}")]
-    Encode {
-        path: PathBuf,
-        source: serde_json::Error,
-    },
 }
 
 /// The metadata directories of the cache roots. Paths handed out are under the first root;
@@ -46,6 +46,9 @@ pub struct MetaDir {
     mirrors: Vec<PathBuf>,
     durability: Durability,
 }
+
+/// The directory name standing for "no org" (one-segment repo ids). Not a valid org name.
+pub const NO_ORG: &str = "-";
 
 /// Hex sha256 of a string: stable, filesystem-safe names for arbitrary keys.
 pub fn hashed_name(key: &str) -> String {
@@ -78,16 +81,31 @@ impl MetaDir {
         copies
     }
 
+    /// The primary root's metadata directory (`{root}/meta`).
+    #[cfg(test)]
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Every root's metadata directory, the primary first.
+    pub fn roots(&self) -> impl Iterator<Item = &Path> {
+        std::iter::once(self.root.as_path()).chain(self.mirrors.iter().map(PathBuf::as_path))
+    }
+
     pub fn repo_dir(&self, repo: &Repo) -> PathBuf {
         self.root
             .join(repo.kind.api_plural())
-            .join(repo.id.as_str())
+            .join(repo.id.namespace().unwrap_or(NO_ORG))
+            .join(repo.id.name())
     }
 
-    /// Whether anything is cached for `commit` of `repo` (on any root).
-    pub fn knows_commit(&self, repo: &Repo, commit: &str) -> bool {
-        let dir = self.repo_dir(repo).join("commits").join(commit);
-        self.copies(&dir).iter().any(|d| d.is_dir())
+    pub fn commit_dir(&self, repo: &Repo, commit: &str) -> PathBuf {
+        self.repo_dir(repo).join("commits").join(commit)
+    }
+
+    /// Whether `dir` exists on any root.
+    pub fn exists_dir(&self, dir: &Path) -> bool {
+        self.copies(dir).iter().any(|d| d.is_dir())
     }
 
     pub fn refs_file(&self, repo: &Repo) -> PathBuf {
@@ -141,15 +159,21 @@ impl MetaDir {
     }
 
     /// Write to every root; succeeds if at least one copy was written.
-    pub fn save<T: Serialize>(&self, path: &Path, value: &T) -> Result<(), DiskError> {
-        let bytes = serde_json::to_vec(value).map_err(|source| DiskError::Encode {
+    #[cfg(test)]
+    pub fn save<T: serde::Serialize>(&self, path: &Path, value: &T) -> Result<(), DiskError> {
+        let bytes = serde_json::to_vec(value).map_err(|e| DiskError::Write {
             path: path.to_path_buf(),
-            source,
+            reason: e.to_string(),
         })?;
+        self.save_bytes(path, &bytes)
+    }
+
+    /// Write JSON bytes to every root; succeeds if at least one copy was written.
+    pub fn save_bytes(&self, path: &Path, bytes: &[u8]) -> Result<(), DiskError> {
         let mut written = false;
         let mut first_error = None;
         for copy in self.copies(path) {
-            match save_one(&copy, &bytes, self.durability) {
+            match save_one(&copy, bytes, self.durability) {
                 Ok(()) => written = true,
                 Err(e) => {
                     log::warn!("{e}");
@@ -161,6 +185,25 @@ impl MetaDir {
             (false, Some(e)) => Err(e),
             _ => Ok(()),
         }
+    }
+}
+
+impl MetaDir {
+    /// Remove a file from every root (absent is fine).
+    pub fn remove(&self, path: &Path) -> Result<(), DiskError> {
+        for copy in self.copies(path) {
+            match std::fs::remove_file(&copy) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(DiskError::Write {
+                        path: copy,
+                        reason: e.to_string(),
+                    })
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -217,6 +260,54 @@ mod tests {
         let back: serde_json::Value = meta.load(&path).unwrap().unwrap();
         assert_eq!(back["k"], 1);
         assert!(path.starts_with(dir.path().join("meta/datasets/acme/data/commits")));
+    }
+
+    #[test]
+    fn no_repo_directory_lies_inside_another() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = MetaDir::new(dir.path(), Durability::Os);
+        let model = |id: &str| Repo {
+            kind: RepoType::Model,
+            id: RepoId::new(id).unwrap(),
+        };
+        let names = [
+            "gpt2",
+            "gpt2/refs.json",
+            "gpt2/access.json",
+            "gpt2/commits",
+            "gpt2/live",
+            "commits",
+            "_/gpt2",
+        ];
+        let dirs: Vec<PathBuf> = names.iter().map(|n| meta.repo_dir(&model(n))).collect();
+        for (i, a) in dirs.iter().enumerate() {
+            for (j, b) in dirs.iter().enumerate() {
+                if i != j {
+                    assert!(!b.starts_with(a), "{} holds {}", a.display(), b.display());
+                }
+            }
+        }
+        // And so the files of one never collide with another's directory.
+        meta.save(
+            &meta.refs_file(&model("gpt2")),
+            &serde_json::json!({"a": 1}),
+        )
+        .unwrap();
+        meta.save(
+            &meta.refs_file(&model("gpt2/refs.json")),
+            &serde_json::json!({"b": 2}),
+        )
+        .unwrap();
+        let a: serde_json::Value = meta.load(&meta.refs_file(&model("gpt2"))).unwrap().unwrap();
+        assert_eq!(a["a"], 1);
+        let sha = "a".repeat(40);
+        meta.save(
+            &meta.file_entry(&model("gpt2"), &sha, "config.json"),
+            &serde_json::json!({}),
+        )
+        .unwrap();
+        assert!(!meta.exists_dir(&meta.repo_dir(&model("gpt2/commits"))));
+        assert!(meta.exists_dir(&meta.commit_dir(&model("gpt2"), &sha)));
     }
 
     #[test]

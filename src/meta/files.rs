@@ -1,12 +1,15 @@
 //! Per-file metadata (size, etag, blob id) for `(repo, commit, path)`: the per-revision path
 //! index. Learned from an upstream `HEAD` of the resolve URL (same-origin redirects followed,
 //! the CDN redirect not), kept in memory and on disk, immutable because keyed by commit.
+//! "No such file" answers are kept in memory only, for a while (`MISSING_TTL`).
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::policy::{Asker, Cached};
 use super::{caller, Failure, Meta, Scope, UpstreamAnswer};
 use crate::hf::{self, HfError, Repo, RepoPath, Revision};
 use crate::upstream::{HubRequest, HubResponse};
@@ -96,6 +99,14 @@ fn file_meta_from_head(
     })
 }
 
+/// How long a "no such file at this commit" answer is trusted online. It is kept in memory
+/// only (bounded), so asking for random paths leaves nothing on disk.
+const MISSING_TTL: Duration = Duration::from_secs(600);
+
+fn file_key(repo: &Repo, commit: &str, path: &str) -> String {
+    format!("{repo}\0{commit}\0{path}")
+}
+
 impl Meta {
     /// Metadata of `path` at `revision`, resolving the revision first.
     pub async fn resolve_file(
@@ -109,17 +120,43 @@ impl Meta {
         self.file_at(repo, &commit, path, auth).await
     }
 
-    fn cached_file(&self, repo: &Repo, commit: &str, path: &str) -> Option<Arc<FileEntry>> {
-        let key = format!("{repo}\0{commit}\0{path}");
+    async fn cached_file(
+        &self,
+        repo: &Repo,
+        commit: &str,
+        path: &str,
+    ) -> Option<Cached<Arc<FileEntry>>> {
+        let key = file_key(repo, commit, path);
         if let Some(entry) = self.inner.files.lock().get(&key) {
-            return Some(entry.clone());
+            return Some(Cached::fresh(entry.clone()));
         }
-        let file = self.inner.dir.file_entry(repo, commit, path);
-        let entry = Arc::new(self.inner.dir.load::<FileEntry>(&file).ok().flatten()?);
-        self.inner.files.lock().put(key, entry.clone());
-        Some(entry)
+        if let Some(at) = self.inner.missing.lock().get(&key) {
+            let entry = Arc::new(FileEntry::Missing {
+                path: path.to_string(),
+                commit: commit.to_string(),
+            });
+            return Some(Cached {
+                value: entry,
+                fresh: at.elapsed() < MISSING_TTL,
+            });
+        }
+        let file = self.inner.store.dir().file_entry(repo, commit, path);
+        match self.inner.store.load::<FileEntry>(file.clone()).await? {
+            entry @ FileEntry::Present(_) => {
+                let entry = Arc::new(entry);
+                self.inner.files.lock().put(key, entry.clone());
+                Some(Cached::fresh(entry))
+            }
+            FileEntry::Missing { .. } => {
+                // Written by an older version, which kept these on disk for ever.
+                self.inner.store.remove(file);
+                None
+            }
+        }
     }
 
+    /// Remember what the upstream said about a path: a present file in memory and on disk, a
+    /// missing one in memory only.
     pub(super) fn remember_file(
         &self,
         repo: &Repo,
@@ -127,14 +164,18 @@ impl Meta {
         path: &str,
         entry: Arc<FileEntry>,
     ) {
-        let file = self.inner.dir.file_entry(repo, commit, path);
-        if let Err(e) = self.inner.dir.save(&file, &*entry) {
-            log::warn!("cannot persist metadata of {repo}/{path}@{commit}: {e}");
+        let key = file_key(repo, commit, path);
+        match &*entry {
+            FileEntry::Present(_) => {
+                let file = self.inner.store.dir().file_entry(repo, commit, path);
+                self.inner.store.save(file, &*entry);
+                self.inner.missing.lock().pop(&key);
+                self.inner.files.lock().put(key, entry);
+            }
+            FileEntry::Missing { .. } => {
+                self.inner.missing.lock().put(key, Instant::now());
+            }
         }
-        self.inner
-            .files
-            .lock()
-            .put(format!("{repo}\0{commit}\0{path}"), entry);
     }
 
     /// Metadata of `path` at a commit.
@@ -146,52 +187,44 @@ impl Meta {
         auth: Option<&str>,
     ) -> Result<FileMeta, Failure> {
         let inner = &self.inner;
-        let cached = self.cached_file(repo, commit, path.as_str());
-        let servable = inner.access.may_serve_cached(repo, Scope::Files, auth);
-        if let Some(entry) = &cached {
-            if servable {
-                return entry.clone().into_result();
+        let cached = self.cached_file(repo, commit, path.as_str()).await;
+        let asker = Asker {
+            repo,
+            scope: Scope::Files,
+            auth,
+        };
+        let offline_miss = || async {
+            let dir = inner.store.dir().commit_dir(repo, commit);
+            if inner.store.has_dir(dir).await {
+                HfError::entry_not_found(Some(commit))
+            } else if inner.revisions.knows_repo(repo).await {
+                HfError::revision_not_found(commit)
+            } else {
+                HfError::repo_not_found()
             }
-        }
-        if inner.settings.offline {
-            return Err(Failure::Hf(match cached {
-                Some(_) => inner.access.denial(repo, auth),
-                None if inner.dir.knows_commit(repo, commit) => {
-                    HfError::entry_not_found(Some(commit))
-                }
-                None if inner.revisions.knows_repo(repo) => HfError::revision_not_found(commit),
-                None => HfError::repo_not_found(),
-            }));
-        }
+        };
         let key = format!("{repo}\0{commit}\0{path}\0{}", caller(auth));
-        let this = self.clone();
-        let (repo_c, commit_c, path_c, auth_c) = (
-            repo.clone(),
-            commit.to_string(),
-            path.clone(),
-            auth.map(str::to_string),
-        );
-        let fetched = inner
-            .file_calls
-            .run(key, move || async move {
-                this.fetch_file(&repo_c, &commit_c, &path_c, auth_c.as_deref())
+        let fetch = || {
+            let this = self.clone();
+            let (repo, commit, path, auth) = (
+                repo.clone(),
+                commit.to_string(),
+                path.clone(),
+                auth.map(str::to_string),
+            );
+            inner.file_calls.run(key, move || async move {
+                this.fetch_file(&repo, &commit, &path, auth.as_deref())
                     .await
             })
-            .await;
-        match fetched {
-            Ok(entry) => entry.into_result(),
-            Err(Failure::Upstream(e)) => Err(inner
-                .access
-                .denial_without_upstream(repo, Scope::Files, auth)
-                .map(Failure::Hf)
-                .unwrap_or(Failure::Upstream(e))),
-            Err(other) => Err(other),
-        }
+        };
+        self.cached_or_fetch(asker, "file metadata", cached, offline_miss, fetch)
+            .await?
+            .into_result()
     }
 
     /// Whether the repo's files are known to be public (fills need no token).
-    pub fn files_public(&self, repo: &Repo) -> bool {
-        self.inner.access.files_public(repo)
+    pub async fn files_public(&self, repo: &Repo) -> bool {
+        self.inner.access.files_public(repo).await
     }
 
     async fn fetch_file(
@@ -201,13 +234,12 @@ impl Meta {
         path: &RepoPath,
         auth: Option<&str>,
     ) -> Result<Arc<FileEntry>, Failure> {
+        let inner = &self.inner;
         let commit_rev = Revision::new(commit).map_err(|e| Failure::BadGateway(e.to_string()))?;
         let url = hf::resolve_path(repo, &commit_rev, path);
-        let response = self
-            .inner
-            .upstream
-            .send(&HubRequest::head(url, auth.map(str::to_string)))
-            .await?;
+        let protected = inner.access.is_protected(repo, Scope::Files).await;
+        let request = HubRequest::head(url, auth.map(str::to_string)).protected(protected);
+        let response = inner.upstream.send(&request).await?;
         let usable = response.is_success()
             || (response.is_redirect() && response.header("location").is_some());
         if !usable {
@@ -218,12 +250,16 @@ impl Meta {
                     commit: commit.to_string(),
                 });
                 self.remember_file(repo, commit, path.as_str(), entry);
-                self.inner.access.learn_success(repo, Scope::Api, auth);
+                if response.decides_access() {
+                    inner.access.learn_success(repo, Scope::Api, auth).await;
+                }
             }
             return Err(Failure::Replay(answer));
         }
         let meta = file_meta_from_head(&response, repo, commit, path.as_str())?;
-        self.inner.access.learn_success(repo, Scope::Files, auth);
+        if response.decides_access() {
+            inner.access.learn_success(repo, Scope::Files, auth).await;
+        }
         let entry = Arc::new(FileEntry::Present(meta));
         self.remember_file(repo, commit, path.as_str(), entry.clone());
         Ok(entry)
@@ -253,6 +289,8 @@ mod tests {
             headers: map,
             body: bytes::Bytes::new(),
             upstream: 0,
+            trust: crate::config::Trust::Origin,
+            token_sent: false,
             url: url::Url::parse("http://hub/x").unwrap(),
         }
     }

@@ -3,13 +3,19 @@
 //! Everything cached here is keyed by commit sha, except the branch/tag -> sha mappings
 //! (trusted for `revision_ttl`) and refs listings. When no upstream answers, what is cached
 //! keeps serving; when nothing is cached, the caller gets [`Failure::Upstream`] (a 5xx).
+//! Every question follows one rule (`policy`). Disk reads run on the blocking pool and writes
+//! are written behind (`store`): no request waits for a metadata write or holds a lock across
+//! a read. Visibility and grants are learned from `origin` upstreams only (`access`).
 
 mod access;
 mod api;
 mod disk;
 mod files;
+mod legacy;
+mod policy;
 mod revisions;
 mod singleflight;
+mod store;
 mod table;
 
 use std::sync::Arc;
@@ -25,12 +31,16 @@ pub use files::FileMeta;
 use access::AccessBook;
 use disk::{hashed_name, MetaDir};
 use files::FileEntry;
+use policy::{Asker, Cached};
 use revisions::Revisions;
 use singleflight::SingleFlight;
+use store::MetaStore;
 
 use crate::hf::{self, HfError, Repo, Revision};
 use crate::store::Durability;
-use crate::upstream::{HubRequest, HubResponse, UpstreamChain, UpstreamError};
+use crate::upstream::{
+    Attempt, AttemptFailure, HubRequest, HubResponse, UpstreamChain, UpstreamError,
+};
 
 /// Tunables of the metadata layer.
 #[derive(Debug, Clone)]
@@ -121,12 +131,15 @@ pub struct Meta {
 }
 
 struct Inner {
-    dir: MetaDir,
+    store: MetaStore,
     upstream: Arc<UpstreamChain>,
     settings: MetaSettings,
     revisions: Revisions,
     access: AccessBook,
+    /// Present files, by `repo\0commit\0path`.
     files: Mutex<lru::LruCache<String, Arc<FileEntry>>>,
+    /// "No such file at this commit" answers and when they were learned (memory only).
+    missing: Mutex<lru::LruCache<String, std::time::Instant>>,
     revision_calls: SingleFlight<String, Result<String, Failure>>,
     file_calls: SingleFlight<String, Result<Arc<FileEntry>, Failure>>,
     api_calls: SingleFlight<String, Result<JsonAnswer, Failure>>,
@@ -134,6 +147,13 @@ struct Inner {
 
 /// In-memory file metadata entries kept hot.
 const FILE_CACHE_ENTRIES: usize = 100_000;
+/// "No such file" answers remembered (in memory only).
+const MISSING_ENTRIES: usize = 50_000;
+
+fn lru<V>(entries: usize) -> lru::LruCache<String, V> {
+    let entries = std::num::NonZeroUsize::new(entries).unwrap_or(std::num::NonZeroUsize::MIN);
+    lru::LruCache::new(entries)
+}
 
 /// A stable, non-reversible id of the caller's credentials for coalescing keys.
 fn caller(auth: Option<&str>) -> String {
@@ -148,16 +168,19 @@ impl Meta {
         settings: MetaSettings,
     ) -> Self {
         let dir = MetaDir::with_roots(cache_roots, settings.durability);
-        let capacity =
-            std::num::NonZeroUsize::new(FILE_CACHE_ENTRIES).unwrap_or(std::num::NonZeroUsize::MIN);
+        for root in dir.roots() {
+            legacy::migrate_once(root);
+        }
+        let store = MetaStore::new(dir);
         Self {
             inner: Arc::new(Inner {
-                revisions: Revisions::new(dir.clone()),
-                access: AccessBook::new(dir.clone(), settings.auth_ttl),
-                dir,
+                revisions: Revisions::new(store.clone()),
+                access: AccessBook::new(store.clone(), settings.auth_ttl),
+                store,
                 upstream,
                 settings,
-                files: Mutex::new(lru::LruCache::new(capacity)),
+                files: Mutex::new(lru(FILE_CACHE_ENTRIES)),
+                missing: Mutex::new(lru(MISSING_ENTRIES)),
                 revision_calls: SingleFlight::default(),
                 file_calls: SingleFlight::default(),
                 api_calls: SingleFlight::default(),
@@ -181,74 +204,42 @@ impl Meta {
         }
         let name = revision.map(|r| r.as_str()).unwrap_or("");
         let inner = &self.inner;
-        let known = inner.revisions.lookup(repo, name);
-        // For the default branch ("" = no revision given), the last known `main` is the best
-        // stale answer when the upstream cannot be asked.
-        let fallback = known.clone().or_else(|| {
-            name.is_empty()
-                .then(|| inner.revisions.lookup(repo, "main"))
-                .flatten()
-        });
-        if let Some(known) = &known {
-            let fresh = inner.settings.offline || known.age < inner.settings.revision_ttl;
-            if fresh && inner.access.may_serve_cached(repo, Scope::Api, auth) {
-                return Ok(known.commit.clone());
-            }
-        }
-        if inner.settings.offline {
-            if let Some(stale) = fallback.filter(|_| known.is_none()) {
-                if inner.access.may_serve_cached(repo, Scope::Api, auth) {
-                    return Ok(stale.commit);
-                }
-            }
-            return Err(self.offline_revision_miss(repo, revision, auth, known.is_some()));
-        }
+        let cached = match inner.revisions.lookup(repo, name).await {
+            Some(known) => Some(Cached {
+                fresh: known.age < inner.settings.revision_ttl,
+                value: known.commit,
+            }),
+            // For the default branch ("" = no revision given), the last known `main` is the
+            // best stale answer when the upstream cannot be asked.
+            None if name.is_empty() => inner
+                .revisions
+                .lookup(repo, "main")
+                .await
+                .map(|main| Cached::stale(main.commit)),
+            None => None,
+        };
+        let asker = Asker {
+            repo,
+            scope: Scope::Api,
+            auth,
+        };
         let key = format!("{repo}\0{name}\0{}", caller(auth));
-        let this = self.clone();
-        let (repo_c, name_c, auth_c) = (repo.clone(), name.to_string(), auth.map(str::to_string));
-        let result = inner
-            .revision_calls
-            .run(key, move || async move {
-                this.fetch_revision(&repo_c, &name_c, auth_c.as_deref())
-                    .await
+        let fetch = || {
+            let this = self.clone();
+            let (repo, name, auth) = (repo.clone(), name.to_string(), auth.map(str::to_string));
+            inner.revision_calls.run(key, move || async move {
+                this.fetch_revision(&repo, &name, auth.as_deref()).await
             })
-            .await;
-        match (result, fallback) {
-            (Err(Failure::Upstream(e)), Some(known))
-                if inner.access.may_serve_cached(repo, Scope::Api, auth) =>
-            {
-                log::warn!(
-                    "serving stale {repo}@{name} -> {} ({e}; mapping is {}s old)",
-                    known.commit,
-                    known.age.as_secs()
-                );
-                Ok(known.commit)
+        };
+        let offline_miss = || async {
+            if inner.revisions.knows_repo(repo).await {
+                HfError::revision_not_found(revision.map(|r| r.as_str()).unwrap_or("main"))
+            } else {
+                HfError::repo_not_found()
             }
-            (Err(Failure::Upstream(e)), _) => Err(inner
-                .access
-                .denial_without_upstream(repo, Scope::Api, auth)
-                .map(Failure::Hf)
-                .unwrap_or(Failure::Upstream(e))),
-            (result, _) => result,
-        }
-    }
-
-    fn offline_revision_miss(
-        &self,
-        repo: &Repo,
-        revision: Option<&Revision>,
-        auth: Option<&str>,
-        known: bool,
-    ) -> Failure {
-        if known {
-            return Failure::Hf(self.inner.access.denial(repo, auth));
-        }
-        if self.inner.revisions.knows_repo(repo) {
-            let rev = revision.map(|r| r.as_str()).unwrap_or("main");
-            Failure::Hf(HfError::revision_not_found(rev))
-        } else {
-            Failure::Hf(HfError::repo_not_found())
-        }
+        };
+        self.cached_or_fetch(asker, "revision", cached, offline_miss, fetch)
+            .await
     }
 
     /// Ask the upstream which commit `name` is, and keep the repo-info answer for it.
@@ -265,10 +256,9 @@ impl Meta {
             path.push_str("/revision/");
             path.push_str(&hf::encode_revision(&rev));
         }
-        let response = inner
-            .upstream
-            .send(&HubRequest::get(path, auth.map(str::to_string)))
-            .await?;
+        let protected = inner.access.is_protected(repo, Scope::Api).await;
+        let request = HubRequest::get(path, auth.map(str::to_string)).protected(protected);
+        let response = inner.upstream.send(&request).await?;
         if !response.is_success() {
             return Err(Failure::Replay(UpstreamAnswer::from_response(&response)));
         }
@@ -277,9 +267,23 @@ impl Meta {
         let summary = hf::RepoInfoSummary::from_json(&json)
             .map_err(|e| Failure::BadGateway(format!("repo info of {repo}: {e}")))?;
         let gated = summary.gated.is_gated();
-        inner.access.learn_visibility(repo, summary.private, gated);
-        inner.access.learn_success(repo, Scope::Api, auth);
-        inner.revisions.record(repo, name, &summary.sha);
+        if response.decides_access() {
+            inner
+                .access
+                .learn_visibility(repo, summary.private, gated)
+                .await;
+            inner.access.learn_success(repo, Scope::Api, auth).await;
+        } else {
+            inner
+                .access
+                .claim_protection(repo, summary.private, gated)
+                .await;
+            if summary.private && !response.token_sent {
+                // A private repo described by a mirror that never saw this client's token.
+                return Err(self.not_for_this_client(&response));
+            }
+        }
+        inner.revisions.record(repo, name, &summary.sha).await;
         hf::strip_xet_json(&mut json);
         let body = serde_json::to_vec(&json)
             .map(Bytes::from)
@@ -292,13 +296,32 @@ impl Meta {
         );
         Ok(summary.sha)
     }
+
+    /// An answer an untrusted upstream gave without the client's token, about something that
+    /// needs one: treated as that upstream not answering.
+    fn not_for_this_client(&self, response: &HubResponse) -> Failure {
+        let origin = self
+            .inner
+            .upstream
+            .get(response.upstream)
+            .map(|u| u.origin())
+            .unwrap_or_default();
+        Failure::from(UpstreamError::Unavailable {
+            attempts: vec![Attempt {
+                origin,
+                failure: AttemptFailure::Withheld {
+                    status: response.status,
+                },
+            }],
+        })
+    }
 }
 
 /// Recording metadata that did not come from an upstream answer (cache import).
 impl Meta {
     /// Remember that `name` (a branch or tag; "" = default branch) pointed at `commit` as of
     /// `learned_at` (unix seconds), unless hubcache learned a newer mapping itself. Returns
-    /// whether it was recorded.
+    /// whether it was recorded. Blocking: call it from a blocking thread, as the importer does.
     pub fn import_revision(&self, repo: &Repo, name: &str, commit: &str, learned_at: u64) -> bool {
         self.inner
             .revisions
@@ -316,15 +339,18 @@ impl Meta {
         );
     }
 
-    /// Record a repo-info JSON answer for `commit` (learning the repo's visibility from it).
+    /// Record a repo-info JSON answer for `commit` (learning the repo's visibility from it:
+    /// the operator chose to import it). Blocking, like [`import_revision`](Self::import_revision).
     pub fn import_repo_info(&self, repo: &Repo, commit: &str, body: &[u8]) -> Result<(), Failure> {
         let mut json: serde_json::Value = serde_json::from_slice(body)
             .map_err(|e| Failure::BadGateway(format!("repo info of {repo} is not JSON: {e}")))?;
         let summary = hf::RepoInfoSummary::from_json(&json)
             .map_err(|e| Failure::BadGateway(format!("repo info of {repo}: {e}")))?;
-        self.inner
-            .access
-            .learn_visibility(repo, summary.private, summary.gated.is_gated());
+        self.inner.access.learn_visibility_blocking(
+            repo,
+            summary.private,
+            summary.gated.is_gated(),
+        );
         hf::strip_xet_json(&mut json);
         let body = serde_json::to_vec(&json)
             .map(Bytes::from)
@@ -336,5 +362,11 @@ impl Meta {
             &JsonAnswer::new(body, None),
         );
         Ok(())
+    }
+
+    /// Wait until every metadata write queued so far is on disk (blocking). Only for the end
+    /// of a cache import and tests; requests never wait for metadata writes.
+    pub fn flush(&self) {
+        self.inner.store.flush();
     }
 }

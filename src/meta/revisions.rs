@@ -8,7 +8,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::disk::MetaDir;
-use super::table::{unix_now, RepoTable};
+use super::store::MetaStore;
+use super::table::{unix_now, RepoTable, TABLE_ENTRIES};
 use crate::hf::Repo;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -32,42 +33,45 @@ pub struct KnownRevision {
 }
 
 pub struct Revisions {
-    dir: MetaDir,
+    store: MetaStore,
     repos: RepoTable<RefsFile>,
 }
 
 impl Revisions {
-    pub fn new(dir: MetaDir) -> Self {
+    pub fn new(store: MetaStore) -> Self {
         Self {
-            repos: RepoTable::new(dir.clone(), MetaDir::refs_file, "revisions"),
-            dir,
+            repos: RepoTable::new(store.clone(), MetaDir::refs_file, TABLE_ENTRIES),
+            store,
         }
     }
 
     /// The last known commit for `name` ("" = default branch).
-    pub fn lookup(&self, repo: &Repo, name: &str) -> Option<KnownRevision> {
+    pub async fn lookup(&self, repo: &Repo, name: &str) -> Option<KnownRevision> {
         let now = unix_now();
-        self.repos.read(repo, |refs| {
-            refs.refs.get(name).map(|entry| KnownRevision {
-                commit: entry.commit.clone(),
-                age: Duration::from_secs(now.saturating_sub(entry.learned_at)),
+        self.repos
+            .read(repo, |refs| {
+                refs.refs.get(name).map(|entry| KnownRevision {
+                    commit: entry.commit.clone(),
+                    age: Duration::from_secs(now.saturating_sub(entry.learned_at)),
+                })
             })
-        })
+            .await
     }
 
     /// Whether anything at all is known about this repo (used to tell RepoNotFound from
     /// RevisionNotFound when offline).
-    pub fn knows_repo(&self, repo: &Repo) -> bool {
-        self.repos.read(repo, |refs| !refs.refs.is_empty()) || self.dir.repo_dir(repo).is_dir()
+    pub async fn knows_repo(&self, repo: &Repo) -> bool {
+        self.repos.read(repo, |refs| !refs.refs.is_empty()).await
+            || self.store.has_dir(self.store.dir().repo_dir(repo)).await
     }
 
     /// Remember that `name` pointed at `commit` as of `learned_at` (unix seconds), unless a
     /// mapping learned later is already known (cache import: the age is that of the imported
     /// answer, so online the mapping is re-checked once `revision_ttl` has passed). Returns
-    /// whether it was recorded.
+    /// whether it was recorded. Blocking: call it from a blocking thread.
     pub fn record_if_newer(&self, repo: &Repo, name: &str, commit: &str, learned_at: u64) -> bool {
         let mut recorded = false;
-        self.repos.update(repo, |refs| {
+        self.repos.update_blocking(repo, |refs| {
             if refs
                 .refs
                 .get(name)
@@ -89,18 +93,23 @@ impl Revisions {
     }
 
     /// Remember that `name` points at `commit` as of now.
-    pub fn record(&self, repo: &Repo, name: &str, commit: &str) {
-        self.repos.update(repo, |refs| {
-            refs.refs.insert(
-                name.to_string(),
-                RefEntry {
-                    commit: commit.to_string(),
-                    learned_at: unix_now(),
-                },
-            );
-            true
-        });
+    pub async fn record(&self, repo: &Repo, name: &str, commit: &str) {
+        self.repos
+            .update(repo, |refs| insert(refs, name, commit))
+            .await;
     }
+
+}
+
+fn insert(refs: &mut RefsFile, name: &str, commit: &str) -> bool {
+    refs.refs.insert(
+        name.to_string(),
+        RefEntry {
+            commit: commit.to_string(),
+            learned_at: unix_now(),
+        },
+    );
+    true
 }
 
 #[cfg(test)]
@@ -116,35 +125,40 @@ mod tests {
         }
     }
 
-    #[test]
-    fn recorded_mapping_is_found_fresh_and_survives_restart() {
-        let dir = tempfile::tempdir().unwrap();
-        let sha = "a".repeat(40);
-        let revs = Revisions::new(MetaDir::new(dir.path(), Durability::Os));
-        assert!(revs.lookup(&repo(), "main").is_none());
-        revs.record(&repo(), "main", &sha);
-        let known = revs.lookup(&repo(), "main").unwrap();
-        assert_eq!(known.commit, sha);
-        assert!(known.age < Duration::from_secs(5));
-
-        let again = Revisions::new(MetaDir::new(dir.path(), Durability::Os));
-        assert_eq!(again.lookup(&repo(), "main").unwrap().commit, sha);
-        assert!(again.knows_repo(&repo()));
-        assert!(again.lookup(&repo(), "dev").is_none());
+    fn revisions(dir: &std::path::Path) -> Revisions {
+        Revisions::new(MetaStore::new(MetaDir::new(dir, Durability::Os)))
     }
 
-    #[test]
-    fn an_older_imported_mapping_never_replaces_a_newer_one() {
+    #[tokio::test]
+    async fn recorded_mapping_is_found_fresh_and_survives_restart() {
         let dir = tempfile::tempdir().unwrap();
-        let revs = Revisions::new(MetaDir::new(dir.path(), Durability::Os));
+        let sha = "a".repeat(40);
+        {
+            let revs = revisions(dir.path());
+            assert!(revs.lookup(&repo(), "main").await.is_none());
+            revs.record(&repo(), "main", &sha).await;
+            let known = revs.lookup(&repo(), "main").await.unwrap();
+            assert_eq!(known.commit, sha);
+            assert!(known.age < Duration::from_secs(5));
+        }
+        let again = revisions(dir.path());
+        assert_eq!(again.lookup(&repo(), "main").await.unwrap().commit, sha);
+        assert!(again.knows_repo(&repo()).await);
+        assert!(again.lookup(&repo(), "dev").await.is_none());
+    }
+
+    #[tokio::test]
+    async fn an_older_imported_mapping_never_replaces_a_newer_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let revs = revisions(dir.path());
         let (old, new) = ("a".repeat(40), "b".repeat(40));
         let now = unix_now();
         assert!(revs.record_if_newer(&repo(), "main", &new, now - 10));
         assert!(!revs.record_if_newer(&repo(), "main", &old, now - 3600));
-        let known = revs.lookup(&repo(), "main").unwrap();
+        let known = revs.lookup(&repo(), "main").await.unwrap();
         assert_eq!(known.commit, new);
         assert!(known.age >= Duration::from_secs(10), "{known:?}");
         assert!(revs.record_if_newer(&repo(), "main", &old, now));
-        assert_eq!(revs.lookup(&repo(), "main").unwrap().commit, old);
+        assert_eq!(revs.lookup(&repo(), "main").await.unwrap().commit, old);
     }
 }

@@ -87,7 +87,7 @@ pub async fn resolve(
     } else {
         // Public files are fetched without the client's token: a bad or expired token must
         // not break a download anyone may make.
-        let fill_auth = if app.meta.files_public(repo) {
+        let fill_auth = if app.meta.files_public(repo).await {
             None
         } else {
             auth
@@ -144,6 +144,25 @@ async fn offline_blob(app: &App, id: &BlobId, meta: &FileMeta) -> Option<Option<
     }
 }
 
+/// What a client is told about a failed fill: its kind, never an upstream URL or reason
+/// (those may be signed CDN URLs fetched for another client's token).
+fn fetch_failure(e: &FetchError) -> HfError {
+    let status = e.gateway_status();
+    let message = match e {
+        FetchError::Refused { .. } => "the upstream hub refused the file",
+        FetchError::NotCached { .. } => "hubcache is offline and the file is not cached",
+        FetchError::Stalled { .. } => "the upstream hub stopped sending the file",
+        FetchError::Store(_) | FetchError::NoSpace(_) | FetchError::OutOfRange { .. } => {
+            "hubcache could not store the file"
+        }
+        FetchError::Corrupt { .. } => "the upstream hub sent content that does not match its hash",
+        FetchError::Upstream(u) => u.client_message(),
+        FetchError::GaveUp { .. } => "the upstream hub kept failing to send the file",
+        FetchError::BadSource(_) | FetchError::Internal(_) => "hubcache failed to serve the file",
+    };
+    HfError::new(status, None, format!("hubcache: {message}"))
+}
+
 /// Open the blob's fill and wait until the first byte the client needs is readable, so an
 /// upstream that cannot deliver gets a clean 5xx instead of a 200 that breaks off.
 /// `Ok(None)` when the cache is full: the bytes are then streamed without caching.
@@ -153,7 +172,10 @@ async fn open_and_wait(
     source: BlobSource,
     first: u64,
 ) -> Result<Option<Arc<BlobFill>>, HfError> {
-    let gateway = |e: FetchError| HfError::new(e.gateway_status(), None, e.to_string());
+    let gateway = |e: FetchError| {
+        log::warn!("{id}: cannot serve: {e}");
+        fetch_failure(&e)
+    };
     let fill = match app.fill.open(id, source).await {
         Ok(fill) => fill,
         Err(FetchError::NoSpace(reason)) => {

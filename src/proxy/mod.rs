@@ -50,6 +50,15 @@ impl RequestCtx {
     }
 }
 
+/// What a client is told when proxying fails: the kind of failure only.
+fn client_message(code: u16) -> &'static str {
+    match code {
+        400..=499 => "hubcache could not read the request",
+        502..=504 => "hubcache could not get an answer from an upstream hub",
+        _ => "hubcache could not complete the request",
+    }
+}
+
 /// The hubcache proxy.
 pub struct HubProxy {
     app: Arc<App>,
@@ -284,7 +293,8 @@ impl ProxyHttp for HubProxy {
             },
         };
         if code > 0 && session.response_written().is_none() {
-            let error = HfError::new(code, None, format!("hubcache: {e}"));
+            // The details (which may name hosts) go to the log line, not to the client.
+            let error = HfError::new(code, None, client_message(code));
             if let Err(write_error) = respond_hf(session, &error).await {
                 log::debug!("could not send the error answer: {write_error}");
             }

@@ -1,6 +1,8 @@
 //! Plain pass-through of every other route to the upstream chain, by Pingora: peer choice
 //! with failover, redirects to other hosts followed server-side (without Authorization),
 //! same-origin redirects and pagination links rewritten to the mirror, Xet hints stripped.
+//! The client's `Authorization` goes only to upstreams that receive tokens; a 401/403 from
+//! one it was withheld from counts as that upstream's failure (see `upstream`).
 
 use std::time::Duration;
 
@@ -13,7 +15,7 @@ use url::Url;
 use super::RequestCtx;
 use crate::app::App;
 use crate::hf::{self, LocationKind};
-use crate::upstream::dns;
+use crate::upstream::{asks_for_credentials, dns};
 
 /// Off-host redirects followed per request.
 const MAX_REDIRECTS: u8 = 5;
@@ -25,6 +27,8 @@ pub struct PassThrough {
     pub tried: Vec<usize>,
     /// The upstream of the current attempt.
     pub current: Option<usize>,
+    /// The client sent a token that the current upstream was not given.
+    pub token_withheld: bool,
     /// An off-host redirect target being followed.
     pub redirect: Option<Url>,
     pub hops: u8,
@@ -92,8 +96,9 @@ pub fn upstream_request(
     app: &App,
     session: &Session,
     req: &mut RequestHeader,
-    ctx: &RequestCtx,
+    ctx: &mut RequestCtx,
 ) -> Result<()> {
+    ctx.pass.token_withheld = false;
     let (path_and_query, host) = if let Some(target) = &ctx.pass.redirect {
         req.remove_header("authorization");
         let mut pq = target.path().to_string();
@@ -108,6 +113,9 @@ pub fn upstream_request(
             .current
             .and_then(|i| app.upstream.get(i))
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no upstream chosen"))?;
+        if !upstream.receives_tokens() {
+            ctx.pass.token_withheld = req.remove_header("authorization").is_some();
+        }
         let original = session
             .req_header()
             .uri
@@ -140,6 +148,31 @@ pub fn upstream_response(
     let current = ctx.pass.current.and_then(|i| app.upstream.get(i)).cloned();
     if ctx.pass.redirect.is_none() {
         if let Some(upstream) = &current {
+            let error_code = resp
+                .headers
+                .get(hf::headers::X_ERROR_CODE)
+                .and_then(|v| v.to_str().ok());
+            let not_for_client =
+                ctx.pass.token_withheld && asks_for_credentials(status, error_code);
+            if not_for_client {
+                // Not this client's answer: the upstream never saw its token.
+                ctx.pass.tried.push(upstream.index);
+                let others_left = app
+                    .upstream
+                    .all()
+                    .iter()
+                    .any(|u| !ctx.pass.tried.contains(&u.index));
+                if idempotent && others_left {
+                    return Err(retry_error(format!(
+                        "{} answered {status} without the client's token, trying the next upstream",
+                        upstream.origin()
+                    )));
+                }
+                return Err(Error::explain(
+                    ErrorType::HTTPStatus(502),
+                    "no upstream trusted with the client's token answered",
+                ));
+            }
             if status >= 500 || status == 429 {
                 upstream.record_failure();
                 ctx.pass.tried.push(upstream.index);
@@ -191,9 +224,10 @@ pub fn upstream_response(
                     let target = Url::parse(&url).map_err(|e| {
                         Error::because(ErrorType::InternalError, "redirect target", e)
                     })?;
+                    let host = target.host_str().unwrap_or("").to_string();
                     ctx.pass.redirect = Some(target);
                     ctx.pass.hops += 1;
-                    return Err(retry_error(format!("following redirect to {url}")));
+                    return Err(retry_error(format!("following a redirect to {host}")));
                 }
                 _ => {}
             }

@@ -83,10 +83,12 @@ pub async fn respond_failure(session: &mut Session, failure: &Failure) -> Result
             respond(session, answer.status, &answer.headers, body).await
         }
         Failure::Upstream(e) => {
-            let mut error = HfError::new(e.gateway_status(), None, e.to_string());
-            error.message = format!(
-                "hubcache could not reach an upstream hub: {}",
-                error.message
+            // The details (upstream origins, transport errors) are logged, never sent.
+            log::warn!("no upstream answered: {e}");
+            let error = HfError::new(
+                e.gateway_status(),
+                None,
+                format!("hubcache: {}", e.client_message()),
             );
             let mut headers = error_headers(&error);
             if let Some(retry_after) = e.retry_after() {

@@ -4,6 +4,12 @@
 //! Failover rule: an upstream that cannot be reached, times out, or answers 5xx/429 is
 //! skipped and the next one is tried; any other answer (2xx, 3xx, 4xx) is final, because a
 //! 404 from huggingface.co is the truth, not an outage.
+//!
+//! Trust rule: a client's `Authorization` goes only to upstreams that receive tokens (an
+//! `origin`, or a mirror with `forward_token`). An upstream the token was withheld from that
+//! answers "authenticate" (401/403, or 404 RepoNotFound/GatedRepo) has not answered this
+//! client: that counts as its failure. A request marked [`HubRequest::protected`] (a repo an
+//! origin said is gated or private) is sent only to upstreams that receive tokens.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +21,8 @@ use url::Url;
 
 use super::error::{classify, Attempt, AttemptFailure, UpstreamError, DEFAULT_TIMEOUT};
 use super::health::Health;
-use crate::config::UpstreamConfig;
+use super::request::{asks_for_credentials, Follow, HubRequest, HubResponse, Location};
+use crate::config::{Trust, UpstreamConfig};
 
 /// Redirect hops followed before giving up.
 const MAX_HOPS: usize = 10;
@@ -31,6 +38,8 @@ pub struct Upstream {
     base: Url,
     client: reqwest::Client,
     timeout: Duration,
+    trust: Trust,
+    receives_tokens: bool,
     health: Health,
 }
 
@@ -65,8 +74,25 @@ impl Upstream {
             base,
             client,
             timeout,
+            trust: cfg.trust,
+            receives_tokens: cfg.receives_tokens(),
             health: Health::default(),
         })
+    }
+
+    pub fn trust(&self) -> Trust {
+        self.trust
+    }
+
+    /// Whether a client's `Authorization` may be sent to this upstream.
+    pub fn receives_tokens(&self) -> bool {
+        self.receives_tokens
+    }
+
+    /// The client's `Authorization` as this upstream may see it: `None` unless it receives
+    /// tokens.
+    pub fn token_for<'a>(&self, auth: Option<&'a str>) -> Option<&'a str> {
+        auth.filter(|_| self.receives_tokens)
     }
 
     /// The configured base URL (no trailing slash).
@@ -136,99 +162,6 @@ impl Upstream {
     }
 }
 
-/// A request body for a metadata call.
-#[derive(Debug, Clone)]
-pub struct Body {
-    pub content_type: String,
-    pub bytes: Bytes,
-}
-
-/// Which redirects the chain follows for a metadata call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Follow {
-    /// Follow redirects that stay on the upstream's origin (renamed repos, resolve-cache);
-    /// return an off-origin redirect (a CDN) as the response.
-    SameOrigin,
-}
-
-/// A metadata request to the hub, relative to each upstream's base URL.
-#[derive(Debug, Clone)]
-pub struct HubRequest {
-    pub method: Method,
-    /// Starts with `/`, already percent-encoded.
-    pub path_and_query: String,
-    /// The client's `Authorization` header value, sent only to the upstream's own origin.
-    pub auth: Option<String>,
-    pub body: Option<Body>,
-    pub follow: Follow,
-    /// Largest body read into memory.
-    pub max_body: usize,
-}
-
-impl HubRequest {
-    pub fn get(path_and_query: String, auth: Option<String>) -> Self {
-        Self {
-            method: Method::GET,
-            path_and_query,
-            auth,
-            body: None,
-            follow: Follow::SameOrigin,
-            max_body: 256 << 20,
-        }
-    }
-
-    pub fn head(path_and_query: String, auth: Option<String>) -> Self {
-        Self {
-            method: Method::HEAD,
-            ..Self::get(path_and_query, auth)
-        }
-    }
-
-    pub fn post(path_and_query: String, auth: Option<String>, body: Body) -> Self {
-        Self {
-            method: Method::POST,
-            body: Some(body),
-            ..Self::get(path_and_query, auth)
-        }
-    }
-}
-
-/// A final answer from one upstream.
-#[derive(Debug)]
-pub struct HubResponse {
-    pub status: u16,
-    pub headers: HeaderMap,
-    pub body: Bytes,
-    /// Index of the upstream that answered.
-    pub upstream: usize,
-    /// The URL that produced this answer (after same-origin redirects).
-    pub url: Url,
-}
-
-impl HubResponse {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-
-    pub fn is_success(&self) -> bool {
-        (200..300).contains(&self.status)
-    }
-
-    pub fn is_redirect(&self) -> bool {
-        (300..400).contains(&self.status)
-    }
-}
-
-/// Where the bytes of a file can be fetched: the hub itself, or the CDN it redirected to.
-/// Signed CDN URLs expire; a `Location` lives only in memory for the duration of a fill.
-#[derive(Debug, Clone)]
-pub struct Location {
-    pub url: Url,
-    /// Whether the client's Authorization may be sent to `url` (only on the hub's origin).
-    pub auth: Option<String>,
-    pub upstream: usize,
-}
-
 /// How long a location learned from a HEAD is reused by a fill that starts right after it
 /// (the metadata HEAD and the fill's first request are usually a moment apart).
 const RECENT_LOCATION_TTL: Duration = Duration::from_secs(30);
@@ -269,11 +202,13 @@ impl UpstreamChain {
     }
 
     /// Where the bytes of a resolve answer are: the answer's own URL (200) or the off-origin
-    /// redirect target (the CDN; no Authorization there).
+    /// redirect target (the CDN; no Authorization there). The token goes with a hub URL only
+    /// if it went with the request that found it.
     fn location_of(
         response: &HubResponse,
         auth: Option<&str>,
     ) -> Result<Option<Location>, UpstreamError> {
+        let auth = auth.filter(|_| response.token_sent);
         if response.is_success() {
             return Ok(Some(Location {
                 url: response.url.clone(),
@@ -368,6 +303,7 @@ impl UpstreamChain {
         let (mut order, avoided): (Vec<_>, Vec<_>) = self
             .ordered()
             .into_iter()
+            .filter(|u| !request.protected || u.receives_tokens())
             .partition(|u| !avoid.contains(&u.index));
         order.extend(avoided);
         for upstream in order {
@@ -402,12 +338,14 @@ impl UpstreamChain {
         request: &HubRequest,
     ) -> Result<Hop, UpstreamError> {
         let mut url = upstream.url_for(&request.path_and_query)?;
+        let token = upstream.token_for(request.auth.as_deref());
+        let withheld = request.auth.is_some() && token.is_none();
         for _ in 0..MAX_HOPS {
             let mut builder = upstream
                 .client
                 .request(request.method.clone(), url.clone())
                 .timeout(upstream.timeout);
-            if let Some(auth) = &request.auth {
+            if let Some(auth) = token {
                 builder = builder.header(AUTHORIZATION, auth);
             }
             if let Some(body) = &request.body {
@@ -417,7 +355,7 @@ impl UpstreamChain {
             }
             let response = match builder.send().await {
                 Ok(response) => response,
-                Err(e) => return Ok(Hop::Fail(classify(&e))),
+                Err(e) => return Ok(Hop::Fail(classify(e))),
             };
             let status = response.status();
             if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
@@ -431,6 +369,15 @@ impl UpstreamChain {
                     retry_after,
                 }));
             }
+            let error_code = response
+                .headers()
+                .get(crate::hf::headers::X_ERROR_CODE)
+                .and_then(|v| v.to_str().ok());
+            if withheld && asks_for_credentials(status.as_u16(), error_code) {
+                return Ok(Hop::Fail(AttemptFailure::Withheld {
+                    status: status.as_u16(),
+                }));
+            }
             if status.is_redirection() {
                 if let Some(target) = redirect_target(&url, response.headers())? {
                     if upstream.same_origin(&target) && request.follow == Follow::SameOrigin {
@@ -440,7 +387,7 @@ impl UpstreamChain {
                 }
             }
             let headers = response.headers().clone();
-            let body = match read_limited(response, request.max_body, &url).await {
+            let body = match read_limited(response, request.max_body, upstream).await {
                 Ok(body) => body,
                 Err(ReadError::Transport(failure)) => return Ok(Hop::Fail(failure)),
                 Err(ReadError::TooLarge(e)) => return Err(e),
@@ -450,11 +397,13 @@ impl UpstreamChain {
                 headers,
                 body,
                 upstream: upstream.index,
+                trust: upstream.trust,
+                token_sent: token.is_some(),
                 url,
             }));
         }
         Err(UpstreamError::TooManyRedirects {
-            url: upstream.url_for(&request.path_and_query)?.to_string(),
+            origin: upstream.origin(),
         })
     }
 
@@ -496,7 +445,7 @@ impl UpstreamChain {
             .get(location.upstream)
             .ok_or_else(|| AttemptFailure::Connect("unknown upstream".into()))?;
         let mut url = location.url.clone();
-        let mut auth = location.auth.clone();
+        let mut auth = location.auth.clone().filter(|_| upstream.receives_tokens());
         for _ in 0..MAX_HOPS {
             let mut builder = upstream
                 .client
@@ -508,7 +457,7 @@ impl UpstreamChain {
             let response = tokio::time::timeout(upstream.timeout, builder.send())
                 .await
                 .map_err(|_| AttemptFailure::Timeout)?
-                .map_err(|e| classify(&e))?;
+                .map_err(classify)?;
             if response.status().is_redirection() {
                 let target = redirect_target(&url, response.headers())
                     .ok()
@@ -523,7 +472,8 @@ impl UpstreamChain {
             return Ok(response);
         }
         Err(AttemptFailure::Connect(format!(
-            "too many redirects at {url}"
+            "more than {MAX_HOPS} redirects from {}",
+            url.origin().ascii_serialization()
         )))
     }
 }
@@ -533,16 +483,11 @@ fn redirect_target(from: &Url, headers: &HeaderMap) -> Result<Option<Url>, Upstr
     let Some(location) = headers.get(LOCATION) else {
         return Ok(None);
     };
-    let location = location.to_str().map_err(|_| UpstreamError::BadRedirect {
-        url: from.to_string(),
-        location: String::from_utf8_lossy(location.as_bytes()).into_owned(),
-    })?;
-    from.join(location)
-        .map(Some)
-        .map_err(|_| UpstreamError::BadRedirect {
-            url: from.to_string(),
-            location: location.to_string(),
-        })
+    let bad = || UpstreamError::BadRedirect {
+        origin: from.origin().ascii_serialization(),
+    };
+    let location = location.to_str().map_err(|_| bad())?;
+    from.join(location).map(Some).map_err(|_| bad())
 }
 
 enum ReadError {
@@ -553,7 +498,7 @@ enum ReadError {
 async fn read_limited(
     mut response: reqwest::Response,
     limit: usize,
-    url: &Url,
+    upstream: &Upstream,
 ) -> Result<Bytes, ReadError> {
     let mut body = BytesMut::new();
     loop {
@@ -561,14 +506,14 @@ async fn read_limited(
             Ok(Some(chunk)) => {
                 if body.len() + chunk.len() > limit {
                     return Err(ReadError::TooLarge(UpstreamError::BodyTooLarge {
-                        url: url.to_string(),
+                        origin: upstream.origin(),
                         limit,
                     }));
                 }
                 body.extend_from_slice(&chunk);
             }
             Ok(None) => return Ok(body.freeze()),
-            Err(e) => return Err(ReadError::Transport(classify(&e))),
+            Err(e) => return Err(ReadError::Transport(classify(e))),
         }
     }
 }
@@ -579,9 +524,8 @@ mod tests {
 
     fn upstream(url: &str) -> Upstream {
         let cfg = UpstreamConfig {
-            url: Url::parse(url).unwrap(),
-            proxy: None,
             timeout: Duration::from_secs(5),
+            ..UpstreamConfig::new(Url::parse(url).unwrap())
         };
         Upstream::new(0, &cfg).unwrap()
     }

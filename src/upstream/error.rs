@@ -1,6 +1,10 @@
 //! Errors of the upstream layer. The interesting one is [`UpstreamError::Unavailable`]: no
 //! upstream in the chain gave an answer, which the proxy reports as 502/503/504 (never a 4xx,
 //! so clients fall back to their own cache).
+//!
+//! No error here carries a URL: a CDN URL is signed (whoever holds it can fetch a gated file
+//! for as long as it is valid), and these messages reach logs. Errors name an upstream by its
+//! configured origin only; clients get [`UpstreamError::client_message`], which names none.
 
 use std::fmt;
 use std::time::Duration;
@@ -17,6 +21,9 @@ pub enum AttemptFailure {
         status: u16,
         retry_after: Option<String>,
     },
+    /// The upstream was not given the client's token and answered "authenticate": not an
+    /// answer for this client.
+    Withheld { status: u16 },
 }
 
 /// One failed attempt against one upstream.
@@ -34,6 +41,11 @@ impl fmt::Display for Attempt {
             AttemptFailure::Status { status, .. } => {
                 write!(f, "{}: answered {status}", self.origin)
             }
+            AttemptFailure::Withheld { status } => write!(
+                f,
+                "{}: answered {status} without the client's token (not trusted with it)",
+                self.origin
+            ),
         }
     }
 }
@@ -44,19 +56,19 @@ pub enum UpstreamError {
     Offline,
     #[error("no upstream answered ({})", describe(.attempts))]
     Unavailable { attempts: Vec<Attempt> },
-    #[error("too many redirects starting at {url}")]
-    TooManyRedirects { url: String },
-    #[error("upstream {url} sent an unusable redirect Location {location:?}")]
-    BadRedirect { url: String, location: String },
-    #[error("upstream {url} sent a body larger than {limit} bytes")]
-    BodyTooLarge { url: String, limit: usize },
+    #[error("too many redirects at {origin}")]
+    TooManyRedirects { origin: String },
+    #[error("{origin} sent an unusable redirect Location")]
+    BadRedirect { origin: String },
+    #[error("{origin} sent a body larger than {limit} bytes")]
+    BodyTooLarge { origin: String, limit: usize },
     #[error("invalid upstream configuration: {0}")]
     Config(String),
 }
 
 fn describe(attempts: &[Attempt]) -> String {
     if attempts.is_empty() {
-        return "no upstream configured".to_string();
+        return "no upstream may be asked".to_string();
     }
     attempts
         .iter()
@@ -91,6 +103,19 @@ impl UpstreamError {
         }
     }
 
+    /// What a client is told: the kind of failure, never an upstream's address or a URL.
+    pub fn client_message(&self) -> &'static str {
+        match self {
+            UpstreamError::Offline => "hubcache is offline and this is not cached",
+            UpstreamError::Unavailable { .. } => match self.gateway_status() {
+                504 => "no upstream hub answered in time",
+                503 => "the upstream hubs are unavailable or overloaded",
+                _ => "no upstream hub could be reached",
+            },
+            _ => "an upstream hub sent an unusable answer",
+        }
+    }
+
     /// A `Retry-After` an upstream asked for, to pass on to the client.
     pub fn retry_after(&self) -> Option<String> {
         match self {
@@ -105,20 +130,40 @@ impl UpstreamError {
     }
 }
 
-/// Classify a transport error from reqwest.
-pub(crate) fn classify(err: &reqwest::Error) -> AttemptFailure {
+/// Classify a transport error from reqwest. Its URL (for a CDN: a signed one) is dropped,
+/// and any URL in its causes masked.
+pub(crate) fn classify(err: reqwest::Error) -> AttemptFailure {
     if err.is_timeout() {
-        AttemptFailure::Timeout
-    } else {
-        let mut message = err.to_string();
-        let mut source = std::error::Error::source(err);
-        while let Some(inner) = source {
-            message.push_str(": ");
-            message.push_str(&inner.to_string());
-            source = inner.source();
-        }
-        AttemptFailure::Connect(message)
+        return AttemptFailure::Timeout;
     }
+    let err = err.without_url();
+    let mut message = err.to_string();
+    let mut source = std::error::Error::source(&err);
+    while let Some(inner) = source {
+        message.push_str(": ");
+        message.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    AttemptFailure::Connect(mask_urls(&message))
+}
+
+/// Replace every `scheme://...` in `text` by `<url>` (up to the next space, quote or bracket).
+pub(crate) fn mask_urls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let start = rest[..at]
+            .rfind(|c: char| !c.is_ascii_alphanumeric() && !matches!(c, '+' | '-' | '.'))
+            .map_or(0, |i| i + 1);
+        let end = rest[at..]
+            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | ')' | '>' | ']'))
+            .map_or(rest.len(), |i| at + i);
+        out.push_str(&rest[..start]);
+        out.push_str("<url>");
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Default timeout for a whole metadata exchange when the config gives none.
@@ -156,6 +201,29 @@ mod tests {
         };
         assert_eq!(err.gateway_status(), 503);
         assert_eq!(err.retry_after().as_deref(), Some("7"));
+    }
+
+    #[test]
+    fn urls_are_masked_in_messages() {
+        assert_eq!(
+            mask_urls("error sending request for url (http://cdn:1/x?Signature=abc): reset"),
+            "error sending request for url (<url>): reset"
+        );
+        assert_eq!(mask_urls("a https://h/p b"), "a <url> b");
+        assert_eq!(mask_urls("no url here"), "no url here");
+    }
+
+    #[test]
+    fn client_messages_name_no_upstream() {
+        let err = UpstreamError::Unavailable {
+            attempts: vec![attempt(AttemptFailure::Connect("refused".into()))],
+        };
+        assert!(err.to_string().contains("http://up"));
+        assert!(!err.client_message().contains("http"));
+        let withheld = UpstreamError::Unavailable {
+            attempts: vec![attempt(AttemptFailure::Withheld { status: 401 })],
+        };
+        assert_eq!(withheld.gateway_status(), 502);
     }
 
     #[test]

@@ -8,6 +8,11 @@ mod chain;
 pub mod dns;
 mod error;
 mod health;
+mod request;
 
-pub use chain::{Body, Follow, HubRequest, HubResponse, Location, Upstream, UpstreamChain};
+pub use chain::{Upstream, UpstreamChain};
 pub use error::{Attempt, AttemptFailure, UpstreamError};
+pub use request::{asks_for_credentials, Body, Follow, HubRequest, HubResponse, Location};
+
+#[cfg(test)]
+mod chain_tests;

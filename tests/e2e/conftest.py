@@ -4,7 +4,9 @@
   branches before each test.
 - `emu_factory` / `own_emu`: emulators private to one test (to stop them, move branches, fault).
 - `mirror_factory`: starts `hubcache serve` with config overrides on a fresh (or given) cache
-  dir; every mirror it started is stopped (SIGINT, by PID) at teardown.
+  dir; every mirror it started is stopped (SIGINT, by PID) at teardown. Upstreams are emulators,
+  URLs or dicts (`{"url": emu, "trust": "mirror"}`); an emulator plays huggingface.co, so it is
+  declared `trust: origin` unless the dict says otherwise.
 - `mirror`: a fresh mirror in front of the session emulator.
 - `shared_mirror`: one long-lived mirror in front of the session emulator, for tests that do not
   care about cache state.
@@ -78,7 +80,7 @@ def mirror_factory(tmp_path, hubcache_bin):
     def make(upstreams, cache_dir: Path | None = None, **overrides) -> Mirror:
         if isinstance(upstreams, (str, Emulator)):
             upstreams = [upstreams]
-        urls = [u.hub if isinstance(u, Emulator) else u for u in upstreams]
+        urls = [helpers.upstream_entry(u) for u in upstreams]
         n = next(counter)
         m = Mirror(hubcache_bin, tmp_path / f"mirror{n}", urls, cache_dir=cache_dir, name=f"mirror{n}",
                    **overrides)

@@ -311,14 +311,26 @@ def deep_merge(base: dict, over: dict) -> dict:
     return out
 
 
+def upstream_entry(upstream) -> dict:
+    """A config entry for one upstream: an Emulator, a URL, or a dict whose "url" is either.
+    The emulator stands in for huggingface.co, so entries default to `trust: origin` (applied
+    in Mirror.config); a dict may say `"trust": "mirror"` and `"forward_token": True`."""
+    if isinstance(upstream, dict):
+        entry = dict(upstream)
+        entry["url"] = upstream_entry(entry["url"])["url"]
+        return entry
+    return {"url": upstream.hub if isinstance(upstream, Emulator) else upstream}
+
+
 class Mirror:
     """One `hubcache serve` process with a generated config (JSON is valid YAML)."""
 
     START_TIMEOUT = 20.0
 
     def __init__(self, binary: str, workdir: Path, upstreams: list[str], cache_dir: Path | None = None,
-                 name: str = "mirror", **overrides):
+                 name: str = "mirror", env: dict | None = None, **overrides):
         self.binary = binary
+        self.env = dict(env or {})
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.name = name
@@ -340,7 +352,8 @@ class Mirror:
         base = {
             "listen": f"127.0.0.1:{self.port}",
             "cache": {"dir": str(self.cache_dir)},
-            "upstreams": [{"url": u, "timeout": "10s"} for u in self.upstreams],
+            "upstreams": [{"timeout": "10s", "trust": "origin", **upstream_entry(u)}
+                          for u in self.upstreams],
             "offline": False,
             "revision_ttl": "60s",
             "server": {"threads": 2, "grace_period": "1s",
@@ -365,7 +378,7 @@ class Mirror:
                 self.proc = subprocess.Popen(
                     [self.binary, "serve", "--config", str(self.config_path)],
                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                    cwd=self.workdir, env={**os.environ, "RUST_BACKTRACE": "1"})
+                    cwd=self.workdir, env={**os.environ, "RUST_BACKTRACE": "1", **self.env})
             finally:
                 log.close()
             if self not in ACTIVE:

@@ -7,7 +7,7 @@ and its LFS CDN return (see shared notes "hf-protocol.md", sections 3-5, 8-10).
 Start:
     python3 tests/hub_emulator/hub.py --port 0 --cdn-port 0 [--data-dir DIR] [--seed N]
         [--big-size BYTES] [--cdn-rate BYTES_PER_SEC] [--url-ttl SECONDS] [--page-size N] [--quiet]
-        [--repo-dir TYPE:ID=DIR ...]
+        [--repo-dir TYPE:ID=DIR ...] [--gzip-json] [--open-gates] [--omit-visibility]
 When both listeners are up it prints ONE JSON line to stdout:
     {"hub": "http://127.0.0.1:PORT", "cdn": "http://127.0.0.1:PORT2", "pid": PID}
 and logs one line per request to stderr (redirect or drain stderr!). SIGINT/SIGTERM stop it.
@@ -514,9 +514,9 @@ class Stats:
             self.recent: list[dict] = []
 
     def record(self, host: str, route: str, method: str, path: str, rng: str | None,
-               auth: bool, status: int) -> dict:
+               auth: str | None, status: int) -> dict:
         entry = {"host": host, "route": route, "method": method, "path": path, "range": rng,
-                 "auth": auth, "status": status, "bytes": 0}
+                 "auth": auth is not None, "user": auth_user(auth), "status": status, "bytes": 0}
         with self.lock:
             self.requests += 1
             self.by_route[route] = self.by_route.get(route, 0) + 1
@@ -542,7 +542,8 @@ class Stats:
     def snapshot(self) -> dict:
         with self.lock:
             cdn = [{k: e[k] for k in ("method", "path", "range", "status", "bytes")} for e in self.cdn_requests]
-            recent = [{k: e[k] for k in ("host", "route", "method", "path", "range", "auth", "status", "bytes")}
+            recent = [{k: e[k] for k in ("host", "route", "method", "path", "range", "auth", "user", "status",
+                                         "bytes")}
                       for e in self.recent]
             return {"requests": self.requests, "by_route": dict(self.by_route), "cdn_bytes": self.cdn_bytes,
                     "hub_file_bytes": self.hub_file_bytes, "cdn_requests": cdn,
@@ -705,6 +706,14 @@ def decode_cursor(cursor: str) -> tuple[str, int] | None:
         return None
 
 
+def auth_user(auth: str | None) -> str | None:
+    """Who an Authorization header names: a user, "invalid", or None without the header."""
+    if auth is None:
+        return None
+    scheme, _, token = auth.strip().partition(" ")
+    return (TOKENS.get(token.strip()) if scheme.lower() == "bearer" else None) or "invalid"
+
+
 def emit_log(line: str) -> None:
     with LOG_LOCK:
         sys.stderr.write(line + "\n")
@@ -740,6 +749,8 @@ class Emulator:
     page_size: int
     quiet: bool = False
     gzip_json: bool = False
+    open_gates: bool = False
+    omit_visibility: bool = False
     hub_url: str = ""
     cdn_url: str = ""
     key: bytes = field(default_factory=lambda: secrets.token_bytes(32))
@@ -811,7 +822,7 @@ class Handler(BaseHTTPRequestHandler):
         finally:
             if not self.emu.quiet:
                 emit_log(f"{self.role} {self.command} {self.path} range={self.headers.get('Range')} "
-                         f"auth={'yes' if 'Authorization' in self.headers else 'no'} "
+                         f"auth={auth_user(self.headers.get('Authorization')) or 'no'} "
                          f"{self.status_sent} {self.sent_bytes}B")
 
     def read_body(self) -> bytes | None:
@@ -851,7 +862,7 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(length))
         if not self.is_control:
             self.rec = self.emu.stats.record(self.role, self.route, self.command, self.raw_path,
-                                             self.headers.get("Range"), "Authorization" in self.headers, status)
+                                             self.headers.get("Range"), self.headers.get("Authorization"), status)
         self.end_headers()
         self.headers_done, self.status_sent = True, status
 
@@ -953,7 +964,7 @@ class Handler(BaseHTTPRequestHandler):
                 time.sleep(rule["ms"] / 1000.0)
             elif rule["kind"] == "down":
                 self.rec = self.emu.stats.record(self.role, self.route, self.command, self.raw_path,
-                                                 self.headers.get("Range"), "Authorization" in self.headers, 0)
+                                                 self.headers.get("Range"), self.headers.get("Authorization"), 0)
                 self.abort_connection()
                 return False
             else:
@@ -1045,6 +1056,8 @@ class Handler(BaseHTTPRequestHandler):
         if canonical is not None and canonical != repo_id:
             raise Redirect(self.redirect_target(repo_id, canonical))
         anon = user is None
+        if repo is not None and self.emu.open_gates:
+            return repo                               # a leaky mirror: everything to anyone
         if repo is None or (repo.private and user != AUTHORIZED_USER):
             raise HFError(401 if anon else 404, "RepoNotFound", "Repository not found")
         if repo.gated and user != AUTHORIZED_USER:
@@ -1198,6 +1211,8 @@ class Handler(BaseHTTPRequestHandler):
         info.update({"author": repo.id.split("/")[0] if repo.namespaced else None, "sha": commit.sha,
                      "lastModified": commit.date, "createdAt": iso_date(0), "private": repo.private,
                      "gated": repo.gated, "disabled": False, "tags": [], "downloads": 0, "likes": 0})
+        if self.emu.omit_visibility:
+            del info["private"], info["gated"]
         if repo.type == "model":
             info["library_name"] = "transformers"
         if repo.type == "space":
@@ -1427,6 +1442,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         "repeatable")
     p.add_argument("--gzip-json", action="store_true",
                    help="gzip JSON answers for clients sending Accept-Encoding: gzip")
+    p.add_argument("--open-gates", action="store_true",
+                   help="play a leaky mirror: serve gated and private repos to anyone")
+    p.add_argument("--omit-visibility", action="store_true",
+                   help="leave \"private\" and \"gated\" out of repo info")
     args = p.parse_args(argv)
     for spec in args.repo_dir:
         try:
@@ -1447,7 +1466,8 @@ def main(argv: list[str]) -> int:
         store = BlobStore(data_dir)
         world = build_world(store, args.seed, max(0, args.big_size), tuple(args.repo_dir))
         emu = Emulator(world, store, args.seed, args.big_size, args.cdn_rate, args.url_ttl,
-                       max(1, args.page_size), args.quiet, args.gzip_json)
+                       max(1, args.page_size), args.quiet, args.gzip_json, args.open_gates,
+                       args.omit_visibility)
         servers = [make_server(emu, "hub", args.port), make_server(emu, "cdn", args.cdn_port)]
         emu.hub_url = f"http://127.0.0.1:{servers[0].server_address[1]}"
         emu.cdn_url = f"http://127.0.0.1:{servers[1].server_address[1]}"

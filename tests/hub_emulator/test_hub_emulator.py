@@ -512,7 +512,7 @@ def test_stats_and_keepalive(emu):
     assert stats["hub_file_bytes"] == 2 * size and stats["cdn_bytes"] == 0
     assert stats["recent"][0] == {"host": "hub", "route": "resolve", "method": "HEAD",
                                   "path": "/tinyllama/resolve/main/config.json", "range": None, "auth": True,
-                                  "status": 200, "bytes": 0}
+                                  "user": "alice", "status": 200, "bytes": 0}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -591,3 +591,27 @@ def test_gzip_json_only_when_asked_and_accepted(emu, tmp_path):
         assert e.control("manifest")["repos"]                # control endpoints stay plain
     finally:
         e.close()
+
+
+def test_open_gates_and_omit_visibility_play_an_untrusted_mirror(tmp_path):
+    leaky = Emu(tmp_path, "--open-gates", "--omit-visibility")
+    try:
+        r = leaky.req("GET", "/api/models/acme/gated-model")
+        assert r.status_code == 200
+        info = r.json()
+        assert "private" not in info and "gated" not in info
+        r = leaky.req("GET", "/api/models/acme/private-model/revision/main", headers=OTHER)
+        assert r.status_code == 200
+        r = leaky.req("GET", "/api/models/no-such/repo")
+        assert r.status_code == 401
+        recent = leaky.control("stats")["recent"]
+        assert [e["user"] for e in recent] == [None, "bob", None]
+    finally:
+        leaky.close()
+
+
+def test_request_log_says_whose_token_came(emu):
+    emu.req("GET", "/api/models/acme/tiny-model", headers=VALID)
+    emu.req("GET", "/api/models/acme/tiny-model", headers=BAD)
+    recent = emu.control("stats")["recent"]
+    assert [(e["auth"], e["user"]) for e in recent[-2:]] == [(True, "alice"), (True, "invalid")]
