@@ -20,7 +20,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use super::{BlobSource, FillEngine, FillMode, FillSettings};
-use crate::config::UpstreamConfig;
+use crate::config::{Trust, UpstreamConfig};
 use crate::hf::{Repo, RepoPath};
 use crate::store::{BlobId, Durability, Store, StoreOptions};
 use crate::upstream::UpstreamChain;
@@ -279,9 +279,13 @@ pub(crate) fn engine(dir: &Path, hub: &FakeHub, settings: FillSettings) -> FillE
     engine_on(store, hub, settings)
 }
 
-/// An engine over `store`, fetching from `hub`.
+/// An engine over `store`, fetching from `hub`, which plays the origin (it gets tokens).
 pub(crate) fn engine_on(store: Arc<Store>, hub: &FakeHub, settings: FillSettings) -> FillEngine {
-    let upstream = UpstreamChain::new(&[UpstreamConfig::new(hub.url())], false).expect("chain");
+    let origin = UpstreamConfig {
+        trust: Trust::Origin,
+        ..UpstreamConfig::new(hub.url())
+    };
+    let upstream = UpstreamChain::new(&[origin], false).expect("chain");
     FillEngine::new(store, Arc::new(upstream), settings)
 }
 
