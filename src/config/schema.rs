@@ -66,6 +66,7 @@ pub struct Config {
     pub upstreams: Vec<UpstreamConfig>,
     pub fill: FillConfig,
     pub server: ServerConfig,
+    pub plugins: super::plugins::PluginsConfig,
 }
 
 /// `cache:` — where and how blobs are stored.
@@ -275,6 +276,7 @@ impl Default for Config {
                 .collect(),
             fill: FillConfig::default(),
             server: ServerConfig::default(),
+            plugins: Default::default(),
         }
     }
 }
