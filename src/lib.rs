@@ -10,6 +10,7 @@ pub mod app;
 pub mod cache;
 pub mod config;
 pub mod events;
+pub mod evict;
 pub mod fetch;
 pub mod hf;
 pub mod import;
