@@ -172,7 +172,7 @@ fn run(args: &Args, path: &std::path::Path) -> Result<(), String> {
     let open = start.elapsed();
     let listed = listing.len();
     let t = Instant::now();
-    let reconciled = index.reconcile(listing.clone(), now);
+    let reconciled = index.reconcile(listing, now);
     let reconcile = t.elapsed();
     let total = start.elapsed();
     println!("  open (load {} blobs)        {}", report.blobs, ms(open));

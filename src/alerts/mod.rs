@@ -13,6 +13,7 @@
 //! `sink_failed`, which the other sinks receive.
 
 mod dedup;
+mod metrics;
 mod worker;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,6 +29,7 @@ use hubcache_plugin_api::{Alert, AlertSink};
 use crate::events::EventBus;
 
 pub use dedup::{AlertState, Outgoing, Route, Step};
+pub use metrics::AlertCollector;
 pub use worker::{jitter, RetryPolicy, TokenBucket};
 
 /// One configured sink, built.
