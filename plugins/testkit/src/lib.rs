@@ -179,7 +179,10 @@ impl Receiver {
     pub async fn wait_for(&self, count: usize, timeout: Duration) -> Vec<Request> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
+            // Registered before looking, so an arrival in between is not missed.
             let notified = self.arrived.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
             let requests = self.requests();
             if requests.len() >= count {
                 return requests;
