@@ -10,8 +10,10 @@ use prometheus::{IntCounterVec, Opts};
 
 use super::SinkStats;
 
-/// (name, help, counter) of each exported counter.
-const COUNTERS: &[(&str, &str, fn(&SinkStats) -> u64)] = &[
+/// (name, help, reader) of one exported counter.
+type Counter = (&'static str, &'static str, fn(&SinkStats) -> u64);
+
+const COUNTERS: &[Counter] = &[
     (
         "hubcache_alerts_sent_total",
         "Alerts delivered, by sink",
