@@ -5,13 +5,17 @@
 //! See `docs/architecture.md`.
 
 pub mod admin;
+pub mod alerts;
 pub mod app;
 pub mod cache;
 pub mod config;
+pub mod events;
+pub mod evict;
 pub mod fetch;
 pub mod hf;
 pub mod import;
 pub mod meta;
+pub mod plugins;
 pub mod proxy;
 pub mod store;
 pub mod upstream;

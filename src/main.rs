@@ -9,7 +9,8 @@ use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
 
 use hubcache::app::App;
-use hubcache::config::Config;
+use hubcache::config::{Config, ConfigError};
+use hubcache::plugins::api::Registry;
 use hubcache::proxy::HubProxy;
 
 #[derive(Parser)]
@@ -76,9 +77,36 @@ enum CacheCommand {
     },
 }
 
+/// Every plugin this binary ships, registered by kind: the one place that names them
+/// (docs/plugins.md). The core builds what the config asks for from this registry.
+fn plugin_registry() -> Registry {
+    let mut registry = Registry::default();
+    hubcache_plugin_lru::register(&mut registry);
+    hubcache_plugin_fifo::register(&mut registry);
+    hubcache_plugin_large_first::register(&mut registry);
+    hubcache_plugin_lfuda::register(&mut registry);
+    hubcache_plugin_webhook::register(&mut registry);
+    hubcache_plugin_wecom::register(&mut registry);
+    hubcache_plugin_slack::register(&mut registry);
+    hubcache_plugin_log::register(&mut registry);
+    registry
+}
+
+/// Loads and validates a config file, including the plugins it names (kinds, options).
+fn load_checked(path: &std::path::Path) -> Result<Config, ConfigError> {
+    let config = Config::load(path)?;
+    hubcache::plugins::build(&config.plugins, &plugin_registry()).map_err(|error| {
+        ConfigError::InFile {
+            file: path.to_path_buf(),
+            error: Box::new(error),
+        }
+    })?;
+    Ok(config)
+}
+
 fn load_config(path: Option<&PathBuf>) -> Result<Config, String> {
     match path {
-        Some(path) => Config::load(path).map_err(|e| e.to_string()),
+        Some(path) => load_checked(path).map_err(|e| e.to_string()),
         None => Ok(Config::embedded_default()),
     }
 }
@@ -178,7 +206,7 @@ fn main() -> ExitCode {
     .init();
     let cli = Cli::parse();
     match cli.command {
-        Command::CheckConfig { file } => match Config::load(&file) {
+        Command::CheckConfig { file } => match load_checked(&file) {
             Ok(_) => {
                 println!("{}: ok", file.display());
                 ExitCode::SUCCESS
@@ -206,5 +234,20 @@ fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_registry_ships_every_documented_kind() {
+        let registry = plugin_registry();
+        assert_eq!(
+            registry.policy_kinds(),
+            ["fifo", "large_first", "lfuda", "lru"]
+        );
+        assert_eq!(registry.sink_kinds(), ["log", "slack", "webhook", "wecom"]);
     }
 }

@@ -11,7 +11,10 @@
 //! dropped) → private `raw` structs through `serde_path_to_error` (unknown keys, bad single
 //! values, each with its key path) → [`Config`] (defaults applied, rules across keys checked).
 
+pub mod env;
 mod error;
+pub mod plugins;
+mod plugins_raw;
 mod raw;
 mod schema;
 pub mod units;
@@ -22,6 +25,7 @@ use serde_path_to_error::Segment;
 use serde_yaml::Value;
 
 pub use error::ConfigError;
+pub use plugins::{AlertConfig, EvictionConfig, PluginsConfig, RepoGlob, Share};
 pub use schema::{
     defaults, CacheConfig, Config, Durability, FillConfig, FillMode, ServerConfig, Trust,
     UpstreamConfig,

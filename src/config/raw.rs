@@ -32,6 +32,7 @@ pub(crate) struct RawConfig {
     upstreams: Option<Vec<RawUpstream>>,
     fill: Option<RawFill>,
     server: Option<RawServer>,
+    plugins: Option<super::plugins_raw::RawPlugins>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -122,6 +123,7 @@ impl RawConfig {
 
         let fill = self.fill.unwrap_or_default().into_config()?;
         let server = self.server.unwrap_or_default().into_config()?;
+        let plugins = self.plugins.unwrap_or_default().into_config()?;
 
         Ok(Config {
             listen: self
@@ -135,6 +137,7 @@ impl RawConfig {
             upstreams,
             fill,
             server,
+            plugins,
         })
     }
 }

@@ -68,6 +68,7 @@ pub struct Config {
     pub upstreams: Vec<UpstreamConfig>,
     pub fill: FillConfig,
     pub server: ServerConfig,
+    pub plugins: super::plugins::PluginsConfig,
 }
 
 /// `cache:` — where and how blobs are stored.
@@ -360,6 +361,7 @@ impl Default for Config {
                 .collect(),
             fill: FillConfig::default(),
             server: ServerConfig::default(),
+            plugins: Default::default(),
         }
     }
 }
