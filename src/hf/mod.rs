@@ -15,6 +15,8 @@
 //! - [`range`]: reading a single `Range` header to know which bytes a request needs first.
 //! - [`forms`]: query and `paths-info` body parsing, canonical cache-key strings.
 //! - [`info`]: the few repo-info JSON fields the mirror relies on.
+//! - [`safe_path`]: [`check_request_path`] refuses `..`, `\\`, NUL and over-long names in any
+//!   encoding before a request is routed.
 
 pub mod encoding;
 pub mod errors;
@@ -25,7 +27,11 @@ pub mod links;
 pub mod range;
 pub mod repo;
 pub mod route;
+pub mod safe_path;
 pub mod xet;
+
+#[cfg(test)]
+mod proptests;
 
 pub use encoding::{
     api_paths_info_path, api_refs_path, api_repo_path, api_revision_path, api_tree_path,
@@ -45,4 +51,5 @@ pub use links::{
 pub use range::{parse_single_range, RangeRequest};
 pub use repo::{is_commit_sha, Repo, RepoId, RepoPath, RepoType, Revision, ValidationError};
 pub use route::{parse_route, Route, RouteError};
+pub use safe_path::{check_request_path, PathError};
 pub use xet::{strip_xet_json, strip_xet_links};
