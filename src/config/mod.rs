@@ -16,6 +16,9 @@ mod raw;
 mod schema;
 pub mod units;
 
+#[cfg(test)]
+mod proptests;
+
 use std::path::{Path, PathBuf};
 
 use serde_path_to_error::Segment;
