@@ -68,7 +68,7 @@ mod tests {
     #[test]
     fn the_page_tells_how_to_set_hf_endpoint() {
         let html = page("http://mirror.internal:8090");
-        assert!(html.contains("export HF_ENDPOINT=http://mirror.internal:8090\n"));
+        assert!(html.contains("export HF_ENDPOINT=http://mirror.internal:8090</pre>"));
         assert!(html.contains("curl -LO http://mirror.internal:8090/openai-community/gpt2/"));
     }
 
