@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use pingora::listeners::TcpSocketOptions;
+use pingora::listeners::{L4BufferSettings, ListenerConfig, TcpSocketOptions};
 use pingora::protocols::TcpKeepalive;
 use pingora::proxy::http_proxy;
 use pingora::server::configuration::{Opt, ServerConf};
@@ -104,7 +104,7 @@ fn serve(config: Config, upgrade: bool) -> Result<(), String> {
     let proxy = http_proxy(&server.configuration, HubProxy::new(app));
     let gate = Gate::new(proxy, conn_settings(&config.server));
     let mut service = Service::new("hubcache".to_string(), gate);
-    service.add_tcp_with_settings(&config.listen.to_string(), socket_options(&config.server));
+    service.add_listener(listener(&config));
     server.add_service(service);
     log::info!(
         "hubcache listening on {} (cache {:?}, upstreams: {}, offline: {})",
@@ -130,6 +130,15 @@ fn conn_settings(server: &ServerConfig) -> ConnSettings {
             send_timeout: server.send_timeout,
         },
     }
+}
+
+/// The public listener. No read buffer in front of each accepted socket: Pingora's default is a
+/// 64 KiB one per connection (64 MiB for 1000 idle keep-alive clients), and the HTTP session
+/// reads into its own buffer anyway.
+fn listener(config: &Config) -> ListenerConfig {
+    ListenerConfig::tcp(config.listen.to_string())
+        .tcp_socket_options(socket_options(&config.server))
+        .l4_buffer(L4BufferSettings::default().read(0))
 }
 
 /// TCP keepalive on every accepted connection: probes after `server.tcp_keepalive` of silence,
