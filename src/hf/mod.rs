@@ -15,7 +15,7 @@
 //! - [`range`]: reading a single `Range` header to know which bytes a request needs first.
 //! - [`forms`]: query and `paths-info` body parsing, canonical cache-key strings.
 //! - [`info`]: the few repo-info JSON fields the mirror relies on.
-//! - [`safe_path`]: [`check_request_path`] refuses `..`, `\\`, NUL and over-long names in any
+//! - [`safe_path`]: [`check_request_path`] refuses `..`, backslashes, NUL and over-long names in any
 //!   encoding before a request is routed.
 
 pub mod encoding;
