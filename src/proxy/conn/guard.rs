@@ -394,3 +394,7 @@ impl fmt::Debug for GuardedStream {
             .finish_non_exhaustive()
     }
 }
+
+#[cfg(test)]
+#[path = "guard_tests.rs"]
+mod tests;
