@@ -389,11 +389,14 @@ def main() -> int:
     try:
         report = run(mirror, emu, args.connections, args.duration,
                      (args.think_min, args.think_max), ramp=min(60, args.duration / 10))
-        # Idle upstream connections are pooled for up to 90 s; after that every descriptor
-        # the load opened must be gone.
-        print("waiting 100 s for idle upstream connections to expire ...", flush=True)
-        time.sleep(100)
+        # Idle upstream connections stay pooled for 90 s (reqwest) plus its eviction interval;
+        # after that every descriptor the load opened must be gone.
+        print("waiting up to 150 s for idle upstream connections to expire ...", flush=True)
+        deadline = time.monotonic() + 150
         after_idle = descriptors(mirror.proc.pid, mirror.port)
+        while time.monotonic() < deadline and after_idle["total"] > report.fds_before["total"]:
+            time.sleep(5)
+            after_idle = descriptors(mirror.proc.pid, mirror.port)
         print(report.summary())
         print(f"descriptors after the idle wait: {dict(after_idle)}")
         failures = []
