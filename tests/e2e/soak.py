@@ -366,6 +366,7 @@ def run(mirror, emu, connections: int = 1000, duration: float = 60,
 
 def main() -> int:
     import argparse
+    import shutil
     import sys
     import tempfile
     from pathlib import Path
@@ -386,6 +387,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="hubcache-soak-"))
     emu = Emulator(work / "emu", big_size=args.big_size)
     mirror = Mirror(args.binary, work / "mirror", [emu.hub], name="soak-mirror")
+    ok = False
     try:
         report = run(mirror, emu, args.connections, args.duration,
                      (args.think_min, args.think_max), ramp=min(60, args.duration / 10))
@@ -410,12 +412,16 @@ def main() -> int:
             failures.append("descriptors leaked")
         if not mirror.running:
             failures.append("the mirror died")
-        print("FAIL: " + "; ".join(failures) if failures else "OK")
-        return 1 if failures else 0
+        ok = not failures
+        print("OK" if ok else "FAIL: " + "; ".join(failures))
+        return 0 if ok else 1
     finally:
         mirror.stop()
         emu.stop()
-        print(f"logs in {work}", file=sys.stderr)
+        if ok:
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            print(f"logs in {work}", file=sys.stderr)
 
 
 if __name__ == "__main__":
