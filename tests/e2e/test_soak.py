@@ -14,7 +14,10 @@ DURATION = 60
 
 
 def test_soak_1000_keep_alive_connections_for_60_seconds(emu_factory, mirror_factory):
-    soak.raise_nofile(CONNECTIONS * 2 + 1024)
+    needed = CONNECTIONS * 2 + 1024
+    limit = soak.raise_nofile(needed)
+    assert limit >= needed, (f"the open-file limit is {limit} and cannot be raised to {needed}: "
+                             f"raise the hard limit (ulimit -Hn) for this test")
     emu = emu_factory(big_size=64 * MiB)
     mirror = mirror_factory(emu)
     report = soak.run(mirror, emu, connections=CONNECTIONS, duration=DURATION,
