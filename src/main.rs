@@ -4,13 +4,17 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use pingora::proxy::http_proxy_service;
+use pingora::listeners::{L4BufferSettings, ListenerConfig, TcpSocketOptions};
+use pingora::protocols::TcpKeepalive;
+use pingora::proxy::http_proxy;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
+use pingora::services::listening::Service;
 
 use hubcache::app::App;
-use hubcache::config::{Config, ConfigError};
+use hubcache::config::{Config, ConfigError, ServerConfig};
 use hubcache::plugins::api::Registry;
+use hubcache::proxy::conn::{ConnSettings, Gate, StreamLimits};
 use hubcache::proxy::HubProxy;
 
 #[derive(Parser)]
@@ -128,8 +132,11 @@ fn serve(config: Config, upgrade: bool) -> Result<(), String> {
     };
     let mut server = Server::new_with_opt_and_conf(opt, server_conf);
     server.bootstrap();
-    let mut service = http_proxy_service(&server.configuration, HubProxy::new(app));
-    service.add_tcp(&config.listen.to_string());
+    raise_fd_limit(config.server.max_connections);
+    let proxy = http_proxy(&server.configuration, HubProxy::new(app));
+    let gate = Gate::new(proxy, conn_settings(&config.server));
+    let mut service = Service::new("hubcache".to_string(), gate);
+    service.add_listener(listener(&config));
     server.add_service(service);
     log::info!(
         "hubcache listening on {} (cache {:?}, upstreams: {}, offline: {})",
@@ -144,6 +151,73 @@ fn serve(config: Config, upgrade: bool) -> Result<(), String> {
         config.offline
     );
     server.run_forever();
+}
+
+fn conn_settings(server: &ServerConfig) -> ConnSettings {
+    ConnSettings {
+        max_connections: server.max_connections,
+        idle_timeout_secs: server.idle_timeout_secs(),
+        limits: StreamLimits {
+            header_timeout: server.header_timeout,
+            send_timeout: server.send_timeout,
+        },
+    }
+}
+
+/// The public listener. No read buffer in front of each accepted socket: Pingora's default is a
+/// 64 KiB one per connection (64 MiB for 1000 idle keep-alive clients), and the HTTP session
+/// reads into its own buffer anyway.
+fn listener(config: &Config) -> ListenerConfig {
+    ListenerConfig::tcp(config.listen.to_string())
+        .tcp_socket_options(socket_options(&config.server))
+        .l4_buffer(L4BufferSettings::default().read(0))
+}
+
+/// TCP keepalive on every accepted connection: probes after `server.tcp_keepalive` of silence,
+/// then every 10 s; after 6 unanswered ones the kernel closes the connection.
+fn socket_options(server: &ServerConfig) -> TcpSocketOptions {
+    let mut options = TcpSocketOptions::default();
+    options.tcp_keepalive = Some(TcpKeepalive {
+        idle: server.tcp_keepalive,
+        interval: std::time::Duration::from_secs(10),
+        count: 6,
+        #[cfg(target_os = "linux")]
+        user_timeout: std::time::Duration::ZERO,
+    });
+    options
+}
+
+/// Each client connection needs a descriptor, and so do cache files and upstream connections:
+/// raise the soft open-file limit to the hard one, and warn when that is still too low.
+fn raise_fd_limit(max_connections: usize) {
+    const SPARE: u64 = 1024;
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    let soft = unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit.rlim_cur = limit.rlim_max;
+            }
+        }
+        limit.rlim_cur
+    };
+    let needed = max_connections as u64 + SPARE;
+    if soft < needed {
+        log::warn!(
+            "the open-file limit is {soft}, below server.max_connections ({max_connections}) + \
+             {SPARE}: raise it (ulimit -n, LimitNOFILE=) or lower server.max_connections"
+        );
+    }
 }
 
 fn verify(config: Config, repair: bool) -> Result<ExitCode, String> {

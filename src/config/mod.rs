@@ -19,6 +19,9 @@ mod raw;
 mod schema;
 pub mod units;
 
+#[cfg(test)]
+mod proptests;
+
 use std::path::{Path, PathBuf};
 
 use serde_path_to_error::Segment;
@@ -295,6 +298,12 @@ mod tests {
             PathBuf::from("/tmp/hubcache_upgrade.sock")
         );
         assert_eq!(c.server.pid_file, PathBuf::from("/tmp/hubcache.pid"));
+        assert_eq!(c.server.max_connections, 4096);
+        assert_eq!(c.server.header_timeout, Duration::from_secs(20));
+        assert_eq!(c.server.idle_timeout, Duration::from_secs(60));
+        assert_eq!(c.server.body_timeout, Duration::from_secs(30));
+        assert_eq!(c.server.send_timeout, Duration::from_secs(60));
+        assert_eq!(c.server.tcp_keepalive, Duration::from_secs(60));
     }
 
     #[test]
@@ -416,6 +425,12 @@ server:
   grace_period: 0s
   upgrade_sock: /run/hc.sock
   pid_file: /run/hc.pid
+  max_connections: 100
+  header_timeout: 5s
+  idle_timeout: 1500ms
+  body_timeout: 7s
+  send_timeout: 2m
+  tcp_keepalive: 30s
 "#,
         );
         assert_eq!(c.listen, "[::1]:9000".parse::<SocketAddr>().unwrap());
@@ -462,8 +477,15 @@ server:
                 grace_period: Duration::ZERO,
                 upgrade_sock: PathBuf::from("/run/hc.sock"),
                 pid_file: PathBuf::from("/run/hc.pid"),
+                max_connections: 100,
+                header_timeout: Duration::from_secs(5),
+                idle_timeout: Duration::from_millis(1500),
+                body_timeout: Duration::from_secs(7),
+                send_timeout: Duration::from_secs(120),
+                tcp_keepalive: Duration::from_secs(30),
             }
         );
+        assert_eq!(c.server.idle_timeout_secs(), 2);
         assert_eq!(
             c.cache_roots(),
             [
@@ -719,6 +741,38 @@ server:
         assert_rejected("server: {threads: 0}", "server.threads", "at least 1");
         assert_rejected("server: {threads: many}", "server.threads", "use auto");
         assert_rejected("server: {pid_file: ''}", "server.pid_file", "empty");
+        assert_rejected(
+            "server: {max_connections: 0}",
+            "server.max_connections",
+            "at least 1",
+        );
+        assert_rejected(
+            "server: {max_connections: -5}",
+            "server.max_connections",
+            "negative",
+        );
+        assert_rejected(
+            "server: {idle_timeout: 500ms}",
+            "server.idle_timeout",
+            "at least 1s",
+        );
+        for key in [
+            "header_timeout",
+            "body_timeout",
+            "send_timeout",
+            "tcp_keepalive",
+        ] {
+            assert_rejected(
+                &format!("server: {{{key}: 0s}}"),
+                &format!("server.{key}"),
+                "more than 0s",
+            );
+            assert_rejected(
+                &format!("server: {{{key}: 10}}"),
+                &format!("server.{key}"),
+                "unit",
+            );
+        }
         assert_rejected("cache: 5", "cache", "expected a mapping of cache settings");
     }
 

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
 
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
@@ -85,6 +86,12 @@ struct RawServer {
     grace_period: Option<HumanDuration>,
     upgrade_sock: Option<NonEmptyPath>,
     pid_file: Option<NonEmptyPath>,
+    max_connections: Option<Count>,
+    header_timeout: Option<HumanDuration>,
+    idle_timeout: Option<HumanDuration>,
+    body_timeout: Option<HumanDuration>,
+    send_timeout: Option<HumanDuration>,
+    tcp_keepalive: Option<HumanDuration>,
 }
 
 impl RawConfig {
@@ -311,6 +318,22 @@ impl RawServer {
             }
             Some(Threads::Count(n)) => n,
         };
+        let max_connections = self
+            .max_connections
+            .map_or(defaults::MAX_CONNECTIONS, |c| c.0);
+        if max_connections == 0 {
+            return Err(ConfigError::invalid(
+                "server.max_connections",
+                "must be at least 1",
+            ));
+        }
+        let idle_timeout = self.idle_timeout.map_or(defaults::IDLE_TIMEOUT, Into::into);
+        if idle_timeout < Duration::from_secs(1) {
+            return Err(ConfigError::invalid(
+                "server.idle_timeout",
+                "must be at least 1s (keep-alive time is counted in whole seconds)",
+            ));
+        }
         Ok(ServerConfig {
             threads,
             grace_period: self.grace_period.map_or(defaults::GRACE_PERIOD, Into::into),
@@ -320,8 +343,43 @@ impl RawServer {
             pid_file: self
                 .pid_file
                 .map_or_else(|| PathBuf::from(defaults::PID_FILE), |p| p.0),
+            max_connections,
+            header_timeout: positive(
+                "server.header_timeout",
+                self.header_timeout,
+                defaults::HEADER_TIMEOUT,
+            )?,
+            idle_timeout,
+            body_timeout: positive(
+                "server.body_timeout",
+                self.body_timeout,
+                defaults::BODY_TIMEOUT,
+            )?,
+            send_timeout: positive(
+                "server.send_timeout",
+                self.send_timeout,
+                defaults::SEND_TIMEOUT,
+            )?,
+            tcp_keepalive: positive(
+                "server.tcp_keepalive",
+                self.tcp_keepalive,
+                defaults::TCP_KEEPALIVE,
+            )?,
         })
     }
+}
+
+/// A duration that must be more than zero: the given value or `default`.
+fn positive(
+    key: &str,
+    value: Option<HumanDuration>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    let value = value.map_or(default, Into::into);
+    if value.is_zero() {
+        return Err(ConfigError::invalid(key, "must be more than 0s"));
+    }
+    Ok(value)
 }
 
 /// Makes a storage root absolute (relative to the current working directory) and cleans it

@@ -42,6 +42,12 @@ pub mod defaults {
     pub const GRACE_PERIOD: Duration = Duration::from_secs(10);
     pub const UPGRADE_SOCK: &str = "/tmp/hubcache_upgrade.sock";
     pub const PID_FILE: &str = "/tmp/hubcache.pid";
+    pub const MAX_CONNECTIONS: usize = 4096;
+    pub const HEADER_TIMEOUT: Duration = Duration::from_secs(20);
+    pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+    pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+    pub const SEND_TIMEOUT: Duration = Duration::from_secs(60);
+    pub const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 
     /// The default for `server.threads` (`auto`): the number of CPUs this process may use.
     pub fn threads() -> usize {
@@ -332,6 +338,20 @@ pub struct ServerConfig {
     /// Unix socket over which a new binary takes over the listening sockets.
     pub upgrade_sock: PathBuf,
     pub pid_file: PathBuf,
+    /// Client connections served at once (>= 1); the next one is answered 503 and closed.
+    pub max_connections: usize,
+    /// Time allowed to receive a whole request head, from its first byte (from the accept for
+    /// the first request of a connection). > 0.
+    pub header_timeout: Duration,
+    /// How long an idle keep-alive connection is kept open between requests (>= 1s; Pingora
+    /// counts whole seconds, so it is rounded up).
+    pub idle_timeout: Duration,
+    /// Time allowed to receive a whole request body. > 0.
+    pub body_timeout: Duration,
+    /// A client that accepts no response bytes for this long is disconnected. > 0.
+    pub send_timeout: Duration,
+    /// Idle time of an accepted connection before TCP keepalive probes start. > 0.
+    pub tcp_keepalive: Duration,
 }
 
 impl Default for ServerConfig {
@@ -341,7 +361,22 @@ impl Default for ServerConfig {
             grace_period: defaults::GRACE_PERIOD,
             upgrade_sock: PathBuf::from(defaults::UPGRADE_SOCK),
             pid_file: PathBuf::from(defaults::PID_FILE),
+            max_connections: defaults::MAX_CONNECTIONS,
+            header_timeout: defaults::HEADER_TIMEOUT,
+            idle_timeout: defaults::IDLE_TIMEOUT,
+            body_timeout: defaults::BODY_TIMEOUT,
+            send_timeout: defaults::SEND_TIMEOUT,
+            tcp_keepalive: defaults::TCP_KEEPALIVE,
         }
+    }
+}
+
+impl ServerConfig {
+    /// [`idle_timeout`](Self::idle_timeout) in whole seconds, rounded up (Pingora's unit; never
+    /// 0, which Pingora reads as "wait for ever").
+    pub fn idle_timeout_secs(&self) -> u64 {
+        let d = self.idle_timeout;
+        (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1)
     }
 }
 

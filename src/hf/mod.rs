@@ -16,6 +16,8 @@
 //! - [`forms`]: query and `paths-info` body parsing, canonical cache-key strings.
 //! - [`info`]: the few repo-info JSON fields the mirror relies on.
 //! - [`query`]: the query parameters the Hub reads on cached API routes (the rest is dropped).
+//! - [`safe_path`]: [`check_request_path`] refuses `..`, backslashes, NUL and over-long names in any
+//!   encoding before a request is routed.
 
 pub mod encoding;
 pub mod errors;
@@ -27,7 +29,11 @@ pub mod query;
 pub mod range;
 pub mod repo;
 pub mod route;
+pub mod safe_path;
 pub mod xet;
+
+#[cfg(test)]
+mod proptests;
 
 pub use encoding::{
     api_paths_info_path, api_refs_path, api_repo_path, api_revision_path, api_tree_path,
@@ -48,4 +54,5 @@ pub use query::{hub_query, ApiQuery, HubQuery};
 pub use range::{parse_single_range, RangeRequest};
 pub use repo::{is_commit_sha, Repo, RepoId, RepoPath, RepoType, Revision, ValidationError};
 pub use route::{parse_route, Route, RouteError};
+pub use safe_path::{check_request_path, PathError};
 pub use xet::{strip_xet_json, strip_xet_links};

@@ -69,7 +69,22 @@ pub async fn answer(
                 .get("content-type")
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string);
-            let Some(body) = read_body(session, 4 << 20).await? else {
+            let limit = app.config.server.body_timeout;
+            let body = match tokio::time::timeout(limit, read_body(session, 4 << 20)).await {
+                Ok(body) => body?,
+                Err(_) => {
+                    session.set_keepalive(None);
+                    let error = HfError::new(
+                        408,
+                        None,
+                        "the request body did not arrive within server.body_timeout",
+                    );
+                    respond_hf(session, &error).await?;
+                    return Ok(true);
+                }
+            };
+            let Some(body) = body else {
+                session.set_keepalive(None);
                 respond_hf(session, &HfError::bad_request("paths-info body too large")).await?;
                 return Ok(true);
             };

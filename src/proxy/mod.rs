@@ -3,7 +3,10 @@
 //! `meta` and `fetch`; this module only wires them into Pingora's phases.
 
 mod api;
+mod checks;
+pub mod conn;
 mod files;
+mod home;
 mod passthrough;
 mod respond;
 
@@ -21,6 +24,7 @@ use crate::app::App;
 use crate::cache::BLOB_STORAGE;
 use crate::hf::{self, HfError, Route};
 
+use checks::Check;
 pub use files::FileAnswer;
 use passthrough::PassThrough;
 use respond::respond_hf;
@@ -37,6 +41,10 @@ pub struct RequestCtx {
     /// Set when a file answer is served by the blob storage.
     file: Option<FileAnswer>,
     pass: PassThrough,
+    /// Set by the early checks: answer the home page.
+    home: bool,
+    /// Set by the early checks: the error (and extra headers) the request is refused with.
+    refusal: Option<(HfError, Vec<(String, String)>)>,
 }
 
 impl RequestCtx {
@@ -99,11 +107,47 @@ impl ProxyHttp for HubProxy {
             public_base: String::new(),
             file: None,
             pass: PassThrough::default(),
+            home: false,
+            refusal: None,
+        }
+    }
+
+    async fn early_request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        // Per read of a request body (Pingora's default is 60 s); the whole body is bounded by
+        // the same time where it is read (paths-info).
+        session.set_read_timeout(Some(self.app.config.server.body_timeout));
+        match checks::check_request(session.req_header()) {
+            Check::Pass => Ok(()),
+            Check::Home => {
+                ctx.home = true;
+                Ok(())
+            }
+            Check::Refuse(error, headers) => {
+                ctx.route = "refused";
+                let status = error.status;
+                let message = error.message.clone();
+                ctx.refusal = Some((error, headers));
+                Err(Error::explain(ErrorType::HTTPStatus(status), message))
+            }
         }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         ctx.public_base = self.public_base(session);
+        if ctx.home {
+            ctx.route = "home";
+            let headers: Vec<(String, String)> = home::HEADERS
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            let body = bytes::Bytes::from(home::page(&ctx.public_base));
+            respond::respond(session, 200, &headers, body).await?;
+            return Ok(true);
+        }
         ctx.auth = session
             .req_header()
             .headers
@@ -275,12 +319,33 @@ impl ProxyHttp for HubProxy {
         matches!(error.etype(), ErrorType::Custom("upstream-retry"))
     }
 
+    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, _error: &Error) -> bool {
+        // Refused requests are expected; `logging` still writes their one line.
+        ctx.refusal.is_some()
+    }
+
     async fn fail_to_proxy(
         &self,
         session: &mut Session,
         e: &Error,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
     ) -> FailToProxy {
+        if let Some((error, headers)) = &ctx.refusal {
+            session.set_keepalive(None);
+            if session.response_written().is_none() {
+                let mut all = respond::error_headers(error);
+                all.extend(headers.iter().cloned());
+                let body = bytes::Bytes::from(error.body_json());
+                if let Err(write_error) = respond::respond(session, error.status, &all, body).await
+                {
+                    log::debug!("could not send the refusal: {write_error}");
+                }
+            }
+            return FailToProxy {
+                error_code: error.status,
+                can_reuse_downstream: false,
+            };
+        }
         let code = match e.etype() {
             ErrorType::HTTPStatus(code) => *code,
             _ => match e.esource() {

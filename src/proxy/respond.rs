@@ -47,7 +47,7 @@ pub async fn respond(
     Ok(())
 }
 
-fn error_headers(error: &HfError) -> Vec<(String, String)> {
+pub fn error_headers(error: &HfError) -> Vec<(String, String)> {
     error
         .headers()
         .into_iter()

@@ -547,6 +547,8 @@ const _: () = {
 };
 
 #[cfg(test)]
+mod format_proptests;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_roots;
