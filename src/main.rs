@@ -2,15 +2,18 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use pingora::proxy::http_proxy_service;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
+use pingora::services::background::background_service;
 
 use hubcache::app::App;
 use hubcache::config::Config;
 use hubcache::proxy::HubProxy;
+use hubcache::upstream::ProbeService;
 
 #[derive(Parser)]
 #[command(
@@ -100,6 +103,9 @@ fn serve(config: Config, upgrade: bool) -> Result<(), String> {
     };
     let mut server = Server::new_with_opt_and_conf(opt, server_conf);
     server.bootstrap();
+    let chain = Arc::clone(&app.upstream);
+    let probes = ProbeService::new(move || Arc::clone(&chain));
+    server.add_service(background_service("upstream probes", probes));
     let mut service = http_proxy_service(&server.configuration, HubProxy::new(app));
     service.add_tcp(&config.listen.to_string());
     server.add_service(service);
