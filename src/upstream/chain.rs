@@ -16,8 +16,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use reqwest::header::{HeaderMap, AUTHORIZATION, CONTENT_TYPE, LOCATION, RANGE, RETRY_AFTER};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, RANGE, RETRY_AFTER};
 use reqwest::Method;
 use url::Url;
 
@@ -26,7 +25,10 @@ use super::events::UpstreamEvents;
 use super::health::{FailureKind, Health};
 use super::metrics::Meters;
 use super::outbound::Outbound;
-use super::request::{asks_for_credentials, Follow, HubRequest, HubResponse, Location};
+use super::request::{
+    asks_for_credentials, read_limited, redirect_target, Follow, HubRequest, HubResponse, Location,
+    ReadError,
+};
 use super::select::{InFlight, Outcome};
 use crate::config::{Trust, UpstreamConfig};
 
@@ -421,7 +423,7 @@ impl UpstreamChain {
                 }
             }
             let headers = response.headers().clone();
-            let body = match read_limited(response, request.max_body, upstream).await {
+            let body = match read_limited(response, request.max_body, &upstream.origin()).await {
                 Ok(body) => body,
                 Err(ReadError::Transport(failure)) => {
                     let kind = match failure {
@@ -548,49 +550,10 @@ impl UpstreamChain {
     }
 }
 
-/// The absolute target of a redirect response, if it has a `Location`.
-fn redirect_target(from: &Url, headers: &HeaderMap) -> Result<Option<Url>, UpstreamError> {
-    let Some(location) = headers.get(LOCATION) else {
-        return Ok(None);
-    };
-    let bad = || UpstreamError::BadRedirect {
-        origin: from.origin().ascii_serialization(),
-    };
-    let location = location.to_str().map_err(|_| bad())?;
-    from.join(location).map(Some).map_err(|_| bad())
-}
-
-enum ReadError {
-    Transport(AttemptFailure),
-    TooLarge(UpstreamError),
-}
-
-async fn read_limited(
-    mut response: reqwest::Response,
-    limit: usize,
-    upstream: &Upstream,
-) -> Result<Bytes, ReadError> {
-    let mut body = BytesMut::new();
-    loop {
-        match response.chunk().await {
-            Ok(Some(chunk)) => {
-                if body.len() + chunk.len() > limit {
-                    return Err(ReadError::TooLarge(UpstreamError::BodyTooLarge {
-                        origin: upstream.origin(),
-                        limit,
-                    }));
-                }
-                body.extend_from_slice(&chunk);
-            }
-            Ok(None) => return Ok(body.freeze()),
-            Err(e) => return Err(ReadError::Transport(classify(e))),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use reqwest::header::{HeaderMap, LOCATION};
 
     fn upstream(url: &str) -> Upstream {
         let cfg = UpstreamConfig {
