@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use pingora::listeners::{L4BufferSettings, ListenerConfig, TcpSocketOptions};
@@ -10,12 +11,14 @@ use pingora::proxy::http_proxy;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
 use pingora::services::listening::Service;
+use pingora::services::background::background_service;
 
 use hubcache::app::App;
 use hubcache::config::{Config, ConfigError, ServerConfig};
 use hubcache::plugins::api::Registry;
 use hubcache::proxy::conn::{ConnSettings, Gate, StreamLimits};
 use hubcache::proxy::HubProxy;
+use hubcache::upstream::ProbeService;
 
 #[derive(Parser)]
 #[command(
@@ -133,6 +136,9 @@ fn serve(config: Config, upgrade: bool) -> Result<(), String> {
     let mut server = Server::new_with_opt_and_conf(opt, server_conf);
     server.bootstrap();
     raise_fd_limit(config.server.max_connections);
+    let chain = Arc::clone(&app.upstream);
+    let probes = ProbeService::new(move || Arc::clone(&chain));
+    server.add_service(background_service("upstream probes", probes));
     let proxy = http_proxy(&server.configuration, HubProxy::new(app));
     let gate = Gate::new(proxy, conn_settings(&config.server));
     let mut service = Service::new("hubcache".to_string(), gate);

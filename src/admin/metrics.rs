@@ -39,6 +39,7 @@ impl Metrics {
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(response_bytes.clone()))?;
         registry.register(Box::new(FillCollector::new(fill)?))?;
+        registry.register(Box::new(crate::upstream::metrics_collector()))?;
         Ok(Self {
             registry,
             requests,

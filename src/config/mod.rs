@@ -30,8 +30,8 @@ use serde_yaml::Value;
 pub use error::ConfigError;
 pub use plugins::{AlertConfig, EvictionConfig, PluginsConfig, RepoGlob, Share};
 pub use schema::{
-    defaults, CacheConfig, Config, Durability, FillConfig, FillMode, ServerConfig, Trust,
-    UpstreamConfig,
+    defaults, CacheConfig, Config, Durability, FillConfig, FillMode, HealthConfig, ServerConfig,
+    Trust, UpstreamConfig, UpstreamProxy,
 };
 pub use units::{ByteSize, HumanDuration};
 
@@ -281,6 +281,14 @@ mod tests {
             assert_eq!(upstream.proxy, None);
             assert_eq!(upstream.timeout, Duration::from_secs(30));
             assert!(!upstream.forward_token);
+            let health = &upstream.health;
+            assert_eq!(health.fail_after, 3);
+            assert_eq!(health.slow_threshold, Duration::from_secs(10));
+            assert_eq!(health.slow_after, 3);
+            assert_eq!(health.probe_every, Duration::from_secs(5));
+            assert_eq!(health.probe_path, "/");
+            assert_eq!(health.recover_after, 3);
+            assert_eq!(health, &HealthConfig::default());
         }
         let trust: Vec<Trust> = c.upstreams.iter().map(|u| u.trust).collect();
         assert_eq!(trust, [Trust::Origin, Trust::Mirror]);
@@ -410,7 +418,15 @@ upstreams:
     timeout: 500ms
     trust: origin
     forward_token: false
+    health:
+      fail_after: 5
+      slow_threshold: 2s
+      slow_after: 4
+      probe_every: 500ms
+      probe_path: /api/whoami-v2
+      recover_after: 2
   - url: https://hf-mirror.com
+    proxy: env
     trust: mirror
     forward_token: true
 fill:
@@ -449,7 +465,9 @@ server:
         assert_eq!(c.cache.block_size, 16 << 20);
         assert_eq!(c.cache.durability, Durability::Fsync);
         assert_eq!(c.upstreams[0].base(), "https://huggingface.co");
-        let proxy = c.upstreams[0].proxy.as_ref().unwrap();
+        let Some(UpstreamProxy::Url(proxy)) = c.upstreams[0].proxy.as_ref() else {
+            panic!("{:?}", c.upstreams[0].proxy)
+        };
         assert_eq!(proxy.host_str(), Some("proxy.corp"));
         assert_eq!(proxy.port(), Some(3128));
         assert_eq!(proxy.username(), "user");
@@ -459,6 +477,19 @@ server:
         assert_eq!(c.upstreams[0].trust, Trust::Origin);
         assert_eq!(c.upstreams[1].trust, Trust::Mirror);
         assert!(!c.upstreams[0].forward_token && c.upstreams[1].forward_token);
+        assert_eq!(c.upstreams[1].proxy, Some(UpstreamProxy::Env));
+        assert_eq!(
+            c.upstreams[0].health,
+            HealthConfig {
+                fail_after: 5,
+                slow_threshold: Duration::from_secs(2),
+                slow_after: 4,
+                probe_every: Duration::from_millis(500),
+                probe_path: "/api/whoami-v2".into(),
+                recover_after: 2,
+            }
+        );
+        assert_eq!(c.upstreams[1].health, HealthConfig::default());
         assert_eq!(
             c.fill,
             FillConfig {
@@ -695,6 +726,66 @@ server:
             "scheme \"ftp\" is not supported (use http or https)",
         );
         assert_rejected("public_url: 'http://m/?q'", "public_url", "query");
+    }
+
+    #[test]
+    fn bad_health_settings_are_rejected_with_path_and_reason() {
+        for key in ["fail_after", "slow_after", "recover_after"] {
+            assert_rejected(
+                &format!("upstreams: [{{url: http://a}}, {{url: http://b, health: {{{key}: 0}}}}]"),
+                &format!("upstreams[1].health.{key}"),
+                "at least 1",
+            );
+            assert_rejected(
+                &format!("upstreams: [{{url: http://a, health: {{{key}: 1001}}}}]"),
+                &format!("upstreams[0].health.{key}"),
+                "too large",
+            );
+        }
+        for key in ["slow_threshold", "probe_every"] {
+            assert_rejected(
+                &format!("upstreams: [{{url: http://a, health: {{{key}: 0s}}}}]"),
+                &format!("upstreams[0].health.{key}"),
+                "more than 0s",
+            );
+            assert_rejected(
+                &format!("upstreams: [{{url: http://a, health: {{{key}: 5}}}}]"),
+                &format!("upstreams[0].health.{key}"),
+                "has no unit",
+            );
+        }
+        assert_rejected(
+            "upstreams: [{url: http://a, health: {probe_path: api/x}}]",
+            "upstreams[0].health.probe_path",
+            "does not start with /",
+        );
+        assert_rejected(
+            "upstreams: [{url: http://a, health: {probe_path: '/a b'}}]",
+            "upstreams[0].health.probe_path",
+            "contains a space",
+        );
+        assert_rejected(
+            "upstreams: [{url: http://a, health: {open_for: 5s}}]",
+            "upstreams[0].health.open_for",
+            "expected one of: fail_after, slow_threshold, slow_after, probe_every, probe_path, \
+             recover_after",
+        );
+        assert_rejected(
+            "upstreams: [{url: http://a, health: 3}]",
+            "upstreams[0].health",
+            "expected a mapping of health settings",
+        );
+    }
+
+    #[test]
+    fn proxy_env_is_accepted_and_other_words_are_not() {
+        let c = parse("upstreams: [{url: https://h.co, proxy: env}]");
+        assert_eq!(c.upstreams[0].proxy, Some(UpstreamProxy::Env));
+        assert_rejected(
+            "upstreams: [{url: http://a, proxy: environment}]",
+            "upstreams[0].proxy",
+            "is neither env nor a proxy URL (write env for the HTTPS_PROXY / NO_PROXY",
+        );
     }
 
     #[test]

@@ -16,8 +16,8 @@ use serde::Deserialize;
 
 use super::error::ConfigError;
 use super::schema::{
-    defaults, CacheConfig, Config, Durability, FillConfig, FillMode, ServerConfig, Trust,
-    UpstreamConfig,
+    defaults, CacheConfig, Config, Durability, FillConfig, FillMode, HealthConfig, ServerConfig,
+    Trust, UpstreamConfig, UpstreamProxy,
 };
 use super::units::{ByteSize, HumanDuration};
 
@@ -52,14 +52,29 @@ struct RawCache {
 #[derive(Debug, Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a mapping with url and optionally proxy, timeout, trust and forward_token"
+    expecting = "a mapping with url and optionally proxy, timeout, trust, forward_token and health"
 )]
 struct RawUpstream {
     url: UpstreamUrl,
-    proxy: Option<ProxyUrl>,
+    proxy: Option<ProxySetting>,
     timeout: Option<HumanDuration>,
     trust: Option<Named<Trust>>,
     forward_token: Option<bool>,
+    health: Option<RawHealth>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping of health settings (fail_after, slow_threshold, ...)"
+)]
+struct RawHealth {
+    fail_after: Option<Count>,
+    slow_threshold: Option<HumanDuration>,
+    slow_after: Option<Count>,
+    probe_every: Option<HumanDuration>,
+    probe_path: Option<ProbePath>,
+    recover_after: Option<Count>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -242,15 +257,63 @@ impl RawUpstream {
         let trust = self
             .trust
             .map_or_else(|| Trust::default_for(&self.url.0), |t| t.0);
+        let health = self.health.unwrap_or_default().into_config(index)?;
         Ok(UpstreamConfig {
             url: self.url.0,
             proxy: self.proxy.map(|p| p.0),
             timeout,
             trust,
             forward_token: self.forward_token.unwrap_or(false),
+            health,
         })
     }
 }
+
+impl RawHealth {
+    fn into_config(self, index: usize) -> Result<HealthConfig, ConfigError> {
+        let key = |name: &str| format!("upstreams[{index}].health.{name}");
+        let at_least_one = |name: &str, value: Option<Count>, default: u32| {
+            let n = value.map_or(default as usize, |c| c.0);
+            match u32::try_from(n) {
+                Ok(0) => Err(ConfigError::invalid(key(name), "must be at least 1")),
+                Ok(n) if n <= MAX_HEALTH_COUNT => Ok(n),
+                _ => Err(ConfigError::invalid(
+                    key(name),
+                    format!("{n} is too large (at most {MAX_HEALTH_COUNT})"),
+                )),
+            }
+        };
+        let positive = |name: &str, value: Option<HumanDuration>, default: std::time::Duration| {
+            let d = value.map_or(default, Into::into);
+            if d.is_zero() {
+                Err(ConfigError::invalid(key(name), "must be more than 0s"))
+            } else {
+                Ok(d)
+            }
+        };
+        Ok(HealthConfig {
+            fail_after: at_least_one("fail_after", self.fail_after, defaults::FAIL_AFTER)?,
+            slow_threshold: positive(
+                "slow_threshold",
+                self.slow_threshold,
+                defaults::SLOW_THRESHOLD,
+            )?,
+            slow_after: at_least_one("slow_after", self.slow_after, defaults::SLOW_AFTER)?,
+            probe_every: positive("probe_every", self.probe_every, defaults::PROBE_EVERY)?,
+            probe_path: self
+                .probe_path
+                .map_or_else(|| defaults::PROBE_PATH.to_string(), |p| p.0),
+            recover_after: at_least_one(
+                "recover_after",
+                self.recover_after,
+                defaults::RECOVER_AFTER,
+            )?,
+        })
+    }
+}
+
+/// Largest `fail_after`, `slow_after` and `recover_after`.
+const MAX_HEALTH_COUNT: u32 = 1000;
 
 impl RawFill {
     fn into_config(self) -> Result<FillConfig, ConfigError> {
@@ -529,20 +592,58 @@ impl<'de> Deserialize<'de> for PublicUrl {
     }
 }
 
-/// `upstreams[i].proxy`: an HTTP proxy, `http://[user:password@]host:port`.
+/// `upstreams[i].proxy`: `env`, or an HTTP proxy, `http://[user:password@]host:port`.
 #[derive(Debug)]
-struct ProxyUrl(url::Url);
+struct ProxySetting(UpstreamProxy);
 
-impl<'de> Deserialize<'de> for ProxyUrl {
+impl<'de> Deserialize<'de> for ProxySetting {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        deserialize_parsed(d, "an http:// proxy URL", |text| {
-            let url = parse_url(text, &["http"], "a proxy must be http://host:port")?;
+        deserialize_parsed(d, "env or an http:// proxy URL", |text| {
+            if text == "env" {
+                return Ok(ProxySetting(UpstreamProxy::Env));
+            }
+            if !text.contains("://") {
+                return Err(format!(
+                    "\"{text}\" is neither env nor a proxy URL (write env for the \
+                     HTTPS_PROXY / NO_PROXY variables, or http://host:port)"
+                ));
+            }
+            let url = parse_url(
+                text,
+                &["http"],
+                "a proxy must be http://host:port, or env for the HTTPS_PROXY / NO_PROXY variables",
+            )?;
             if url.path() != "/" {
                 return Err(format!(
                     "\"{text}\" has a path; a proxy URL is only http://host:port"
                 ));
             }
-            Ok(ProxyUrl(url))
+            Ok(ProxySetting(UpstreamProxy::Url(url)))
+        })
+    }
+}
+
+/// `upstreams[i].health.probe_path`: a path starting with `/`.
+#[derive(Debug)]
+struct ProbePath(String);
+
+impl<'de> Deserialize<'de> for ProbePath {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        deserialize_parsed(d, "a path starting with /", |text| {
+            if !text.starts_with('/') {
+                return Err(format!(
+                    "\"{text}\" does not start with / (it is appended to the upstream's URL)"
+                ));
+            }
+            if text
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || c == '#')
+            {
+                return Err(format!(
+                    "\"{text}\" contains a space, control character or # (percent-encode it)"
+                ));
+            }
+            Ok(ProbePath(text.to_string()))
         })
     }
 }

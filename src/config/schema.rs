@@ -32,6 +32,18 @@ pub mod defaults {
     /// The host whose `https` URL is an `origin` by default (every other upstream a `mirror`).
     pub const HUB_HOST: &str = "huggingface.co";
     pub const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
+    /// `upstreams[].health.fail_after`.
+    pub const FAIL_AFTER: u32 = 3;
+    /// `upstreams[].health.slow_threshold`.
+    pub const SLOW_THRESHOLD: Duration = Duration::from_secs(10);
+    /// `upstreams[].health.slow_after`.
+    pub const SLOW_AFTER: u32 = 3;
+    /// `upstreams[].health.probe_every`.
+    pub const PROBE_EVERY: Duration = Duration::from_secs(5);
+    /// `upstreams[].health.probe_path`.
+    pub const PROBE_PATH: &str = "/";
+    /// `upstreams[].health.recover_after`.
+    pub const RECOVER_AFTER: u32 = 3;
     pub const SEGMENT: u64 = 32 << 20;
     /// Smallest allowed `fill.segment`.
     pub const MIN_SEGMENT: u64 = 64 << 10;
@@ -218,20 +230,66 @@ impl fmt::Display for Trust {
     }
 }
 
+/// `upstreams[].proxy` — how requests to an upstream reach it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamProxy {
+    /// `env`: the standard variables, as curl reads them: `HTTPS_PROXY` / `HTTP_PROXY` /
+    /// `ALL_PROXY` (or their lower-case forms) by the scheme of each destination, unless
+    /// `NO_PROXY` names its host.
+    Env,
+    /// An explicit `http://[user:password@]host:port`, for every request to this upstream and
+    /// the CDNs it redirects to.
+    Url(url::Url),
+}
+
+/// `upstreams[].health` — when an upstream is taken out of use and when it comes back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthConfig {
+    /// Consecutive failures (refused or broken connections, 5xx answers) that open the
+    /// circuit (>= 1). A timeout opens it at once.
+    pub fail_after: u32,
+    /// An answer whose headers take longer than this is slow; a request waiting this long
+    /// with no other answer in between makes the upstream suspect. Also a probe's time limit.
+    pub slow_threshold: Duration,
+    /// Consecutive slow answers that open the circuit (>= 1).
+    pub slow_after: u32,
+    /// How often an upstream whose circuit is open is probed.
+    pub probe_every: Duration,
+    /// Path (after the base URL) of the probe, a `HEAD` request. Starts with `/`.
+    pub probe_path: String,
+    /// Consecutive passing probes before traffic returns (>= 1).
+    pub recover_after: u32,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            fail_after: defaults::FAIL_AFTER,
+            slow_threshold: defaults::SLOW_THRESHOLD,
+            slow_after: defaults::SLOW_AFTER,
+            probe_every: defaults::PROBE_EVERY,
+            probe_path: defaults::PROBE_PATH.to_string(),
+            recover_after: defaults::RECOVER_AFTER,
+        }
+    }
+}
+
 /// One entry of `upstreams:`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamConfig {
     /// `http` or `https` base URL, possibly with a path prefix; no query, fragment or
     /// credentials. Trailing slashes are stripped, so `url.path()` is `/` or `/prefix`.
     pub url: url::Url,
-    /// Outbound HTTP proxy (`http://host:port`, credentials allowed) for this upstream.
-    pub proxy: Option<url::Url>,
+    /// Outbound HTTP proxy for this upstream; `None`: connect directly.
+    pub proxy: Option<UpstreamProxy>,
     /// Per-request connect + response-header timeout.
     pub timeout: Duration,
     /// What the upstream is trusted with (default: [`Trust::default_for`] its URL).
     pub trust: Trust,
     /// Send clients' `Authorization` to it even though it is not an origin.
     pub forward_token: bool,
+    /// Circuit breaker and probe settings.
+    pub health: HealthConfig,
 }
 
 impl UpstreamConfig {
@@ -243,6 +301,7 @@ impl UpstreamConfig {
             proxy: None,
             timeout: defaults::UPSTREAM_TIMEOUT,
             forward_token: false,
+            health: HealthConfig::default(),
         }
     }
 

@@ -78,7 +78,9 @@ impl Locator {
     ) -> Result<Location, FetchError> {
         let mut cached = self.cached.lock().await;
         if let Some((location, at)) = cached.as_ref() {
-            if at.elapsed() < LOCATION_TTL {
+            // A location on an upstream that went down (or is owed answers) is looked up
+            // again: the chain then prefers the next upstream.
+            if at.elapsed() < LOCATION_TTL && ctx.upstream.is_ready(location.upstream) {
                 return Ok(location.clone());
             }
         }

@@ -42,6 +42,10 @@ pub(crate) struct HubFile {
     pub(crate) gets: AtomicU64,
     /// Body bytes sent to GETs.
     pub(crate) bytes_sent: AtomicU64,
+    /// Each GET's body breaks off (the connection closes) after this many bytes.
+    cut_after: Option<u64>,
+    /// `(start, end)` (inclusive) of every ranged GET received, in order.
+    pub(crate) ranges: Mutex<Vec<(u64, u64)>>,
 }
 
 impl HubFile {
@@ -55,7 +59,15 @@ impl HubFile {
             content_range: None,
             gets: AtomicU64::new(0),
             bytes_sent: AtomicU64::new(0),
+            cut_after: None,
+            ranges: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Every GET's body breaks off after `bytes` bytes.
+    pub(crate) fn cut_after(mut self, bytes: u64) -> Self {
+        self.cut_after = Some(bytes);
+        self
     }
 
     /// Only these Authorization values may read the file; others get 401.
@@ -196,6 +208,9 @@ async fn answer(
         .and_then(|r| r.strip_prefix("bytes="))
         .and_then(|r| r.split_once('-'))
         .and_then(|(a, b)| Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?)));
+    if let Some(range) = range {
+        file.ranges.lock().push(range);
+    }
     let mut open = file.open.clone();
     if open.wait_for(|o| *o).await.is_err() {
         return Ok(());
@@ -217,6 +232,7 @@ async fn answer(
         format!("HTTP/1.1 200 OK\r\ncontent-length: {size}\r\nconnection: close\r\n\r\n")
     };
     conn.write_all(head.as_bytes()).await?;
+    let end = file.cut_after.map_or(end, |cut| end.min(start + cut));
     for chunk in file.data[start as usize..end as usize].chunks(64 << 10) {
         conn.write_all(chunk).await?;
         file.bytes_sent
@@ -286,6 +302,16 @@ pub(crate) fn engine_on(store: Arc<Store>, hub: &FakeHub, settings: FillSettings
         ..UpstreamConfig::new(hub.url())
     };
     let upstream = UpstreamChain::new(&[origin], false).expect("chain");
+    FillEngine::new(store, Arc::new(upstream), settings)
+}
+
+/// An engine over `store`, fetching from the chain `upstreams` (in order).
+pub(crate) fn engine_chain(
+    store: Arc<Store>,
+    upstreams: &[UpstreamConfig],
+    settings: FillSettings,
+) -> FillEngine {
+    let upstream = UpstreamChain::new(upstreams, false).expect("chain");
     FillEngine::new(store, Arc::new(upstream), settings)
 }
 

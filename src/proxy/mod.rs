@@ -9,6 +9,7 @@ mod files;
 mod home;
 mod passthrough;
 mod respond;
+mod tunnel;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -23,6 +24,7 @@ use pingora::{Error, ErrorType, Result};
 use crate::app::App;
 use crate::cache::BLOB_STORAGE;
 use crate::hf::{self, HfError, Route};
+use crate::upstream::FailureKind;
 
 use checks::Check;
 pub use files::FileAnswer;
@@ -249,24 +251,66 @@ impl ProxyHttp for HubProxy {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        if ctx.pass.redirect.is_none() {
-            if let Some(index) = ctx.pass.current {
-                if let Some(upstream) = self.app.upstream.get(index) {
-                    upstream.record_failure();
-                }
-                ctx.pass.tried.push(index);
-            }
-            let others_left = self
-                .app
-                .upstream
-                .all()
-                .iter()
-                .any(|u| !ctx.pass.tried.contains(&u.index));
-            if others_left {
-                e.set_retry(true);
-            }
+        let kind = match e.etype() {
+            ErrorType::ConnectTimedout => FailureKind::Timeout,
+            _ => FailureKind::Connect,
+        };
+        if passthrough::attempt_failed(&self.app, ctx, kind) {
+            e.set_retry(true);
         }
         e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        let replayable = session.req_header().method.is_idempotent()
+            && !session.as_ref().retry_buffer_truncated();
+        if !replayable {
+            e.set_retry(false);
+        } else {
+            e.retry.decide_reuse(client_reused);
+        }
+        // Our own "try the next upstream" errors were counted where they were raised.
+        let ours = matches!(e.etype(), ErrorType::Custom("upstream-retry"));
+        if ours || e.esource() != &pingora::ErrorSource::Upstream {
+            return e;
+        }
+        // The upstream failed after the connection was made (no answer in time, reset): a
+        // request that can be replayed goes to the next upstream.
+        let kind = match e.etype() {
+            ErrorType::ReadTimedout | ErrorType::WriteTimedout => FailureKind::Timeout,
+            _ if ctx.pass.in_flight.is_some() => FailureKind::Connect,
+            _ => FailureKind::Stream,
+        };
+        let before_answer = ctx.pass.in_flight.is_some();
+        if passthrough::attempt_failed(&self.app, ctx, kind)
+            && replayable
+            && before_answer
+            && session.response_written().is_none()
+        {
+            e.set_retry(true);
+        }
+        e
+    }
+
+    fn upstream_response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<std::time::Duration>> {
+        if let (Some(body), Some(index)) = (body.as_ref(), ctx.pass.current) {
+            self.app.upstream.count_bytes(index, body.len() as u64);
+        }
+        Ok(None)
     }
 
     async fn upstream_request_filter(

@@ -3,19 +3,27 @@
 //! same-origin redirects and pagination links rewritten to the mirror, Xet hints stripped.
 //! The client's `Authorization` goes only to upstreams that receive tokens; a 401/403 from
 //! one it was withheld from counts as that upstream's failure (see `upstream`).
+//! Each attempt is bracketed by the chain's `begin`/`finish`, so pass-through traffic feeds
+//! the upstreams' health like metadata calls and fills do; the upstream's outbound proxy is
+//! used (a `CONNECT` tunnel for HTTPS, the absolute form for HTTP, see `tunnel`).
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use http::HeaderValue;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
 use pingora::proxy::Session;
 use pingora::{Error, ErrorType, Result};
 use url::Url;
 
+use super::tunnel::ConnectTunnel;
 use super::RequestCtx;
 use crate::app::App;
 use crate::hf::{self, LocationKind};
-use crate::upstream::{asks_for_credentials, dns};
+use crate::upstream::{
+    asks_for_credentials, dns, FailureKind, InFlight, Outbound, Outcome, UpstreamChain,
+};
 
 /// Off-host redirects followed per request.
 const MAX_REDIRECTS: u8 = 5;
@@ -32,17 +40,53 @@ pub struct PassThrough {
     /// An off-host redirect target being followed.
     pub redirect: Option<Url>,
     pub hops: u8,
+    /// The attempt at the current upstream, until its response headers arrive.
+    pub in_flight: Option<InFlight>,
+    /// The request goes to a plain-HTTP proxy in absolute form, with this
+    /// `Proxy-Authorization` (if any).
+    pub via_proxy: Option<Option<HeaderValue>>,
 }
 
-fn peer(addr: std::net::SocketAddr, tls: bool, host: &str) -> Box<HttpPeer> {
+/// Connection timeouts: connecting is bounded by 10 s and by the upstream's `timeout`;
+/// waiting for the answer and every read and write by the `timeout`.
+fn peer(addr: std::net::SocketAddr, tls: bool, host: &str, timeout: Duration) -> Box<HttpPeer> {
     let mut peer = HttpPeer::new(addr, tls, host.to_string());
     let options = &mut peer.options;
-    options.connection_timeout = Some(Duration::from_secs(10));
-    options.total_connection_timeout = Some(Duration::from_secs(15));
-    options.read_timeout = Some(Duration::from_secs(60));
-    options.write_timeout = Some(Duration::from_secs(60));
+    options.connection_timeout = Some(Duration::from_secs(10).min(timeout));
+    options.total_connection_timeout = Some(timeout);
+    options.read_timeout = Some(timeout);
+    options.write_timeout = Some(timeout);
     options.idle_timeout = Some(Duration::from_secs(60));
     Box::new(peer)
+}
+
+/// The peer for `url`: the destination itself, or the proxy `outbound` names for it.
+/// Returns the peer and, for a plain-HTTP destination behind a proxy, the proxy credentials
+/// (the request then goes in absolute form).
+async fn peer_for(
+    url: &Url,
+    outbound: &Outbound,
+    timeout: Duration,
+) -> std::result::Result<(Box<HttpPeer>, Option<Option<HeaderValue>>), String> {
+    let host = url.host_str().unwrap_or("").to_string();
+    let port = url.port_or_known_default().unwrap_or(80);
+    let tls = url.scheme() == "https";
+    let hop = outbound.proxy_for(url).map_err(|e| e.to_string())?;
+    let Some(hop) = hop else {
+        let addr = dns::resolve(&host, port).await.map_err(|e| e.to_string())?;
+        return Ok((peer(addr, tls, &host, timeout), None));
+    };
+    let proxy_addr = dns::resolve(&hop.host, hop.port)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut peer = peer(proxy_addr, tls, &host, timeout);
+    if !tls {
+        return Ok((peer, Some(hop.authorization)));
+    }
+    let tunnel = ConnectTunnel::new(hop, &host, port, timeout);
+    peer.group_key = tunnel.group_key();
+    peer.options.custom_l4 = Some(Arc::new(tunnel));
+    Ok((peer, None))
 }
 
 fn retry_error(reason: String) -> Box<Error> {
@@ -59,28 +103,37 @@ fn host_header(url: &Url) -> String {
     }
 }
 
-/// Choose the peer: the redirect target being followed, else the next untried upstream.
+/// Choose the peer: the redirect target being followed (through the proxy of the upstream
+/// that redirected), else the next untried upstream in the chain's order.
 pub async fn upstream_peer(app: &App, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+    ctx.pass.in_flight = None;
+    ctx.pass.via_proxy = None;
     if let Some(target) = &ctx.pass.redirect {
-        let host = target.host_str().unwrap_or("").to_string();
-        let port = target.port_or_known_default().unwrap_or(80);
-        let addr = dns::resolve(&host, port)
+        let upstream = ctx
+            .pass
+            .current
+            .and_then(|i| app.upstream.get(i))
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no upstream chosen"))?;
+        let (peer, via) = peer_for(target, upstream.outbound(), upstream.timeout())
             .await
-            .map_err(|e| Error::explain(ErrorType::ConnectNoRoute, e.to_string()))?;
-        return Ok(peer(addr, target.scheme() == "https", &host));
+            .map_err(|e| Error::explain(ErrorType::ConnectNoRoute, e))?;
+        ctx.pass.via_proxy = via;
+        return Ok(peer);
     }
     for upstream in app.upstream.ordered() {
         if ctx.pass.tried.contains(&upstream.index) {
             continue;
         }
-        match dns::resolve(upstream.host(), upstream.port()).await {
-            Ok(addr) => {
+        match peer_for(upstream.base(), upstream.outbound(), upstream.timeout()).await {
+            Ok((peer, via)) => {
                 ctx.pass.current = Some(upstream.index);
-                return Ok(peer(addr, upstream.is_tls(), upstream.host()));
+                ctx.pass.via_proxy = via;
+                ctx.pass.in_flight = Some(app.upstream.begin(&upstream));
+                return Ok(peer);
             }
             Err(e) => {
-                log::warn!("{e}");
-                upstream.record_failure();
+                log::warn!("upstream {}: {e}", upstream.origin());
+                app.upstream.record_failure(&upstream, FailureKind::Connect);
                 ctx.pass.tried.push(upstream.index);
             }
         }
@@ -127,12 +180,55 @@ pub fn upstream_request(
             upstream.host_header(),
         )
     };
-    let uri = path_and_query
-        .parse::<http::Uri>()
-        .map_err(|e| Error::because(ErrorType::InternalError, "upstream URI", e))?;
-    req.set_uri(uri);
+    // Never pass a client's proxy credentials on; send ours to a proxy that gets the request.
+    req.remove_header("proxy-authorization");
+    match &ctx.pass.via_proxy {
+        Some(auth) => {
+            req.set_raw_path(format!("http://{host}{path_and_query}").as_bytes())?;
+            if let Some(auth) = auth {
+                req.insert_header("proxy-authorization", auth.clone())?;
+            }
+        }
+        None => {
+            let uri = path_and_query
+                .parse::<http::Uri>()
+                .map_err(|e| Error::because(ErrorType::InternalError, "upstream URI", e))?;
+            req.set_uri(uri);
+        }
+    }
     req.insert_header("host", host)?;
     Ok(())
+}
+
+/// Whether an upstream this request has not tried yet is left.
+fn others_left(chain: &UpstreamChain, ctx: &RequestCtx) -> bool {
+    chain
+        .all()
+        .iter()
+        .any(|u| !ctx.pass.tried.contains(&u.index))
+}
+
+/// The attempt at the current upstream failed before its answer: count it, and say whether
+/// the request may go to the next upstream.
+pub fn attempt_failed(app: &App, ctx: &mut RequestCtx, kind: FailureKind) -> bool {
+    if ctx.pass.redirect.is_some() {
+        return false;
+    }
+    let Some(index) = ctx.pass.current else {
+        return false;
+    };
+    match ctx.pass.in_flight.take() {
+        Some(in_flight) => app.upstream.finish(in_flight, Outcome::Failed(kind)),
+        None => {
+            if let Some(upstream) = app.upstream.get(index) {
+                app.upstream.record_failure(upstream, kind);
+            }
+        }
+    }
+    if !ctx.pass.tried.contains(&index) {
+        ctx.pass.tried.push(index);
+    }
+    others_left(&app.upstream, ctx)
 }
 
 /// Inspect the upstream's answer: fail over on 5xx/429, follow off-host redirects, rewrite
@@ -147,6 +243,14 @@ pub fn upstream_response(
     let idempotent = session.req_header().method.is_idempotent();
     let current = ctx.pass.current.and_then(|i| app.upstream.get(i)).cloned();
     if ctx.pass.redirect.is_none() {
+        if let Some(in_flight) = ctx.pass.in_flight.take() {
+            let retry_after = resp
+                .headers
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok());
+            app.upstream
+                .finish(in_flight, Outcome::of_status(status, retry_after));
+        }
         if let Some(upstream) = &current {
             let error_code = resp
                 .headers
@@ -157,12 +261,7 @@ pub fn upstream_response(
             if not_for_client {
                 // Not this client's answer: the upstream never saw its token.
                 ctx.pass.tried.push(upstream.index);
-                let others_left = app
-                    .upstream
-                    .all()
-                    .iter()
-                    .any(|u| !ctx.pass.tried.contains(&u.index));
-                if idempotent && others_left {
+                if idempotent && others_left(&app.upstream, ctx) {
                     return Err(retry_error(format!(
                         "{} answered {status} without the client's token, trying the next upstream",
                         upstream.origin()
@@ -174,21 +273,13 @@ pub fn upstream_response(
                 ));
             }
             if status >= 500 || status == 429 {
-                upstream.record_failure();
                 ctx.pass.tried.push(upstream.index);
-                let others_left = app
-                    .upstream
-                    .all()
-                    .iter()
-                    .any(|u| !ctx.pass.tried.contains(&u.index));
-                if idempotent && others_left {
+                if idempotent && others_left(&app.upstream, ctx) {
                     return Err(retry_error(format!(
                         "{} answered {status}, trying the next upstream",
                         upstream.origin()
                     )));
                 }
-            } else {
-                upstream.record_success();
             }
         }
     }

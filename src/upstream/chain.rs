@@ -3,7 +3,8 @@
 //!
 //! Failover rule: an upstream that cannot be reached, times out, or answers 5xx/429 is
 //! skipped and the next one is tried; any other answer (2xx, 3xx, 4xx) is final, because a
-//! 404 from huggingface.co is the truth, not an outage.
+//! 404 from huggingface.co is the truth, not an outage. The order comes from each upstream's
+//! health (`select`, `health`): every request is bracketed by `begin`/`finish`.
 //!
 //! Trust rule: a client's `Authorization` goes only to upstreams that receive tokens (an
 //! `origin`, or a mirror with `forward_token`). An upstream the token was withheld from that
@@ -11,25 +12,28 @@
 //! client: that counts as its failure. A request marked [`HubRequest::protected`] (a repo an
 //! origin said is gated or private) is sent only to upstreams that receive tokens.
 
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use reqwest::header::{HeaderMap, AUTHORIZATION, CONTENT_TYPE, LOCATION, RANGE, RETRY_AFTER};
-use reqwest::{Method, StatusCode};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, RANGE, RETRY_AFTER};
+use reqwest::Method;
 use url::Url;
 
 use super::error::{classify, Attempt, AttemptFailure, UpstreamError, DEFAULT_TIMEOUT};
-use super::health::Health;
-use super::request::{asks_for_credentials, Follow, HubRequest, HubResponse, Location};
+use super::events::UpstreamEvents;
+use super::health::{FailureKind, Health};
+use super::metrics::Meters;
+use super::outbound::Outbound;
+use super::request::{
+    asks_for_credentials, read_limited, redirect_target, Follow, HubRequest, HubResponse, Location,
+    ReadError,
+};
+use super::select::{InFlight, Outcome};
 use crate::config::{Trust, UpstreamConfig};
 
 /// Redirect hops followed before giving up.
 const MAX_HOPS: usize = 10;
-/// Per-read timeout for streamed bodies: a stalled CDN stream fails instead of hanging.
-const READ_TIMEOUT: Duration = Duration::from_secs(30);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-const USER_AGENT: &str = concat!("hubcache/", env!("CARGO_PKG_VERSION"));
 
 /// One configured upstream hub.
 #[derive(Debug)]
@@ -37,28 +41,18 @@ pub struct Upstream {
     pub index: usize,
     base: Url,
     client: reqwest::Client,
+    outbound: Outbound,
     timeout: Duration,
     trust: Trust,
     receives_tokens: bool,
-    health: Health,
+    health: Arc<Health>,
+    meters: Meters,
 }
 
 impl Upstream {
     fn new(index: usize, cfg: &UpstreamConfig) -> Result<Self, UpstreamError> {
-        let mut builder = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(CONNECT_TIMEOUT)
-            .read_timeout(READ_TIMEOUT)
-            .user_agent(USER_AGENT)
-            .no_proxy();
-        if let Some(proxy) = &cfg.proxy {
-            let proxy = reqwest::Proxy::all(proxy.as_str())
-                .map_err(|e| UpstreamError::Config(format!("proxy {proxy}: {e}")))?;
-            builder = builder.proxy(proxy);
-        }
-        let client = builder
-            .build()
-            .map_err(|e| UpstreamError::Config(format!("HTTP client: {e}")))?;
+        let outbound = Outbound::new(cfg.proxy.as_ref());
+        let client = outbound.http_client(cfg)?;
         let mut base = cfg.url.clone();
         let trimmed = base.path().trim_end_matches('/').to_string();
         base.set_path(&trimmed);
@@ -69,14 +63,18 @@ impl Upstream {
         } else {
             cfg.timeout
         };
+        let health = Arc::new(Health::new(cfg.health.clone()));
+        let meters = Meters::new(&base.origin().ascii_serialization(), &health);
         Ok(Self {
             index,
             base,
             client,
+            outbound,
             timeout,
             trust: cfg.trust,
             receives_tokens: cfg.receives_tokens(),
-            health: Health::default(),
+            health,
+            meters,
         })
     }
 
@@ -135,16 +133,27 @@ impl Upstream {
         }
     }
 
-    pub fn is_available(&self) -> bool {
-        self.health.is_available()
+    /// Its circuit breaker and probe state.
+    pub fn health(&self) -> &Health {
+        &self.health
     }
 
-    pub fn record_success(&self) {
-        self.health.record_success();
+    pub(super) fn meters(&self) -> &Meters {
+        &self.meters
     }
 
-    pub fn record_failure(&self) {
-        self.health.record_failure();
+    /// How requests reach it (directly or through which proxy).
+    pub fn outbound(&self) -> &Outbound {
+        &self.outbound
+    }
+
+    /// The time allowed to connect and receive response headers (and for a body to move).
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    pub(super) fn client(&self) -> &reqwest::Client {
+        &self.client
     }
 
     /// Absolute URL of `path_and_query` (which starts with `/`) on this upstream.
@@ -176,6 +185,19 @@ pub struct UpstreamChain {
     /// `(path, Authorization)` -> where its bytes were, learned from recent HEADs. In memory
     /// only, briefly: signed CDN URLs expire.
     recent: parking_lot::Mutex<std::collections::HashMap<String, (Location, std::time::Instant)>>,
+    /// Whether every upstream was down at the last circuit change.
+    all_down: AtomicBool,
+    /// Where state changes go instead of the installed sink (tests).
+    events: EventsOverride,
+}
+
+#[derive(Default)]
+struct EventsOverride(Option<Arc<dyn UpstreamEvents>>);
+
+impl std::fmt::Debug for EventsOverride {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "Some(..)" } else { "None" })
+    }
 }
 
 enum Hop {
@@ -194,7 +216,24 @@ impl UpstreamChain {
             upstreams,
             offline,
             recent: parking_lot::Mutex::new(std::collections::HashMap::new()),
+            all_down: AtomicBool::new(false),
+            events: EventsOverride::default(),
         })
+    }
+
+    /// Send this chain's state changes to `events` instead of the installed sink.
+    #[cfg(test)]
+    pub(crate) fn with_events(mut self, events: Arc<dyn UpstreamEvents>) -> Self {
+        self.events = EventsOverride(Some(events));
+        self
+    }
+
+    pub(super) fn events_override(&self) -> Option<Arc<dyn UpstreamEvents>> {
+        self.events.0.clone()
+    }
+
+    pub(super) fn all_down_flag(&self) -> &AtomicBool {
+        &self.all_down
     }
 
     fn recent_key(path_and_query: &str, auth: Option<&str>) -> String {
@@ -257,7 +296,9 @@ impl UpstreamChain {
         let recent = self.recent.lock();
         recent
             .get(&key)
-            .filter(|(_, at)| at.elapsed() < RECENT_LOCATION_TTL)
+            .filter(|(location, at)| {
+                at.elapsed() < RECENT_LOCATION_TTL && self.is_ready(location.upstream)
+            })
             .map(|(location, _)| location.clone())
     }
 
@@ -271,18 +312,6 @@ impl UpstreamChain {
 
     pub fn all(&self) -> &[Arc<Upstream>] {
         &self.upstreams
-    }
-
-    /// Upstreams in the order to try them: those whose circuit is closed, in config order,
-    /// then those whose circuit is open (so a request is still tried when all look down).
-    pub fn ordered(&self) -> Vec<Arc<Upstream>> {
-        let (mut up, down): (Vec<_>, Vec<_>) = self
-            .upstreams
-            .iter()
-            .cloned()
-            .partition(|u| u.is_available());
-        up.extend(down);
-        up
     }
 
     /// Send a metadata request, failing over along the chain.
@@ -300,16 +329,17 @@ impl UpstreamChain {
             return Err(UpstreamError::Offline);
         }
         let mut attempts = Vec::new();
-        let (mut order, avoided): (Vec<_>, Vec<_>) = self
-            .ordered()
+        let eligible = |u: &Arc<Upstream>| !request.protected || u.receives_tokens();
+        let plan = self.plan(std::time::Instant::now());
+        let (mut order, avoided): (Vec<_>, Vec<_>) = plan
+            .order
             .into_iter()
-            .filter(|u| !request.protected || u.receives_tokens())
+            .filter(eligible)
             .partition(|u| !avoid.contains(&u.index));
         order.extend(avoided);
         for upstream in order {
             match self.send_to(&upstream, request).await? {
                 Hop::Answer(response) => {
-                    upstream.record_success();
                     self.remember_location(request, &response);
                     return Ok(response);
                 }
@@ -321,7 +351,6 @@ impl UpstreamChain {
                         request.path_and_query,
                         failure
                     );
-                    upstream.record_failure();
                     attempts.push(Attempt {
                         origin: upstream.origin(),
                         failure,
@@ -329,12 +358,22 @@ impl UpstreamChain {
                 }
             }
         }
+        // Upstreams that asked to wait count as having said so again.
+        for (upstream, wait) in plan.throttled.iter().filter(|(u, _)| eligible(u)) {
+            attempts.push(Attempt {
+                origin: upstream.origin(),
+                failure: AttemptFailure::Status {
+                    status: 429,
+                    retry_after: Some(wait.as_secs().max(1).to_string()),
+                },
+            });
+        }
         Err(UpstreamError::Unavailable { attempts })
     }
 
     async fn send_to(
         &self,
-        upstream: &Upstream,
+        upstream: &Arc<Upstream>,
         request: &HubRequest,
     ) -> Result<Hop, UpstreamError> {
         let mut url = upstream.url_for(&request.path_and_query)?;
@@ -353,21 +392,18 @@ impl UpstreamChain {
                     .header(CONTENT_TYPE, &body.content_type)
                     .body(body.bytes.clone());
             }
+            let in_flight = self.begin(upstream);
             let response = match builder.send().await {
                 Ok(response) => response,
-                Err(e) => return Ok(Hop::Fail(classify(e))),
+                Err(e) => {
+                    let failure = classify(e);
+                    self.finish(in_flight, Outcome::of_failure(&failure));
+                    return Ok(Hop::Fail(failure));
+                }
             };
             let status = response.status();
-            if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
-                let retry_after = response
-                    .headers()
-                    .get(RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string);
-                return Ok(Hop::Fail(AttemptFailure::Status {
-                    status: status.as_u16(),
-                    retry_after,
-                }));
+            if let Some(failure) = self.judge(in_flight, &response) {
+                return Ok(Hop::Fail(failure));
             }
             let error_code = response
                 .headers()
@@ -387,11 +423,19 @@ impl UpstreamChain {
                 }
             }
             let headers = response.headers().clone();
-            let body = match read_limited(response, request.max_body, upstream).await {
+            let body = match read_limited(response, request.max_body, &upstream.origin()).await {
                 Ok(body) => body,
-                Err(ReadError::Transport(failure)) => return Ok(Hop::Fail(failure)),
+                Err(ReadError::Transport(failure)) => {
+                    let kind = match failure {
+                        AttemptFailure::Timeout => FailureKind::Timeout,
+                        _ => FailureKind::Stream,
+                    };
+                    self.record_failure(upstream, kind);
+                    return Ok(Hop::Fail(failure));
+                }
                 Err(ReadError::TooLarge(e)) => return Err(e),
             };
+            upstream.meters().bytes(body.len() as u64);
             return Ok(Hop::Answer(HubResponse {
                 status: status.as_u16(),
                 headers,
@@ -431,9 +475,27 @@ impl UpstreamChain {
         }
     }
 
+    /// Finish `in_flight` by its response headers: the failure when they say "try elsewhere"
+    /// (5xx, 429), `None` when they are an answer.
+    fn judge(&self, in_flight: InFlight, response: &reqwest::Response) -> Option<AttemptFailure> {
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let outcome = Outcome::of_status(status, retry_after.as_deref());
+        self.finish(in_flight, outcome);
+        (outcome != Outcome::Answered).then_some(AttemptFailure::Status {
+            status,
+            retry_after,
+        })
+    }
+
     /// Start a ranged GET of `[start, end]` (inclusive) at a located URL. Off-origin
     /// redirects from the CDN itself are followed without Authorization. The caller checks
-    /// the status and `Content-Range`.
+    /// the status and `Content-Range` (a 5xx or 429 is returned too, already counted against
+    /// the upstream's health).
     pub async fn get_range(
         &self,
         location: &Location,
@@ -454,10 +516,20 @@ impl UpstreamChain {
             if let Some(auth) = &auth {
                 builder = builder.header(AUTHORIZATION, auth);
             }
-            let response = tokio::time::timeout(upstream.timeout, builder.send())
-                .await
-                .map_err(|_| AttemptFailure::Timeout)?
-                .map_err(classify)?;
+            let in_flight = self.begin(upstream);
+            let response = match tokio::time::timeout(upstream.timeout, builder.send()).await {
+                Ok(Ok(response)) => response,
+                Ok(Err(e)) => {
+                    let failure = classify(e);
+                    self.finish(in_flight, Outcome::of_failure(&failure));
+                    return Err(failure);
+                }
+                Err(_) => {
+                    self.finish(in_flight, Outcome::Failed(FailureKind::Timeout));
+                    return Err(AttemptFailure::Timeout);
+                }
+            };
+            let _ = self.judge(in_flight, &response);
             if response.status().is_redirection() {
                 let target = redirect_target(&url, response.headers())
                     .ok()
@@ -478,49 +550,10 @@ impl UpstreamChain {
     }
 }
 
-/// The absolute target of a redirect response, if it has a `Location`.
-fn redirect_target(from: &Url, headers: &HeaderMap) -> Result<Option<Url>, UpstreamError> {
-    let Some(location) = headers.get(LOCATION) else {
-        return Ok(None);
-    };
-    let bad = || UpstreamError::BadRedirect {
-        origin: from.origin().ascii_serialization(),
-    };
-    let location = location.to_str().map_err(|_| bad())?;
-    from.join(location).map(Some).map_err(|_| bad())
-}
-
-enum ReadError {
-    Transport(AttemptFailure),
-    TooLarge(UpstreamError),
-}
-
-async fn read_limited(
-    mut response: reqwest::Response,
-    limit: usize,
-    upstream: &Upstream,
-) -> Result<Bytes, ReadError> {
-    let mut body = BytesMut::new();
-    loop {
-        match response.chunk().await {
-            Ok(Some(chunk)) => {
-                if body.len() + chunk.len() > limit {
-                    return Err(ReadError::TooLarge(UpstreamError::BodyTooLarge {
-                        origin: upstream.origin(),
-                        limit,
-                    }));
-                }
-                body.extend_from_slice(&chunk);
-            }
-            Ok(None) => return Ok(body.freeze()),
-            Err(e) => return Err(ReadError::Transport(classify(e))),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use reqwest::header::{HeaderMap, LOCATION};
 
     fn upstream(url: &str) -> Upstream {
         let cfg = UpstreamConfig {

@@ -1,18 +1,33 @@
-//! Upstream hubs: the ordered chain of origins from the config, their health, DNS, and the
-//! outbound HTTP client used for metadata calls and block fills.
+//! Upstream hubs: the ordered chain of origins from the config, their health (circuit
+//! breaker, probes, throttling), metrics and state-change events, DNS, outbound proxies, and
+//! the outbound HTTP client used for metadata calls and block fills.
 //!
 //! Pass-through requests are proxied by Pingora itself (see `proxy::passthrough`); they use
-//! [`UpstreamChain::ordered`] and [`dns::resolve`] from here to pick and reach a peer.
+//! [`UpstreamChain::ordered`], [`UpstreamChain::begin`] / [`UpstreamChain::finish`],
+//! [`Outbound::proxy_for`] and [`dns::resolve`] from here to pick, reach and judge a peer.
 
 mod chain;
 pub mod dns;
 mod error;
+pub mod events;
 mod health;
+mod metrics;
+mod outbound;
+mod probe;
 mod request;
+mod select;
 
 pub use chain::{Upstream, UpstreamChain};
 pub use error::{Attempt, AttemptFailure, UpstreamError};
+pub use events::{NoEvents, UpstreamEvents};
+pub use health::{FailureKind, Health, Standing};
+pub use metrics::{collector as metrics_collector, UpstreamCollector};
+pub use outbound::{Outbound, ProxyHop};
+pub use probe::ProbeService;
 pub use request::{asks_for_credentials, Body, Follow, HubRequest, HubResponse, Location};
+pub use select::{parse_retry_after, InFlight, Outcome};
 
 #[cfg(test)]
 mod chain_tests;
+#[cfg(test)]
+mod select_tests;

@@ -2,11 +2,12 @@
 
 use std::fmt;
 
-use bytes::Bytes;
-use reqwest::header::HeaderMap;
+use bytes::{Bytes, BytesMut};
+use reqwest::header::{HeaderMap, LOCATION};
 use reqwest::Method;
 use url::Url;
 
+use super::error::{classify, AttemptFailure, UpstreamError};
 use crate::config::Trust;
 
 /// A request body for a metadata call.
@@ -164,6 +165,51 @@ impl fmt::Debug for Location {
             .field("auth", &self.auth.as_ref().map(|_| "<redacted>"))
             .field("upstream", &self.upstream)
             .finish()
+    }
+}
+
+/// The absolute target of a redirect response, if it has a `Location`.
+pub(super) fn redirect_target(
+    from: &Url,
+    headers: &HeaderMap,
+) -> Result<Option<Url>, UpstreamError> {
+    let Some(location) = headers.get(LOCATION) else {
+        return Ok(None);
+    };
+    let bad = || UpstreamError::BadRedirect {
+        origin: from.origin().ascii_serialization(),
+    };
+    let location = location.to_str().map_err(|_| bad())?;
+    from.join(location).map(Some).map_err(|_| bad())
+}
+
+/// Why a metadata body could not be read.
+pub(super) enum ReadError {
+    Transport(AttemptFailure),
+    TooLarge(UpstreamError),
+}
+
+/// Read a metadata body of at most `limit` bytes.
+pub(super) async fn read_limited(
+    mut response: reqwest::Response,
+    limit: usize,
+    origin: &str,
+) -> Result<Bytes, ReadError> {
+    let mut body = BytesMut::new();
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > limit {
+                    return Err(ReadError::TooLarge(UpstreamError::BodyTooLarge {
+                        origin: origin.to_string(),
+                        limit,
+                    }));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body.freeze()),
+            Err(e) => return Err(ReadError::Transport(classify(e))),
+        }
     }
 }
 

@@ -198,11 +198,16 @@ class Emulator:
         self._manifest = None
         self.start()
 
-    def start(self) -> None:
+    def start(self, same_ports: bool = False) -> None:
+        """Start the emulator; `same_ports`: again on the hub and CDN ports it had (a hub that
+        was down comes back at the same URL)."""
+        ports = ["0", "0"]
+        if same_ports:
+            ports = [self.hub.rsplit(":", 1)[1], self.cdn.rsplit(":", 1)[1]]
         log = open(self.log_path, "ab")
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, str(HUB_PY), "--port", "0", "--cdn-port", "0",
+                [sys.executable, str(HUB_PY), "--port", ports[0], "--cdn-port", ports[1],
                  "--big-size", str(self.big_size), "--page-size", str(self.page_size),
                  "--data-dir", str(self.workdir / "data"), *self.extra],
                 stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL)
@@ -257,6 +262,11 @@ class Emulator:
 
     def faults(self) -> list[dict]:
         return self.control("faults")["rules"]
+
+    def clear_faults(self) -> None:
+        """Remove every fault rule (ends hangs), keeping the stats."""
+        r = self.http.delete(f"{self.hub}/_emulator/faults", timeout=30)
+        assert r.status_code == 200, r.text
 
     def move_branch(self, repo: str, branch: str, commit: str, repo_type: str = "model") -> dict:
         return self.control("branch", {"repo": repo, "type": repo_type, "branch": branch, "commit": commit})

@@ -556,7 +556,7 @@ class Faults:
     (GET only; range kinds only to satisfiable single-range requests). A rule's count is spent
     only when it is actually applied."""
 
-    KINDS = {"status", "cut", "bad_content_range", "ignore_range", "delay", "down"}
+    KINDS = {"status", "cut", "bad_content_range", "ignore_range", "delay", "down", "hang"}
     BODY_KINDS = {"cut", "bad_content_range", "ignore_range"}
 
     def __init__(self):
@@ -574,7 +574,12 @@ class Faults:
         rule = {"id": 0, "kind": kind, "match": str(spec.get("match", "")), "host": host,
                 "method": spec.get("method"), "count": spec.get("count"), "applied": 0,
                 "status": int(spec.get("status", 503)), "after_bytes": int(spec.get("after_bytes", 0)),
-                "ms": int(spec.get("ms", 0)), "shift": int(spec.get("shift", 1000))}
+                "ms": int(spec.get("ms", 0)), "shift": int(spec.get("shift", 1000)),
+                "retry_after": spec.get("retry_after")}
+        if rule["retry_after"] is not None:
+            rule["retry_after"] = str(rule["retry_after"])
+        if kind == "hang" and rule["ms"] == 0:
+            rule["ms"] = 600000
         if rule["count"] is not None:
             rule["count"] = int(rule["count"])
         if rule["ms"] < 0 or rule["ms"] > 600000 or rule["after_bytes"] < 0:
@@ -588,6 +593,10 @@ class Faults:
     def clear(self) -> None:
         with self.lock:
             self.rules.clear()
+
+    def present(self, rule_id: int) -> bool:
+        with self.lock:
+            return any(r["id"] == rule_id for r in self.rules)
 
     def listing(self) -> list[dict]:
         with self.lock:
@@ -955,13 +964,21 @@ class Handler(BaseHTTPRequestHandler):
     # ---- faults ----------------------------------------------------------------------------
 
     def apply_request_faults(self) -> bool:
-        """Handle status/down/delay rules; False when the request was answered or dropped."""
-        kinds = {"status", "down", "delay"}
+        """Handle status/down/delay/hang rules; False when the request was answered or dropped."""
+        kinds = {"status", "down", "delay", "hang"}
         for rule in self.emu.faults.matching(self.role, self.command, self.raw_path, kinds):
             if not self.emu.faults.consume(rule):
                 continue
             if rule["kind"] == "delay":
                 time.sleep(rule["ms"] / 1000.0)
+            elif rule["kind"] == "hang":
+                self.rec = self.emu.stats.record(self.role, self.route, self.command, self.raw_path,
+                                                 self.headers.get("Range"), self.headers.get("Authorization"), 0)
+                deadline = time.monotonic() + rule["ms"] / 1000.0
+                while time.monotonic() < deadline and self.emu.faults.present(rule["id"]):
+                    time.sleep(0.05)
+                self.abort_connection()
+                return False
             elif rule["kind"] == "down":
                 self.rec = self.emu.stats.record(self.role, self.route, self.command, self.raw_path,
                                                  self.headers.get("Range"), self.headers.get("Authorization"), 0)
@@ -969,7 +986,8 @@ class Handler(BaseHTTPRequestHandler):
                 return False
             else:
                 st = rule["status"]
-                headers = [("Retry-After", "1")] if st in (429, 503) else []
+                retry_after = rule["retry_after"] or ("1" if st in (429, 503) else None)
+                headers = [("Retry-After", retry_after)] if retry_after else []
                 self.send_json(st, {"error": f"injected fault: status {st}"}, headers)
                 return False
         return True
@@ -1335,6 +1353,9 @@ class Handler(BaseHTTPRequestHandler):
             return self.control_reset()
         if name == "faults" and method in ("GET", "HEAD"):
             return self.send_json(200, {"rules": self.emu.faults.listing()})
+        if name == "faults" and method == "DELETE":
+            self.emu.faults.clear()
+            return self.send_json(200, {"ok": True})
         if name == "faults" and method == "POST":
             try:
                 rule = self.emu.faults.add(json.loads(self.body or b"{}"))

@@ -489,6 +489,22 @@ def test_fault_status_down_delay(emu):
     assert bad.status_code == 400
 
 
+def test_fault_hang_holds_the_request_until_the_rule_is_deleted(emu):
+    url = resolve_url("tinyllama", "main", "config.json")
+    emu.control("faults", {"kind": "status", "status": 429, "retry_after": 7, "count": 1})
+    r = emu.req("GET", url)
+    assert r.status_code == 429 and r.headers["Retry-After"] == "7"
+    emu.control("faults", {"kind": "hang", "match": "config.json"})
+    with pytest.raises(requests.Timeout):
+        emu.req("GET", url, timeout=0.5)
+    # Deleting the rules (stats kept) ends the hang.
+    r = emu.s.delete(f"{emu.hub}/_emulator/faults", timeout=10)
+    assert r.status_code == 200 and emu.req("GET", "/_emulator/faults").json()["rules"] == []
+    assert emu.req("GET", url).status_code == 200
+    recent = emu.control("stats")["recent"]
+    assert [e["status"] for e in recent if e["path"].endswith("config.json")][-3:] == [429, 0, 200]
+
+
 def test_stats_and_keepalive(emu):
     u = urlsplit(emu.hub)
     conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)

@@ -25,7 +25,7 @@ use super::context::{blocking, spawn, FillContext, FillStats};
 use super::locator::Locator;
 use super::FetchError;
 use crate::store::{BlobFile, BlobId, StoreError};
-use crate::upstream::Location;
+use crate::upstream::{FailureKind, Location};
 use writer::SegmentWriter;
 
 /// Consecutive attempts without progress before a segment's remaining blocks fail.
@@ -122,10 +122,32 @@ pub(super) async fn run(segment: Segment) {
 
 /// Why one attempt ended early.
 enum Interrupted {
-    /// Try again (possibly elsewhere), from where we are.
-    Retry(String),
+    /// Try again (possibly elsewhere), from where we are. `blame`: what it says about the
+    /// upstream's health that the chain has not counted yet (a body that broke off or came
+    /// back wrong); `None` for what the chain counted itself (no answer, 5xx, 429) or what is
+    /// not the upstream's fault (an expired signed URL).
+    Retry {
+        reason: String,
+        blame: Option<FailureKind>,
+    },
     /// Stop: retrying cannot help.
     Fatal(FetchError),
+}
+
+impl Interrupted {
+    fn retry(reason: String) -> Self {
+        Interrupted::Retry {
+            reason,
+            blame: None,
+        }
+    }
+
+    fn blame(reason: String, kind: FailureKind) -> Self {
+        Interrupted::Retry {
+            reason,
+            blame: Some(kind),
+        }
+    }
 }
 
 async fn fetch_segment(segment: &Segment) -> Result<(), (u64, FetchError)> {
@@ -178,7 +200,7 @@ async fn fetch_segment(segment: &Segment) -> Result<(), (u64, FetchError)> {
         match stream_range(ctx, sink.size(), &location, &mut writer, end, failures > 0).await {
             Ok(()) => {}
             Err(Interrupted::Fatal(e)) => return Err((writer.block(), e)),
-            Err(Interrupted::Retry(reason)) => {
+            Err(Interrupted::Retry { reason, blame }) => {
                 attempts += 1;
                 // A stream that broke after delivering bytes is resumed; only attempts that
                 // make no progress count towards giving up.
@@ -194,8 +216,8 @@ async fn fetch_segment(segment: &Segment) -> Result<(), (u64, FetchError)> {
                     FillStats::add(&ctx.stats.resumes, 1);
                 }
                 locator.forget(ctx, &location).await;
-                if let Some(upstream) = ctx.upstream.get(location.upstream) {
-                    upstream.record_failure();
+                if let (Some(kind), Some(upstream)) = (blame, ctx.upstream.get(location.upstream)) {
+                    ctx.upstream.record_failure(upstream, kind);
                 }
                 streak = match streak {
                     (Some(u), n) if u == location.upstream => (Some(u), n + 1),
@@ -240,7 +262,7 @@ async fn stream_range(
         .upstream
         .get_range(location, start, end - 1)
         .await
-        .map_err(|f| Interrupted::Retry(format!("{f:?}")))?;
+        .map_err(|f| Interrupted::retry(format!("{f:?}")))?;
     let status = response.status().as_u16();
     let content_range = response
         .headers()
@@ -249,7 +271,8 @@ async fn stream_range(
     let mut skip = match check_response(status, content_range, start, end, size, accept_whole) {
         Ok(skip) => skip,
         Err(reason) => {
-            if matches!(status, 200 | 206) {
+            let wrong_bytes = matches!(status, 200 | 206);
+            if wrong_bytes {
                 FillStats::add(&ctx.stats.rejected_responses, 1);
             }
             if status == 416 {
@@ -259,12 +282,18 @@ async fn stream_range(
                     reason: "upstream says the range is unsatisfiable (size changed?)".into(),
                 }));
             }
-            return Err(Interrupted::Retry(reason));
+            return Err(if wrong_bytes {
+                Interrupted::blame(reason, FailureKind::Stream)
+            } else {
+                Interrupted::retry(reason)
+            });
         }
     };
     loop {
         match response.chunk().await {
             Ok(Some(chunk)) => {
+                ctx.upstream
+                    .count_bytes(location.upstream, chunk.len() as u64);
                 let chunk = skip_prefix(chunk, &mut skip);
                 if chunk.is_empty() {
                     continue;
@@ -278,17 +307,23 @@ async fn stream_range(
             Ok(None) => {
                 writer.flush().await.map_err(Interrupted::Fatal)?;
                 return if writer.pos < end {
-                    Err(Interrupted::Retry(format!(
-                        "body ended at byte {} of {end}",
-                        writer.pos
-                    )))
+                    Err(Interrupted::blame(
+                        format!("body ended at byte {} of {end}", writer.pos),
+                        FailureKind::Stream,
+                    ))
                 } else {
                     Ok(())
                 };
             }
             Err(e) => {
                 writer.flush().await.map_err(Interrupted::Fatal)?;
-                return Err(Interrupted::Retry(format!("stream broke: {e}")));
+                let e = e.without_url();
+                let kind = if e.is_timeout() {
+                    FailureKind::Timeout
+                } else {
+                    FailureKind::Stream
+                };
+                return Err(Interrupted::blame(format!("stream broke: {e}"), kind));
             }
         }
     }

@@ -2,6 +2,7 @@
 
 mod blocking;
 mod completion;
+mod failover;
 mod fds;
 mod panics;
 mod priority;
