@@ -12,6 +12,7 @@
 //! values, each with its key path) → [`Config`] (defaults applied, rules across keys checked).
 
 mod error;
+mod log_level;
 mod raw;
 mod schema;
 pub mod units;
@@ -22,6 +23,7 @@ use serde_path_to_error::Segment;
 use serde_yaml::Value;
 
 pub use error::ConfigError;
+pub use log_level::LogLevel;
 pub use schema::{
     defaults, CacheConfig, Config, Durability, FillConfig, FillMode, ServerConfig, Trust,
     UpstreamConfig,
@@ -285,12 +287,11 @@ mod tests {
         assert_eq!(c.fill.background_fills, 4);
         assert_eq!(c.server.threads, defaults::threads());
         assert!(c.server.threads >= 1);
-        assert_eq!(c.server.grace_period, Duration::from_secs(10));
-        assert_eq!(
-            c.server.upgrade_sock,
-            PathBuf::from("/tmp/hubcache_upgrade.sock")
-        );
-        assert_eq!(c.server.pid_file, PathBuf::from("/tmp/hubcache.pid"));
+        assert_eq!(c.server.grace_period, Duration::from_secs(3600));
+        assert_eq!(c.server.runtime_dir, None);
+        assert_eq!(c.server.upgrade_sock, None);
+        assert_eq!(c.server.pid_file, None);
+        assert_eq!(c.log_level.as_str(), "info");
     }
 
     #[test]
@@ -410,8 +411,10 @@ fill:
 server:
   threads: 3
   grace_period: 0s
+  runtime_dir: /run/hc
   upgrade_sock: /run/hc.sock
   pid_file: /run/hc.pid
+log_level: warn,hubcache=debug
 "#,
         );
         assert_eq!(c.listen, "[::1]:9000".parse::<SocketAddr>().unwrap());
@@ -456,10 +459,12 @@ server:
             ServerConfig {
                 threads: 3,
                 grace_period: Duration::ZERO,
-                upgrade_sock: PathBuf::from("/run/hc.sock"),
-                pid_file: PathBuf::from("/run/hc.pid"),
+                runtime_dir: Some(PathBuf::from("/run/hc")),
+                upgrade_sock: Some(PathBuf::from("/run/hc.sock")),
+                pid_file: Some(PathBuf::from("/run/hc.pid")),
             }
         );
+        assert_eq!(c.log_level.as_str(), "warn,hubcache=debug");
         assert_eq!(
             c.cache_roots(),
             [
@@ -715,6 +720,9 @@ server:
         assert_rejected("server: {threads: 0}", "server.threads", "at least 1");
         assert_rejected("server: {threads: many}", "server.threads", "use auto");
         assert_rejected("server: {pid_file: ''}", "server.pid_file", "empty");
+        assert_rejected("server: {runtime_dir: ''}", "server.runtime_dir", "empty");
+        assert_rejected("log_level: verbose", "log_level", "is not a level");
+        assert_rejected("log_level: 3", "log_level", "expected a level");
         assert_rejected("cache: 5", "cache", "expected a mapping of cache settings");
     }
 

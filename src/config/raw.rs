@@ -14,6 +14,7 @@ use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
 use super::error::ConfigError;
+use super::log_level::LogLevel;
 use super::schema::{
     defaults, CacheConfig, Config, Durability, FillConfig, FillMode, ServerConfig, Trust,
     UpstreamConfig,
@@ -32,6 +33,7 @@ pub(crate) struct RawConfig {
     upstreams: Option<Vec<RawUpstream>>,
     fill: Option<RawFill>,
     server: Option<RawServer>,
+    log_level: Option<RawLogLevel>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -82,6 +84,7 @@ struct RawFill {
 struct RawServer {
     threads: Option<Threads>,
     grace_period: Option<HumanDuration>,
+    runtime_dir: Option<NonEmptyPath>,
     upgrade_sock: Option<NonEmptyPath>,
     pid_file: Option<NonEmptyPath>,
 }
@@ -135,6 +138,7 @@ impl RawConfig {
             upstreams,
             fill,
             server,
+            log_level: self.log_level.map(|l| l.0).unwrap_or_default(),
         })
     }
 }
@@ -311,12 +315,9 @@ impl RawServer {
         Ok(ServerConfig {
             threads,
             grace_period: self.grace_period.map_or(defaults::GRACE_PERIOD, Into::into),
-            upgrade_sock: self
-                .upgrade_sock
-                .map_or_else(|| PathBuf::from(defaults::UPGRADE_SOCK), |p| p.0),
-            pid_file: self
-                .pid_file
-                .map_or_else(|| PathBuf::from(defaults::PID_FILE), |p| p.0),
+            runtime_dir: self.runtime_dir.map(|p| p.0),
+            upgrade_sock: self.upgrade_sock.map(|p| p.0),
+            pid_file: self.pid_file.map(|p| p.0),
         })
     }
 }
@@ -483,6 +484,20 @@ impl<'de> Deserialize<'de> for ProxyUrl {
             }
             Ok(ProxyUrl(url))
         })
+    }
+}
+
+/// `log_level`.
+#[derive(Debug)]
+struct RawLogLevel(LogLevel);
+
+impl<'de> Deserialize<'de> for RawLogLevel {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        deserialize_parsed(
+            d,
+            "a level such as info or debug, or directives such as warn,hubcache=debug",
+            |text| LogLevel::parse(text).map(RawLogLevel),
+        )
     }
 }
 

@@ -4,6 +4,7 @@
 //! The client's `Authorization` goes only to upstreams that receive tokens; a 401/403 from
 //! one it was withheld from counts as that upstream's failure (see `upstream`).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -13,9 +14,8 @@ use pingora::{Error, ErrorType, Result};
 use url::Url;
 
 use super::RequestCtx;
-use crate::app::App;
 use crate::hf::{self, LocationKind};
-use crate::upstream::{asks_for_credentials, dns};
+use crate::upstream::{asks_for_credentials, dns, UpstreamChain, UpstreamId};
 
 /// Off-host redirects followed per request.
 const MAX_REDIRECTS: u8 = 5;
@@ -24,9 +24,9 @@ const MAX_REDIRECTS: u8 = 5;
 #[derive(Debug, Default)]
 pub struct PassThrough {
     /// Upstreams that failed for this request.
-    pub tried: Vec<usize>,
+    pub tried: Vec<UpstreamId>,
     /// The upstream of the current attempt.
-    pub current: Option<usize>,
+    pub current: Option<UpstreamId>,
     /// The client sent a token that the current upstream was not given.
     pub token_withheld: bool,
     /// An off-host redirect target being followed.
@@ -60,7 +60,7 @@ fn host_header(url: &Url) -> String {
 }
 
 /// Choose the peer: the redirect target being followed, else the next untried upstream.
-pub async fn upstream_peer(app: &App, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+pub async fn upstream_peer(ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
     if let Some(target) = &ctx.pass.redirect {
         let host = target.host_str().unwrap_or("").to_string();
         let port = target.port_or_known_default().unwrap_or(80);
@@ -69,19 +69,19 @@ pub async fn upstream_peer(app: &App, ctx: &mut RequestCtx) -> Result<Box<HttpPe
             .map_err(|e| Error::explain(ErrorType::ConnectNoRoute, e.to_string()))?;
         return Ok(peer(addr, target.scheme() == "https", &host));
     }
-    for upstream in app.upstream.ordered() {
-        if ctx.pass.tried.contains(&upstream.index) {
+    for upstream in ctx.settings.upstream.ordered() {
+        if ctx.pass.tried.contains(&upstream.id) {
             continue;
         }
         match dns::resolve(upstream.host(), upstream.port()).await {
             Ok(addr) => {
-                ctx.pass.current = Some(upstream.index);
+                ctx.pass.current = Some(upstream.id);
                 return Ok(peer(addr, upstream.is_tls(), upstream.host()));
             }
             Err(e) => {
                 log::warn!("{e}");
                 upstream.record_failure();
-                ctx.pass.tried.push(upstream.index);
+                ctx.pass.tried.push(upstream.id);
             }
         }
     }
@@ -93,7 +93,6 @@ pub async fn upstream_peer(app: &App, ctx: &mut RequestCtx) -> Result<Box<HttpPe
 
 /// Point the request at the chosen upstream (its path prefix and Host) or redirect target.
 pub fn upstream_request(
-    app: &App,
     session: &Session,
     req: &mut RequestHeader,
     ctx: &mut RequestCtx,
@@ -111,7 +110,7 @@ pub fn upstream_request(
         let upstream = ctx
             .pass
             .current
-            .and_then(|i| app.upstream.get(i))
+            .and_then(|id| ctx.settings.upstream.get(id))
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no upstream chosen"))?;
         if !upstream.receives_tokens() {
             ctx.pass.token_withheld = req.remove_header("authorization").is_some();
@@ -138,14 +137,14 @@ pub fn upstream_request(
 /// Inspect the upstream's answer: fail over on 5xx/429, follow off-host redirects, rewrite
 /// same-origin ones and Link headers, strip Xet hints.
 pub fn upstream_response(
-    app: &App,
     session: &Session,
     resp: &mut ResponseHeader,
     ctx: &mut RequestCtx,
 ) -> Result<()> {
     let status = resp.status.as_u16();
     let idempotent = session.req_header().method.is_idempotent();
-    let current = ctx.pass.current.and_then(|i| app.upstream.get(i)).cloned();
+    let chain = Arc::clone(&ctx.settings.upstream);
+    let current = ctx.pass.current.and_then(|id| chain.get(id)).cloned();
     if ctx.pass.redirect.is_none() {
         if let Some(upstream) = &current {
             let error_code = resp
@@ -156,13 +155,8 @@ pub fn upstream_response(
                 ctx.pass.token_withheld && asks_for_credentials(status, error_code);
             if not_for_client {
                 // Not this client's answer: the upstream never saw its token.
-                ctx.pass.tried.push(upstream.index);
-                let others_left = app
-                    .upstream
-                    .all()
-                    .iter()
-                    .any(|u| !ctx.pass.tried.contains(&u.index));
-                if idempotent && others_left {
+                ctx.pass.tried.push(upstream.id);
+                if idempotent && others_left(&chain, &ctx.pass.tried) {
                     return Err(retry_error(format!(
                         "{} answered {status} without the client's token, trying the next upstream",
                         upstream.origin()
@@ -175,13 +169,8 @@ pub fn upstream_response(
             }
             if status >= 500 || status == 429 {
                 upstream.record_failure();
-                ctx.pass.tried.push(upstream.index);
-                let others_left = app
-                    .upstream
-                    .all()
-                    .iter()
-                    .any(|u| !ctx.pass.tried.contains(&u.index));
-                if idempotent && others_left {
+                ctx.pass.tried.push(upstream.id);
+                if idempotent && others_left(&chain, &ctx.pass.tried) {
                     return Err(retry_error(format!(
                         "{} answered {status}, trying the next upstream",
                         upstream.origin()
@@ -205,7 +194,7 @@ pub fn upstream_response(
             } else if let Some(upstream) = &current {
                 bases.push(upstream.base().as_str().to_string());
             }
-            bases.extend(ctx.upstream_origins(app));
+            bases.extend(ctx.upstream_origins());
             match hf::rewrite_location(&location, &bases, &ctx.public_base) {
                 LocationKind::SameOrigin {
                     public_relative,
@@ -233,15 +222,16 @@ pub fn upstream_response(
             }
         }
     }
-    strip_and_rewrite_headers(app, resp, ctx)
+    strip_and_rewrite_headers(resp, ctx)
+}
+
+/// Whether an upstream not yet tried for this request is left.
+fn others_left(chain: &UpstreamChain, tried: &[UpstreamId]) -> bool {
+    chain.all().iter().any(|u| !tried.contains(&u.id))
 }
 
 /// Remove Xet headers and links; point pagination links at the mirror.
-pub fn strip_and_rewrite_headers(
-    app: &App,
-    resp: &mut ResponseHeader,
-    ctx: &RequestCtx,
-) -> Result<()> {
+pub fn strip_and_rewrite_headers(resp: &mut ResponseHeader, ctx: &RequestCtx) -> Result<()> {
     let xet: Vec<String> = resp
         .headers
         .keys()
@@ -262,7 +252,7 @@ pub fn strip_and_rewrite_headers(
         for link in links {
             if let Some(kept) = hf::strip_xet_links(&link) {
                 let rewritten =
-                    hf::rewrite_link_header(&kept, &ctx.upstream_origins(app), &ctx.public_base);
+                    hf::rewrite_link_header(&kept, &ctx.upstream_origins(), &ctx.public_base);
                 resp.append_header("link", rewritten)?;
             }
         }

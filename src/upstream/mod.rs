@@ -8,11 +8,15 @@ mod chain;
 pub mod dns;
 mod error;
 mod health;
+mod id;
 mod request;
 
 pub use chain::{Upstream, UpstreamChain};
 pub use error::{Attempt, AttemptFailure, UpstreamError};
+pub use id::UpstreamId;
 pub use request::{asks_for_credentials, Body, Follow, HubRequest, HubResponse, Location};
 
 #[cfg(test)]
 mod chain_tests;
+#[cfg(test)]
+mod rebuild_tests;

@@ -25,7 +25,7 @@ use super::context::{blocking, spawn, FillContext, FillStats};
 use super::locator::Locator;
 use super::FetchError;
 use crate::store::{BlobFile, BlobId, StoreError};
-use crate::upstream::Location;
+use crate::upstream::{Location, UpstreamId};
 use writer::SegmentWriter;
 
 /// Consecutive attempts without progress before a segment's remaining blocks fail.
@@ -136,15 +136,12 @@ async fn fetch_segment(segment: &Segment) -> Result<(), (u64, FetchError)> {
         copy,
         blocks,
     } = segment;
-    let _connection = Arc::clone(&ctx.connections)
-        .acquire_owned()
-        .await
-        .map_err(|_| {
-            (
-                blocks.start,
-                FetchError::Internal("connection budget closed".into()),
-            )
-        })?;
+    let _connection = ctx.connections.acquire().await.map_err(|_| {
+        (
+            blocks.start,
+            FetchError::Internal("connection budget closed".into()),
+        )
+    })?;
     // Another process sharing the cache may be filling some of these blocks.
     let file = Arc::clone(&copy.file);
     let range = blocks.clone();
@@ -167,7 +164,7 @@ async fn fetch_segment(segment: &Segment) -> Result<(), (u64, FetchError)> {
     );
     let mut failures = 0;
     let mut attempts = 0;
-    let mut streak: (Option<usize>, u32) = (None, 0);
+    let mut streak: (Option<UpstreamId>, u32) = (None, 0);
     let mut last_reason = String::new();
     while writer.pos < end {
         let location = match locator.locate(ctx, sink.blob()).await {
@@ -194,7 +191,7 @@ async fn fetch_segment(segment: &Segment) -> Result<(), (u64, FetchError)> {
                     FillStats::add(&ctx.stats.resumes, 1);
                 }
                 locator.forget(ctx, &location).await;
-                if let Some(upstream) = ctx.upstream.get(location.upstream) {
+                if let Some(upstream) = ctx.upstream().get(location.upstream) {
                     upstream.record_failure();
                 }
                 streak = match streak {
@@ -237,7 +234,7 @@ async fn stream_range(
 ) -> Result<(), Interrupted> {
     let start = writer.pos;
     let mut response = ctx
-        .upstream
+        .upstream()
         .get_range(location, start, end - 1)
         .await
         .map_err(|f| Interrupted::Retry(format!("{f:?}")))?;

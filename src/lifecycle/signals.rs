@@ -1,0 +1,187 @@
+//! The process's signals, handled in Pingora's main loop (as its `ShutdownSignalWatch`):
+//!
+//! | signal | effect |
+//! |---|---|
+//! | `SIGHUP` | reload the config file (the process keeps running whatever the outcome) |
+//! | `SIGUSR2` | upgrade itself: start `<its binary> serve --upgrade` and hand over to it |
+//! | `SIGQUIT` | hand the listening sockets to a new process waiting with `--upgrade`, then drain |
+//! | `SIGTERM` | stop accepting, then drain |
+//! | `SIGINT` | stop at once (also during a drain) |
+//!
+//! Pingora leaves SIGHUP's default action (terminate) in place: [`catch_early`] catches HUP
+//! and USR2 from the first line of `serve`, and a signal that arrives before the main loop
+//! runs is acted on when it starts.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use pingora::server::{ExecutionPhase, ShutdownSignal, ShutdownSignalWatch};
+use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::sync::broadcast;
+
+use super::{drain, upgrade, Lifecycle};
+use crate::app::App;
+use crate::config::Config;
+
+static EARLY_HANGUP: AtomicBool = AtomicBool::new(false);
+static EARLY_USR2: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn remember(signal: libc::c_int) {
+    // Only an atomic store: async-signal-safe.
+    match signal {
+        libc::SIGHUP => EARLY_HANGUP.store(true, Ordering::SeqCst),
+        libc::SIGUSR2 => EARLY_USR2.store(true, Ordering::SeqCst),
+        _ => {}
+    }
+}
+
+/// Keep SIGHUP and SIGUSR2 from killing the process before the main loop handles them (their
+/// default action is to terminate). Call first thing in `serve`.
+pub fn catch_early() {
+    for sig in [libc::SIGHUP, libc::SIGUSR2] {
+        // SAFETY: installs a handler that only stores to an atomic; the sigaction struct is
+        // fully initialised (zeroed, then handler and an empty mask set).
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = remember as extern "C" fn(libc::c_int) as libc::sighandler_t;
+            libc::sigemptyset(&mut action.sa_mask);
+            action.sa_flags = libc::SA_RESTART;
+            libc::sigaction(sig, &action, std::ptr::null_mut());
+        }
+    }
+}
+
+/// Pingora's shutdown watcher, extended with reload and self-upgrade.
+pub(super) struct Signals {
+    pub(super) app: Arc<App>,
+    pub(super) life: Arc<Lifecycle>,
+    /// Pingora's execution phases (the drain starts when the grace period does).
+    pub(super) phases: Mutex<Option<broadcast::Receiver<ExecutionPhase>>>,
+}
+
+struct Streams {
+    hangup: Signal,
+    usr2: Signal,
+    quit: Signal,
+    term: Signal,
+    interrupt: Signal,
+}
+
+fn streams() -> std::io::Result<Streams> {
+    Ok(Streams {
+        hangup: signal(SignalKind::hangup())?,
+        usr2: signal(SignalKind::user_defined2())?,
+        quit: signal(SignalKind::quit())?,
+        term: signal(SignalKind::terminate())?,
+        interrupt: signal(SignalKind::interrupt())?,
+    })
+}
+
+impl Signals {
+    /// SIGHUP: re-read the config file and apply it (or keep the running config).
+    fn reload(&self) {
+        let loaded = match &self.life.config_path {
+            Some(path) => Config::load(path),
+            None => {
+                log::info!("reload: started without --config; the embedded default stays");
+                Ok(Config::embedded_default())
+            }
+        };
+        let report = self.app.reload(loaded);
+        self.life.write_status(Some(&report));
+    }
+
+    /// SIGUSR2: start the successor; true once it waits for the sockets.
+    async fn upgrade_self(&self) -> bool {
+        let life = Arc::clone(&self.life);
+        log::info!("upgrade: starting {} serve --upgrade", life.exe.display());
+        let started = tokio::task::spawn_blocking(move || {
+            upgrade::start_successor(
+                &life.exe,
+                life.config_path.as_deref(),
+                &life.paths.upgrade_sock,
+                None,
+            )
+        })
+        .await;
+        match started {
+            Ok(Ok(child)) => {
+                log::info!(
+                    "upgrade: new process {} waits for the listening sockets; handing over",
+                    child.id()
+                );
+                true
+            }
+            Ok(Err(e)) => {
+                log::error!("upgrade refused, this process keeps serving: {e}");
+                false
+            }
+            Err(e) => {
+                log::error!("upgrade failed, this process keeps serving: {e}");
+                false
+            }
+        }
+    }
+
+    /// The process will stop: answers carry `Connection: close` from now on, and it exits as
+    /// soon as nothing is in flight once the listeners are closed.
+    fn begin_stop(&self, why: &str) {
+        log::info!(
+            "{why}: draining (exit when the last download ends, at most {:?})",
+            self.life.grace
+        );
+        self.app.activity.stop();
+        if let Some(phases) = self.phases.lock().take() {
+            tokio::spawn(drain::drain(
+                Arc::clone(&self.app),
+                Arc::clone(&self.life),
+                phases,
+            ));
+        }
+    }
+}
+
+#[async_trait]
+impl ShutdownSignalWatch for Signals {
+    async fn recv(&self) -> ShutdownSignal {
+        let mut s = match streams() {
+            Ok(s) => s,
+            Err(e) => {
+                log::error!("cannot listen for signals ({e}): stopping");
+                return ShutdownSignal::FastShutdown;
+            }
+        };
+        if EARLY_HANGUP.swap(false, Ordering::SeqCst) {
+            self.reload();
+        }
+        if EARLY_USR2.swap(false, Ordering::SeqCst) && self.upgrade_self().await {
+            self.begin_stop("upgrade (SIGUSR2)");
+            return ShutdownSignal::GracefulUpgrade;
+        }
+        loop {
+            tokio::select! {
+                _ = s.hangup.recv() => self.reload(),
+                _ = s.usr2.recv() => {
+                    if self.upgrade_self().await {
+                        self.begin_stop("upgrade (SIGUSR2)");
+                        return ShutdownSignal::GracefulUpgrade;
+                    }
+                }
+                _ = s.quit.recv() => {
+                    self.begin_stop("SIGQUIT: handing the listening sockets over");
+                    return ShutdownSignal::GracefulUpgrade;
+                }
+                _ = s.term.recv() => {
+                    self.begin_stop("SIGTERM");
+                    return ShutdownSignal::GracefulTerminate;
+                }
+                _ = s.interrupt.recv() => {
+                    log::info!("SIGINT: stopping now");
+                    return ShutdownSignal::FastShutdown;
+                }
+            }
+        }
+    }
+}
