@@ -4,7 +4,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use pingora::proxy::http_proxy_service;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
 
@@ -125,7 +124,8 @@ fn serve(config: Config, config_path: Option<&PathBuf>, upgrade: bool) -> Result
     let mut server = Server::new_with_opt_and_conf(opt, server_conf);
     server.bootstrap();
     life.started().map_err(|e| e.to_string())?;
-    let mut service = http_proxy_service(&server.configuration, HubProxy::new(app.clone()));
+    let mut service =
+        lifecycle::service::proxy_service(&server.configuration, HubProxy::new(app.clone()));
     service.add_tcp(&config.listen.to_string());
     server.add_service(service);
     log::info!(

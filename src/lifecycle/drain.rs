@@ -1,8 +1,8 @@
 //! Draining instead of sleeping: Pingora's graceful shutdown waits the whole
 //! `grace_period`, even when idle. Once the listeners are closed (the grace period starts),
 //! this exits the process as soon as no request is in flight and no fill is live (segment
-//! fetches finish; no new background completion starts), and has stayed so for a moment (a
-//! connection accepted just before the close gets its request read). The grace period stays
+//! fetches finish; no new background completion starts), and has stayed so for as long as a
+//! connection accepted just before the close may take to send its request. The grace period stays
 //! the upper bound: Pingora ends the process then. A SIGINT during the drain exits at once.
 
 use std::sync::Arc;
@@ -17,8 +17,9 @@ use crate::app::App;
 
 /// How often the drain looks.
 const TICK: Duration = Duration::from_millis(50);
-/// Nothing in flight for this long counts as drained.
-const QUIET: Duration = Duration::from_secs(1);
+/// Nothing in flight for this long counts as drained: as long as the service gives
+/// connections accepted before the shutdown to send their request.
+const QUIET: Duration = super::service::FIRST_READ_GRACE;
 /// How often a long drain says what it waits for.
 const REPORT_EVERY: Duration = Duration::from_secs(30);
 

@@ -12,6 +12,7 @@ pub mod notify;
 pub mod paths;
 pub mod pidfile;
 pub mod reload_cmd;
+pub mod service;
 mod signals;
 pub mod upgrade;
 

@@ -73,6 +73,16 @@ impl RuntimePaths {
     /// Create the runtime directory if needed and check that the upgrade socket's directory
     /// is private (ours, no group/other access).
     pub fn prepare(&self) -> Result<(), PathError> {
+        let len = self.upgrade_sock.as_os_str().len();
+        if len > MAX_SOCKET_PATH {
+            return Err(PathError::Unsafe {
+                path: self.upgrade_sock.clone(),
+                reason: format!(
+                    "the upgrade socket's path is {len} bytes, a Unix socket path has at most \
+                     {MAX_SOCKET_PATH}: choose a shorter server.runtime_dir (or upgrade_sock)"
+                ),
+            });
+        }
         ensure_private_dir(&self.dir)?;
         if let Some(parent) = self.upgrade_sock.parent().filter(|p| *p != self.dir) {
             let parent = if parent.as_os_str().is_empty() {
@@ -85,6 +95,9 @@ impl RuntimePaths {
         Ok(())
     }
 }
+
+/// The longest Unix socket path (`sun_path` holds 108 bytes with the final NUL).
+const MAX_SOCKET_PATH: usize = 107;
 
 /// `hubcache.pid` → `hubcache.status.json`.
 pub fn status_file_of(pid_file: &Path) -> PathBuf {
@@ -242,5 +255,18 @@ mod tests {
         };
         let err = paths.prepare().unwrap_err().to_string();
         assert!(err.contains("server.upgrade_sock"), "{err}");
+    }
+
+    #[test]
+    fn an_upgrade_socket_path_too_long_for_unix_sockets_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("r".repeat(100));
+        let paths = RuntimePaths::resolve(&ServerConfig {
+            runtime_dir: Some(dir.clone()),
+            ..ServerConfig::default()
+        });
+        let err = paths.prepare().unwrap_err().to_string();
+        assert!(err.contains("at most 107"), "{err}");
+        assert!(!dir.exists(), "nothing is created for a refused config");
     }
 }

@@ -337,6 +337,8 @@ class Mirror:
         self.cache_dir = Path(cache_dir) if cache_dir else self.workdir / f"{name}-cache"
         self.log_path = self.workdir / f"{name}.log"
         self.config_path = self.workdir / f"{name}.yaml"
+        # Private (0700, created by hubcache): the upgrade socket, pid file and status file.
+        self.runtime_dir = self.workdir / "run"
         self.upstreams = list(upstreams)
         self.overrides = overrides
         self.proc: subprocess.Popen | None = None
@@ -357,8 +359,7 @@ class Mirror:
             "offline": False,
             "revision_ttl": "60s",
             "server": {"threads": 2, "grace_period": "1s",
-                       "pid_file": str(self.workdir / f"{self.name}.pid"),
-                       "upgrade_sock": str(self.workdir / f"{self.name}.sock")},
+                       "runtime_dir": str(self.runtime_dir)},
         }
         return deep_merge(base, self.overrides)
 
@@ -407,6 +408,27 @@ class Mirror:
             stop_process(self.proc, sig)
         if self in ACTIVE:
             ACTIVE.remove(self)
+
+    # ---- reload and upgrade ----------------------------------------------------------------
+
+    def write_config(self, **overrides) -> None:
+        """Rewrite the config file (what a reload reads) with more overrides; `self.upstreams`
+        may have been changed too."""
+        self.overrides = deep_merge(self.overrides, overrides)
+        self.config_path.write_text(json.dumps(self.config(), indent=2))
+
+    @property
+    def pid_file(self) -> Path:
+        return self.runtime_dir / "hubcache.pid"
+
+    def serving_pid(self) -> int:
+        return int(self.pid_file.read_text().strip())
+
+    def command(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+        """Run `hubcache ARGS` (e.g. reload, upgrade) next to this mirror."""
+        return subprocess.run([self.binary, *args], capture_output=True, text=True, timeout=timeout,
+                              cwd=self.workdir, stdin=subprocess.DEVNULL,
+                              env={**os.environ, **self.env})
 
     def restart(self, same_port: bool = False, **overrides) -> None:
         port = self.port if same_port else None
