@@ -36,6 +36,7 @@ pub fn plan(running: &Config, file: Config) -> Plan {
         fill,
         server,
         log_level,
+        watch_config,
     } = file;
     let applied = &mut plan.applied;
     let (changed, upgrade) = (&mut plan.changed, &mut plan.needs_upgrade);
@@ -53,6 +54,12 @@ pub fn plan(running: &Config, file: Config) -> Plan {
     take("auth_ttl", &mut applied.auth_ttl, auth_ttl, changed);
     take("upstreams", &mut applied.upstreams, upstreams, changed);
     take("log_level", &mut applied.log_level, log_level, changed);
+    take(
+        "watch_config",
+        &mut applied.watch_config,
+        watch_config,
+        changed,
+    );
     cache_keys(&running.cache, cache, upgrade);
     fill_keys(&mut applied.fill, fill, changed);
     server_keys(&running.server, server, upgrade);
@@ -197,7 +204,7 @@ mod tests {
         let running = parse("upstreams: [{url: http://a:1}, {url: http://b:1}]");
         let file = parse(
             "offline: true\nrevision_ttl: 5s\nauth_ttl: 1m\npublic_url: http://m:1\n\
-             log_level: debug\nupstreams: [{url: http://b:1}, {url: http://a:1, timeout: 2s}]\n\
+             log_level: debug\nwatch_config: true\nupstreams: [{url: http://b:1}, {url: http://a:1, timeout: 2s}]\n\
              fill: {mode: on_demand, segment: 1MiB, connections_per_file: 2, \
              connections_total: 3, read_ahead: 0, background_fills: 1}",
         );
@@ -212,6 +219,7 @@ mod tests {
                 "auth_ttl",
                 "upstreams",
                 "log_level",
+                "watch_config",
                 "fill.mode",
                 "fill.segment",
                 "fill.connections_per_file",

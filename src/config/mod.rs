@@ -292,6 +292,7 @@ mod tests {
         assert_eq!(c.server.upgrade_sock, None);
         assert_eq!(c.server.pid_file, None);
         assert_eq!(c.log_level.as_str(), "info");
+        assert!(!c.watch_config);
     }
 
     #[test]
@@ -415,6 +416,7 @@ server:
   upgrade_sock: /run/hc.sock
   pid_file: /run/hc.pid
 log_level: warn,hubcache=debug
+watch_config: true
 "#,
         );
         assert_eq!(c.listen, "[::1]:9000".parse::<SocketAddr>().unwrap());
@@ -465,6 +467,7 @@ log_level: warn,hubcache=debug
             }
         );
         assert_eq!(c.log_level.as_str(), "warn,hubcache=debug");
+        assert!(c.watch_config);
         assert_eq!(
             c.cache_roots(),
             [

@@ -34,6 +34,7 @@ pub(crate) struct RawConfig {
     fill: Option<RawFill>,
     server: Option<RawServer>,
     log_level: Option<RawLogLevel>,
+    watch_config: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -139,6 +140,7 @@ impl RawConfig {
             fill,
             server,
             log_level: self.log_level.map(|l| l.0).unwrap_or_default(),
+            watch_config: self.watch_config.unwrap_or(false),
         })
     }
 }

@@ -75,6 +75,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// Which log lines are written (`RUST_LOG`, when set, wins).
     pub log_level: LogLevel,
+    /// Reload the config file when it changes (polled), as on SIGHUP.
+    pub watch_config: bool,
 }
 
 /// `cache:` — where and how blobs are stored.
@@ -375,6 +377,7 @@ impl Default for Config {
             fill: FillConfig::default(),
             server: ServerConfig::default(),
             log_level: LogLevel::default(),
+            watch_config: false,
         }
     }
 }

@@ -161,6 +161,7 @@ impl Lifecycle {
             app: Arc::clone(&app),
             life: Arc::clone(&life),
             phases: Mutex::new(Some(phases)),
+            watch: Mutex::new(signals::Watch::default()),
         };
         server.run(RunArgs {
             shutdown_signal: Box::new(watch),

@@ -8,12 +8,17 @@
 //! | `SIGTERM` | stop accepting, then drain |
 //! | `SIGINT` | stop at once (also during a drain) |
 //!
+//! With `watch_config: true` the config file is also checked every [`WATCH_EVERY`] and
+//! reloaded once a change has been stable for one check.
+//!
 //! Pingora leaves SIGHUP's default action (terminate) in place: [`catch_early`] catches HUP
 //! and USR2 from the first line of `serve`, and a signal that arrives before the main loop
 //! runs is acted on when it starts.
 
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
@@ -24,6 +29,25 @@ use tokio::sync::broadcast;
 use super::{drain, upgrade, Lifecycle};
 use crate::app::App;
 use crate::config::Config;
+
+/// How often `watch_config` looks at the file.
+pub const WATCH_EVERY: Duration = Duration::from_secs(2);
+
+/// What identifies a version of the config file.
+type Stamp = Option<(SystemTime, u64, u64)>;
+
+fn stamp(path: &Path) -> Stamp {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len(), meta.ino()))
+}
+
+/// The file version last applied, and a newer one seen once (applied if still there next time).
+#[derive(Default)]
+pub(super) struct Watch {
+    applied: Stamp,
+    pending: Option<Stamp>,
+}
 
 static EARLY_HANGUP: AtomicBool = AtomicBool::new(false);
 static EARLY_USR2: AtomicBool = AtomicBool::new(false);
@@ -59,6 +83,7 @@ pub(super) struct Signals {
     pub(super) life: Arc<Lifecycle>,
     /// Pingora's execution phases (the drain starts when the grace period does).
     pub(super) phases: Mutex<Option<broadcast::Receiver<ExecutionPhase>>>,
+    pub(super) watch: Mutex<Watch>,
 }
 
 struct Streams {
@@ -83,7 +108,10 @@ impl Signals {
     /// SIGHUP: re-read the config file and apply it (or keep the running config).
     fn reload(&self) {
         let loaded = match &self.life.config_path {
-            Some(path) => Config::load(path),
+            Some(path) => {
+                self.watch.lock().applied = stamp(path);
+                Config::load(path)
+            }
             None => {
                 log::info!("reload: started without --config; the embedded default stays");
                 Ok(Config::embedded_default())
@@ -91,6 +119,29 @@ impl Signals {
         };
         let report = self.app.reload(loaded);
         self.life.write_status(Some(&report));
+    }
+
+    /// `watch_config`: whether the file changed and the change held for one more check.
+    fn file_changed(&self) -> bool {
+        let Some(path) = &self.life.config_path else {
+            return false;
+        };
+        if !self.app.settings().config.watch_config {
+            return false;
+        }
+        let now = stamp(path);
+        let mut watch = self.watch.lock();
+        if now == watch.applied {
+            watch.pending = None;
+            return false;
+        }
+        if watch.pending == Some(now) {
+            watch.pending = None;
+            log::info!("{} changed: reloading (watch_config)", path.display());
+            return true;
+        }
+        watch.pending = Some(now);
+        false
     }
 
     /// SIGUSR2: start the successor; true once it waits for the sockets.
@@ -153,6 +204,10 @@ impl ShutdownSignalWatch for Signals {
                 return ShutdownSignal::FastShutdown;
             }
         };
+        if let Some(path) = &self.life.config_path {
+            self.watch.lock().applied = stamp(path);
+        }
+        let mut watch_tick = tokio::time::interval(WATCH_EVERY);
         if EARLY_HANGUP.swap(false, Ordering::SeqCst) {
             self.reload();
         }
@@ -163,6 +218,11 @@ impl ShutdownSignalWatch for Signals {
         loop {
             tokio::select! {
                 _ = s.hangup.recv() => self.reload(),
+                _ = watch_tick.tick() => {
+                    if self.file_changed() {
+                        self.reload();
+                    }
+                }
                 _ = s.usr2.recv() => {
                     if self.upgrade_self().await {
                         self.begin_stop("upgrade (SIGUSR2)");

@@ -23,8 +23,9 @@ def reload(mirror, *args: str):
 
 
 def metric(mirror, name: str) -> float:
+    """The value of one sample (`name` with its labels) in /metrics; 0 when absent."""
     for line in mirror.get("/metrics").text.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{") and line.split(" ")[0] == name:
+        if line.startswith(name + " "):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
 
@@ -41,11 +42,11 @@ def test_offline_switched_on_by_sighup_refuses_uncached_files_within_a_second_an
     requests_before = own_emu.stats()["requests"]
     sent = time.monotonic()
     os.kill(m.proc.pid, signal.SIGHUP)
-
-    def refused():
-        return m.resolve("GET", *OTHER).status_code == 404
-    wait_until(refused, 1.0, interval=0.02, what="offline to apply")
+    # Polling the metrics, not the file: an early request would fetch and cache it.
+    wait_until(lambda: reloads(m, "ok") == 1, 1.0, interval=0.02, what="offline to apply")
     took = time.monotonic() - sent
+    r = m.resolve("GET", *OTHER)
+    assert r.status_code == 404, r.text
     assert own_emu.stats()["requests"] == requests_before, "offline: the hub was contacted"
     assert m.resolve("GET", *SMALL).status_code == 200, "cached files keep serving"
     assert m.running, "SIGHUP must not kill the mirror"
@@ -127,3 +128,19 @@ def test_reordered_upstreams_serve_new_requests_while_the_fill_in_flight_complet
     assert results == [(200, big["sha256"], big["size"])]
     fetched = first.cdn_bytes_for(big["sha256"]) + second.cdn_bytes_for(big["sha256"])
     assert fetched <= big["size"] * 1.02, f"{fetched} bytes fetched for a {big['size']}-byte file"
+
+
+def test_watch_config_reloads_a_changed_file_by_itself(own_emu, mirror_factory):
+    m = mirror_factory(own_emu, watch_config=True)
+    assert m.resolve("GET", *SMALL).status_code == 200
+    m.write_config(offline=True)
+    wait_until(lambda: reloads(m, "ok") == 1, 15, interval=0.2, what="the watched file to be reloaded")
+    assert m.resolve("GET", *OTHER).status_code == 404
+    good = m.config_path.read_text()
+    m.config_path.write_text(good.replace('"revision_ttl": "60s"', '"revision_ttl": "60"'))
+    wait_until(lambda: reloads(m, "invalid") == 1, 15, interval=0.2, what="the broken file to be refused")
+    assert m.resolve("GET", *SMALL).status_code == 200
+    assert m.resolve("GET", *OTHER).status_code == 404, "the refused file changed nothing"
+    m.write_config(offline=False)
+    wait_until(lambda: m.resolve("GET", *OTHER).status_code == 200, 15, interval=0.2,
+               what="the fixed file to apply")
