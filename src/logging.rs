@@ -28,17 +28,17 @@ fn rust_log_is_set() -> bool {
     std::env::var_os("RUST_LOG").is_some_and(|v| !v.is_empty())
 }
 
-/// Install the logger (once per process; later calls only apply `level`).
+/// Install the logger (once per process; later calls only set `level`, quietly).
 pub fn init(level: &LogLevel) {
     let logger = build(level);
     let max = logger.filter();
-    if LOGGER
-        .set(Reloadable {
-            inner: ArcSwap::from_pointee(logger),
-        })
-        .is_err()
-    {
-        apply(level);
+    if let Err(Reloadable { inner }) = LOGGER.set(Reloadable {
+        inner: ArcSwap::from_pointee(logger),
+    }) {
+        if let Some(installed) = LOGGER.get() {
+            installed.inner.store(inner.load_full());
+            log::set_max_level(max);
+        }
         return;
     }
     if let Some(installed) = LOGGER.get() {

@@ -123,7 +123,7 @@ fn serve(config: Config, config_path: Option<&PathBuf>, upgrade: bool) -> Result
     };
     let mut server = Server::new_with_opt_and_conf(opt, server_conf);
     server.bootstrap();
-    life.started().map_err(|e| e.to_string())?;
+    life.started();
     let mut service =
         lifecycle::service::proxy_service(&server.configuration, HubProxy::new(app.clone()));
     service.add_tcp(&config.listen.to_string());

@@ -110,13 +110,18 @@ impl Lifecycle {
         self.paths.pid_file.display().to_string()
     }
 
-    /// The listeners are ours: write the pid and status files, tell systemd.
-    pub fn started(&self) -> Result<(), LifecycleError> {
+    /// The listeners are ours: write the pid and status files, tell systemd. A pid file that
+    /// cannot be written is logged, not fatal: after an upgrade the old process is already
+    /// handing over, and serving matters more than `hubcache reload` finding us.
+    pub fn started(&self) {
         let pid = i32::try_from(std::process::id()).unwrap_or(0);
-        pidfile::write_pid(&self.paths.pid_file, pid).map_err(|source| LifecycleError::Io {
-            path: self.paths.pid_file.clone(),
-            source,
-        })?;
+        if let Err(e) = pidfile::write_pid(&self.paths.pid_file, pid) {
+            log::error!(
+                "cannot write the pid file {}: {e} (hubcache reload/upgrade will not find this \
+                 process; SIGHUP still reloads)",
+                self.paths.pid_file.display()
+            );
+        }
         self.write_status(None);
         notify::ready();
         log::info!(
@@ -124,7 +129,6 @@ impl Lifecycle {
             self.paths.pid_file.display(),
             self.paths.upgrade_sock.display()
         );
-        Ok(())
     }
 
     /// Rewrite the status file (after a reload: with its outcome).
