@@ -4,7 +4,7 @@
 //! |---|---|
 //! | `SIGHUP` | reload the config file (the process keeps running whatever the outcome) |
 //! | `SIGUSR2` | upgrade itself: start `<its binary> serve --upgrade` and hand over to it |
-//! | `SIGQUIT` | hand the listening sockets to a new process waiting with `--upgrade`, then drain |
+//! | `SIGQUIT` | hand the listening sockets to a new process waiting with `--upgrade`, then drain; ignored (logged) when none waits |
 //! | `SIGTERM` | stop accepting, then drain |
 //! | `SIGINT` | stop at once (also during a drain) |
 //!
@@ -104,6 +104,29 @@ fn streams() -> std::io::Result<Streams> {
     })
 }
 
+/// Whether a process listens on the Unix socket at `path` (read from `/proc/net/unix`, so
+/// nobody's single accept is used up; a stale socket file left by a crash does not count).
+fn listening_unix_socket(path: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    let exists = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket());
+    let Ok(table) = std::fs::read_to_string("/proc/net/unix") else {
+        return exists;
+    };
+    exists && listed_as_listening(&table, path)
+}
+
+/// `/proc/net/unix`: `Num RefCount Protocol Flags Type St Inode Path`; a listening socket has
+/// the flag `__SO_ACCEPTCON` (00010000).
+fn listed_as_listening(table: &str, path: &Path) -> bool {
+    let Some(path) = path.to_str() else {
+        return true;
+    };
+    table.lines().skip(1).any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        fields.len() >= 8 && fields[3] == "00010000" && fields[7..].join(" ") == path
+    })
+}
+
 impl Signals {
     /// SIGHUP: re-read the config file and apply it (or keep the running config).
     fn reload(&self) {
@@ -176,6 +199,22 @@ impl Signals {
         }
     }
 
+    /// SIGQUIT hands the listeners to a process waiting on the upgrade socket. With none
+    /// waiting, Pingora would close them and stop anyway (an outage): refuse instead.
+    fn successor_waits(&self) -> bool {
+        let sock = &self.life.paths.upgrade_sock;
+        let waiting = listening_unix_socket(sock);
+        if !waiting {
+            log::error!(
+                "SIGQUIT ignored: no new process waits on {} to take the listening sockets \
+                 (start `hubcache serve --upgrade` first, or use `hubcache upgrade`; SIGTERM \
+                 stops)",
+                sock.display()
+            );
+        }
+        waiting
+    }
+
     /// The process will stop: answers carry `Connection: close` from now on, and it exits as
     /// soon as nothing is in flight once the listeners are closed.
     fn begin_stop(&self, why: &str) {
@@ -230,8 +269,10 @@ impl ShutdownSignalWatch for Signals {
                     }
                 }
                 _ = s.quit.recv() => {
-                    self.begin_stop("SIGQUIT: handing the listening sockets over");
-                    return ShutdownSignal::GracefulUpgrade;
+                    if self.successor_waits() {
+                        self.begin_stop("SIGQUIT: handing the listening sockets over");
+                        return ShutdownSignal::GracefulUpgrade;
+                    }
                 }
                 _ = s.term.recv() => {
                     self.begin_stop("SIGTERM");
@@ -243,5 +284,36 @@ impl ShutdownSignalWatch for Signals {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_listening_socket_counts_as_a_waiting_successor() {
+        let table = "Num       RefCount Protocol Flags    Type St Inode Path\n\
+            0000000000000000: 00000002 00000000 00010000 0001 01 11 /run/hc/upgrade.sock\n\
+            0000000000000000: 00000002 00000000 00000000 0001 03 12 /run/hc/other.sock\n";
+        assert!(listed_as_listening(
+            table,
+            Path::new("/run/hc/upgrade.sock")
+        ));
+        assert!(!listed_as_listening(table, Path::new("/run/hc/other.sock")));
+        assert!(!listed_as_listening(
+            table,
+            Path::new("/run/hc/missing.sock")
+        ));
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("s.sock");
+        assert!(!listening_unix_socket(&sock));
+        let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        assert!(listening_unix_socket(&sock));
+        drop(listener);
+        assert!(
+            !listening_unix_socket(&sock),
+            "a stale socket file does not count"
+        );
     }
 }

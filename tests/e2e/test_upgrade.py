@@ -165,3 +165,12 @@ def test_a_second_instance_on_the_same_runtime_dir_is_refused(own_emu, mirror_fa
                        text=True, timeout=30, stdin=subprocess.DEVNULL)
     assert p.returncode != 0 and f"another hubcache (pid {m.proc.pid})" in p.stderr, p.stderr
     assert m.serving_pid() == m.proc.pid
+
+
+def test_sigquit_without_a_successor_waiting_is_ignored_instead_of_an_outage(own_emu, mirror_factory):
+    m = mirror_factory(own_emu)
+    os.kill(m.proc.pid, signal.SIGQUIT)
+    wait_until(lambda: "SIGQUIT ignored" in m.log_tail(5), 10, what="the refusal in the log")
+    time.sleep(6)  # past the hand-over window Pingora would have used
+    assert m.running and pid_listens_on(m.proc.pid, m.port)
+    assert m.resolve("GET", *SMALL).status_code == 200
