@@ -3,6 +3,7 @@
 //! (`hubcache_config_reloads_total{result}`), logged, and handed to the [`ReloadEvents`]
 //! hooks (the alert plugins' event bus).
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -44,6 +45,8 @@ impl ReloadResult {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ReloadReport {
     pub result: ReloadResult,
+    /// The file that was read (`None`: the embedded default).
+    pub file: Option<PathBuf>,
     /// Reload attempts in this process so far, this one included.
     pub attempt: u64,
     /// The settings generation in effect afterwards (0 = as started).
@@ -68,12 +71,15 @@ impl App {
         self.reload_hooks.write().push(hook);
     }
 
-    /// Apply a reloaded config file (`loaded` is the result of reading and validating it).
+    /// Apply a reloaded config `file` (`loaded` is the result of reading and validating it).
     /// Reloads are serialised; the report says what happened.
-    pub fn reload(&self, loaded: Result<Config, ConfigError>) -> ReloadReport {
+    pub fn reload(&self, file: Option<&Path>, loaded: Result<Config, ConfigError>) -> ReloadReport {
         let mut attempts = self.reloads.lock();
         *attempts += 1;
-        let report = self.apply(*attempts, loaded);
+        let report = ReloadReport {
+            file: file.map(Path::to_path_buf),
+            ..self.apply(*attempts, loaded)
+        };
         drop(attempts);
         self.metrics.record_reload(report.result.as_str());
         log_report(&report);
@@ -87,6 +93,7 @@ impl App {
         let current = self.settings.load_full();
         let refused = |result, message: String| ReloadReport {
             result,
+            file: None,
             attempt,
             generation: current.generation,
             message,
@@ -118,6 +125,7 @@ impl App {
         };
         ReloadReport {
             result: ReloadResult::Ok,
+            file: None,
             attempt,
             generation,
             message,

@@ -39,7 +39,7 @@ fn a_reload_changes_new_snapshots_and_leaves_taken_ones_alone() {
     let dir = tempfile::tempdir().unwrap();
     let app = App::new(config(dir.path(), "")).unwrap();
     let before = app.settings();
-    let report = app.reload(Ok(config(
+    let report = app.reload(None, Ok(config(
         dir.path(),
         "offline: true\nrevision_ttl: 5s\nfill: {connections_total: 9, connections_per_file: 3}",
     )));
@@ -61,7 +61,7 @@ fn an_invalid_file_changes_nothing_and_is_counted_and_published() {
     let heard = Arc::new(Heard::default());
     app.on_reload(Arc::clone(&heard) as Arc<dyn ReloadEvents>);
     let before = app.settings();
-    let report = app.reload(Err(invalid()));
+    let report = app.reload(None, Err(invalid()));
     assert_eq!(report.result, ReloadResult::Invalid);
     assert!(
         report.message.contains("revision_ttl"),
@@ -74,7 +74,7 @@ fn an_invalid_file_changes_nothing_and_is_counted_and_published() {
         text.contains(r#"hubcache_config_reloads_total{result="invalid"} 1"#),
         "{text}"
     );
-    app.reload(Ok(config(dir.path(), "auth_ttl: 1m")));
+    app.reload(None, Ok(config(dir.path(), "auth_ttl: 1m")));
     let heard = heard.0.lock();
     let results: Vec<ReloadResult> = heard.iter().map(|r| r.result).collect();
     assert_eq!(results, [ReloadResult::Invalid, ReloadResult::Ok]);
@@ -86,11 +86,14 @@ fn an_invalid_file_changes_nothing_and_is_counted_and_published() {
 fn keys_that_need_an_upgrade_keep_their_value_and_the_rest_applies() {
     let dir = tempfile::tempdir().unwrap();
     let app = App::new(config(dir.path(), "")).unwrap();
-    let report = app.reload(Ok(config_with_cache(
-        dir.path(),
-        ", block_size: 1MiB",
-        "listen: 127.0.0.1:1\nauth_ttl: 2m",
-    )));
+    let report = app.reload(
+        None,
+        Ok(config_with_cache(
+            dir.path(),
+            ", block_size: 1MiB",
+            "listen: 127.0.0.1:1\nauth_ttl: 2m",
+        )),
+    );
     assert_eq!(report.result, ReloadResult::Ok);
     assert_eq!(report.needs_upgrade, ["listen", "cache.block_size"]);
     assert_eq!(report.changed, ["auth_ttl"]);
@@ -110,7 +113,7 @@ fn reordered_upstreams_keep_their_objects_and_other_sections_are_reused() {
         "cache: {{dir: {}}}\nupstreams: [{{url: 'http://127.0.0.1:9/b'}}, {{url: 'http://127.0.0.1:9/a'}}]",
         dir.path().display()
     );
-    app.reload(Ok(Config::from_yaml_str(&swapped).unwrap()));
+    app.reload(None, Ok(Config::from_yaml_str(&swapped).unwrap()));
     let after = app.settings();
     assert!(Arc::ptr_eq(
         &before.upstream.all()[0],
@@ -126,10 +129,13 @@ fn reordered_upstreams_keep_their_objects_and_other_sections_are_reused() {
     );
     assert!(Arc::ptr_eq(&before.meta, &after.meta));
     // Only the log level changes: the chain object itself is kept.
-    app.reload(Ok(Config {
-        log_level: crate::config::LogLevel::parse("debug").unwrap(),
-        ..after.config.clone()
-    }));
+    app.reload(
+        None,
+        Ok(Config {
+            log_level: crate::config::LogLevel::parse("debug").unwrap(),
+            ..after.config.clone()
+        }),
+    );
     assert!(Arc::ptr_eq(&after.upstream, &app.settings().upstream));
 }
 
@@ -138,7 +144,7 @@ fn the_same_file_again_is_ok_and_keeps_the_generation() {
     let dir = tempfile::tempdir().unwrap();
     let app = App::new(config(dir.path(), "")).unwrap();
     let before = app.settings();
-    let report = app.reload(Ok(before.config.clone()));
+    let report = app.reload(None, Ok(before.config.clone()));
     assert_eq!((report.result, report.generation), (ReloadResult::Ok, 0));
     assert!(Arc::ptr_eq(&before, &app.settings()));
 }

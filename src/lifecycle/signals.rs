@@ -140,7 +140,7 @@ impl Signals {
                 Ok(Config::embedded_default())
             }
         };
-        let report = self.app.reload(loaded);
+        let report = self.app.reload(self.life.config_path.as_deref(), loaded);
         self.life.write_status(Some(&report));
     }
 

@@ -138,6 +138,30 @@ def stop_process(proc: subprocess.Popen, sig=signal.SIGINT, timeout: float = 15)
     return proc.returncode
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` exists and is not a zombie (any process, not only our children)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def stop_pid(pid: int) -> None:
+    """Stop a process a test started indirectly (e.g. by `hubcache upgrade`; not our child), by
+    PID: SIGINT, then SIGKILL."""
+    for sig, wait in ((signal.SIGINT, 10), (signal.SIGKILL, 5)):
+        if not pid_alive(pid):
+            return
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait
+        while pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+
 def session() -> requests.Session:
     s = requests.Session()
     s.trust_env = False          # never route 127.0.0.1 through a proxy from the environment

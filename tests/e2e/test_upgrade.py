@@ -14,32 +14,11 @@ import time
 
 import pytest
 
-from helpers import MiB, free_port, pid_listens_on, resolve_path, stream_sha256, wait_until
+from helpers import (MiB, free_port, pid_listens_on, resolve_path, stop_pid,
+                     stream_sha256, wait_until)
 
 BIG = ("acme/big-model", "main", "big.bin")
 SMALL = ("acme/tiny-model", "main", "config.json")
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
-def stop_pid(pid: int) -> None:
-    """Stop a process a test's upgrade started (by PID; it is not our child)."""
-    for sig, wait in ((signal.SIGINT, 10), (signal.SIGKILL, 5)):
-        if not alive(pid):
-            return
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + wait
-        while alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
 
 
 @pytest.fixture

@@ -6,14 +6,12 @@ download), and no blob is fetched twice across the hand-overs."""
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 
 import requests
 
-from helpers import MiB, resolve_path, sha256, stream_sha256, wait_until
-from test_upgrade import alive, stop_pid
+from helpers import MiB, pid_alive as alive, resolve_path, sha256, stop_pid, stream_sha256, wait_until
 
 BIG = ("acme/big-model", "main", "big.bin")
 CONFIG = ("acme/tiny-model", "main", "config.json")
