@@ -1,4 +1,4 @@
-//! The `hubcache` command line: `serve`, `check-config`.
+//! The `hubcache` command line: `serve`, `reload`, `upgrade`, `check-config`, `cache ...`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,14 +7,14 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use pingora::listeners::{L4BufferSettings, ListenerConfig, TcpSocketOptions};
 use pingora::protocols::TcpKeepalive;
-use pingora::proxy::http_proxy;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
-use pingora::services::listening::Service;
 use pingora::services::background::background_service;
+use pingora::services::listening::Service;
 
 use hubcache::app::App;
 use hubcache::config::{Config, ConfigError, ServerConfig};
+use hubcache::lifecycle::{self, Lifecycle};
 use hubcache::plugins::api::Registry;
 use hubcache::proxy::conn::{ConnSettings, Gate, StreamLimits};
 use hubcache::proxy::HubProxy;
@@ -39,9 +39,29 @@ enum Command {
         #[arg(short, long)]
         config: Option<PathBuf>,
         /// Take over the listening sockets of a running hubcache (graceful upgrade): start
-        /// the new binary with this flag, then send SIGQUIT to the old one.
+        /// the new binary with this flag, then send SIGQUIT to the old one (`hubcache
+        /// upgrade` does both in the right order).
         #[arg(short, long)]
         upgrade: bool,
+    },
+    /// Make the running hubcache re-read its config file (SIGHUP) and report the outcome.
+    /// Exits 1 when the file was refused (the running config stays).
+    Reload {
+        /// The config of the running hubcache (to find its pid file); the embedded default
+        /// otherwise.
+        #[arg(short, long, conflicts_with = "pid_file")]
+        config: Option<PathBuf>,
+        /// The pid file of the running hubcache.
+        #[arg(long)]
+        pid_file: Option<PathBuf>,
+    },
+    /// Replace the running hubcache by this binary without refusing a connection: start
+    /// `serve --upgrade`, wait until it waits for the sockets, then SIGQUIT the old process,
+    /// which drains. Reports the outcome.
+    Upgrade {
+        /// The config file (the same file the running hubcache uses).
+        #[arg(short, long)]
+        config: Option<PathBuf>,
     },
     /// Validate a config file and exit (non-zero, naming the key, when invalid).
     CheckConfig {
@@ -118,14 +138,17 @@ fn load_config(path: Option<&PathBuf>) -> Result<Config, String> {
     }
 }
 
-fn serve(config: Config, upgrade: bool) -> Result<(), String> {
+fn serve(config: Config, config_path: Option<&PathBuf>, upgrade: bool) -> Result<(), String> {
+    hubcache::logging::init(&config.log_level);
+    let life = Lifecycle::prepare(&config, config_path.map(PathBuf::as_path), upgrade)
+        .map_err(|e| e.to_string())?;
     let app = App::new(config.clone()).map_err(|e| e.to_string())?;
     let mut server_conf = ServerConf {
         threads: config.server.threads,
         grace_period_seconds: Some(config.server.grace_period.as_secs()),
         graceful_shutdown_timeout_seconds: Some(5),
-        pid_file: config.server.pid_file.display().to_string(),
-        upgrade_sock: config.server.upgrade_sock.display().to_string(),
+        pid_file: life.pid_file(),
+        upgrade_sock: life.upgrade_sock(),
         ..ServerConf::default()
     };
     server_conf.upstream_keepalive_pool_size = 128;
@@ -136,10 +159,12 @@ fn serve(config: Config, upgrade: bool) -> Result<(), String> {
     let mut server = Server::new_with_opt_and_conf(opt, server_conf);
     server.bootstrap();
     raise_fd_limit(config.server.max_connections);
-    let chain = Arc::clone(&app.upstream);
-    let probes = ProbeService::new(move || Arc::clone(&chain));
+    life.started();
+    let probe_app = Arc::clone(&app);
+    let probes = ProbeService::new(move || Arc::clone(&probe_app.settings().upstream));
     server.add_service(background_service("upstream probes", probes));
-    let proxy = http_proxy(&server.configuration, HubProxy::new(app));
+    let proxy =
+        lifecycle::service::draining_proxy(&server.configuration, HubProxy::new(app.clone()));
     let gate = Gate::new(proxy, conn_settings(&config.server));
     let mut service = Service::new("hubcache".to_string(), gate);
     service.add_listener(listener(&config));
@@ -156,7 +181,7 @@ fn serve(config: Config, upgrade: bool) -> Result<(), String> {
             .join(", "),
         config.offline
     );
-    server.run_forever();
+    life.run(server, app);
 }
 
 fn conn_settings(server: &ServerConfig) -> ConnSettings {
@@ -255,6 +280,48 @@ fn import(config: Config, dir: &std::path::Path, json: bool) -> Result<ExitCode,
     })
 }
 
+fn reload(config: Option<&PathBuf>, pid_file: Option<PathBuf>) -> Result<ExitCode, String> {
+    let paths = match pid_file {
+        Some(pid_file) => lifecycle::RuntimePaths {
+            upgrade_sock: PathBuf::new(),
+            dir: pid_file.parent().map(PathBuf::from).unwrap_or_default(),
+            pid_file,
+        },
+        None => lifecycle::RuntimePaths::resolve(&load_config(config)?.server),
+    };
+    let (pid, report) = lifecycle::reload_cmd::reload(&paths).map_err(|e| e.to_string())?;
+    println!(
+        "hubcache pid {pid}: reload {}: {}",
+        report.result, report.message
+    );
+    if !report.needs_upgrade.is_empty() {
+        println!(
+            "not applied, needs `hubcache upgrade`: {}",
+            report.needs_upgrade.join(", ")
+        );
+    }
+    Ok(if report.result == "ok" {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn upgrade(config: Option<&PathBuf>) -> Result<ExitCode, String> {
+    let loaded = load_config(config)?;
+    let paths = lifecycle::RuntimePaths::resolve(&loaded.server);
+    let done = lifecycle::upgrade::upgrade(config.map(PathBuf::as_path), &paths)
+        .map_err(|e| format!("upgrade failed: {e}"))?;
+    println!(
+        "hubcache pid {} now serves; pid {} drains (it exits when its last download ends, at \
+         most after server.grace_period = {})",
+        done.new_pid,
+        done.old_pid,
+        hubcache::config::HumanDuration(loaded.server.grace_period)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 fn exit_with(result: Result<ExitCode, String>) -> ExitCode {
     result.unwrap_or_else(|e| {
         eprintln!("hubcache: {e}");
@@ -280,10 +347,7 @@ fn tune_allocator() {
 
 fn main() -> ExitCode {
     tune_allocator();
-    env_logger::Builder::from_env(
-        env_logger::Env::default().default_filter_or("info,pingora=warn,pingora_core=warn"),
-    )
-    .init();
+    hubcache::logging::init(&Default::default());
     let cli = Cli::parse();
     match cli.command {
         Command::CheckConfig { file } => match load_checked(&file) {
@@ -304,8 +368,12 @@ fn main() -> ExitCode {
                 exit_with(load_config(config.as_ref()).and_then(|c| import(c, &olah, json)))
             }
         },
+        Command::Reload { config, pid_file } => exit_with(reload(config.as_ref(), pid_file)),
+        Command::Upgrade { config } => exit_with(upgrade(config.as_ref())),
         Command::Serve { config, upgrade } => {
-            let result = load_config(config.as_ref()).and_then(|c| serve(c, upgrade));
+            lifecycle::catch_early_signals();
+            let result =
+                load_config(config.as_ref()).and_then(|c| serve(c, config.as_ref(), upgrade));
             match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

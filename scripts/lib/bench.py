@@ -302,8 +302,7 @@ class Mirror:
             "cache": {"dir": str(self.cache_dir)},
             "upstreams": [{"url": self.upstream}],
             "server": {"threads": 2, "grace_period": "1s",
-                       "pid_file": str(self.workdir / "hubcache.pid"),
-                       "upgrade_sock": str(self.workdir / "hubcache.sock")},
+                       "runtime_dir": str(self.workdir / "run")},
         }
         return deep_merge(cfg, self.overrides)
 

@@ -8,11 +8,15 @@ use prometheus::{Encoder, IntCounter, IntCounterVec, Opts, Registry, TextEncoder
 
 use crate::fetch::{FillEngine, FillStats};
 
+/// The values of `hubcache_config_reloads_total{result}` (shown from 0).
+pub const RELOAD_RESULTS: [&str; 3] = ["ok", "invalid", "failed"];
+
 /// The metrics of one hubcache instance.
 pub struct Metrics {
     registry: Registry,
     requests: IntCounterVec,
     response_bytes: IntCounterVec,
+    reloads: IntCounterVec,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +40,17 @@ impl Metrics {
             ),
             &["route"],
         )?;
+        let reloads = IntCounterVec::new(
+            Opts::new(
+                "hubcache_config_reloads_total",
+                "Config reload attempts, by result (ok, invalid, failed)",
+            ),
+            &["result"],
+        )?;
+        for result in RELOAD_RESULTS {
+            reloads.with_label_values(&[result]);
+        }
+        registry.register(Box::new(reloads.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(response_bytes.clone()))?;
         registry.register(Box::new(FillCollector::new(fill)?))?;
@@ -44,7 +59,13 @@ impl Metrics {
             registry,
             requests,
             response_bytes,
+            reloads,
         })
+    }
+
+    /// Count one config reload attempt (`result`: one of [`RELOAD_RESULTS`]).
+    pub fn record_reload(&self, result: &str) {
+        self.reloads.with_label_values(&[result]).inc();
     }
 
     /// Count one answered request.
@@ -205,5 +226,25 @@ mod tests {
         assert!(text.contains(r#"hubcache_requests_total{route="resolve",status="4xx"} 1"#));
         assert!(text.contains(r#"hubcache_response_body_bytes_total{route="resolve"} 1010"#));
         assert!(text.contains("hubcache_verify_failures_total 0"));
+    }
+
+    #[test]
+    fn config_reloads_are_counted_by_result_from_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Metrics::new(engine(dir.path())).unwrap();
+        metrics.record_reload("invalid");
+        let text = String::from_utf8(metrics.render()).unwrap();
+        assert!(
+            text.contains(r#"hubcache_config_reloads_total{result="invalid"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"hubcache_config_reloads_total{result="ok"} 0"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"hubcache_config_reloads_total{result="failed"} 0"#),
+            "{text}"
+        );
     }
 }

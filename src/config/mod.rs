@@ -13,6 +13,7 @@
 
 pub mod env;
 mod error;
+mod log_level;
 pub mod plugins;
 mod plugins_raw;
 mod raw;
@@ -28,6 +29,7 @@ use serde_path_to_error::Segment;
 use serde_yaml::Value;
 
 pub use error::ConfigError;
+pub use log_level::LogLevel;
 pub use plugins::{AlertConfig, EvictionConfig, PluginsConfig, RepoGlob, Share};
 pub use schema::{
     defaults, CacheConfig, Config, Durability, FillConfig, FillMode, HealthConfig, ServerConfig,
@@ -300,12 +302,12 @@ mod tests {
         assert_eq!(c.fill.background_fills, 4);
         assert_eq!(c.server.threads, defaults::threads());
         assert!(c.server.threads >= 1);
-        assert_eq!(c.server.grace_period, Duration::from_secs(10));
-        assert_eq!(
-            c.server.upgrade_sock,
-            PathBuf::from("/tmp/hubcache_upgrade.sock")
-        );
-        assert_eq!(c.server.pid_file, PathBuf::from("/tmp/hubcache.pid"));
+        assert_eq!(c.server.grace_period, Duration::from_secs(3600));
+        assert_eq!(c.server.runtime_dir, None);
+        assert_eq!(c.server.upgrade_sock, None);
+        assert_eq!(c.server.pid_file, None);
+        assert_eq!(c.log_level.as_str(), "info");
+        assert!(!c.watch_config);
         assert_eq!(c.server.max_connections, 4096);
         assert_eq!(c.server.header_timeout, Duration::from_secs(20));
         assert_eq!(c.server.idle_timeout, Duration::from_secs(60));
@@ -439,6 +441,7 @@ fill:
 server:
   threads: 3
   grace_period: 0s
+  runtime_dir: /run/hc
   upgrade_sock: /run/hc.sock
   pid_file: /run/hc.pid
   max_connections: 100
@@ -447,6 +450,8 @@ server:
   body_timeout: 7s
   send_timeout: 2m
   tcp_keepalive: 30s
+log_level: warn,hubcache=debug
+watch_config: true
 "#,
         );
         assert_eq!(c.listen, "[::1]:9000".parse::<SocketAddr>().unwrap());
@@ -506,8 +511,9 @@ server:
             ServerConfig {
                 threads: 3,
                 grace_period: Duration::ZERO,
-                upgrade_sock: PathBuf::from("/run/hc.sock"),
-                pid_file: PathBuf::from("/run/hc.pid"),
+                runtime_dir: Some(PathBuf::from("/run/hc")),
+                upgrade_sock: Some(PathBuf::from("/run/hc.sock")),
+                pid_file: Some(PathBuf::from("/run/hc.pid")),
                 max_connections: 100,
                 header_timeout: Duration::from_secs(5),
                 idle_timeout: Duration::from_millis(1500),
@@ -517,6 +523,8 @@ server:
             }
         );
         assert_eq!(c.server.idle_timeout_secs(), 2);
+        assert_eq!(c.log_level.as_str(), "warn,hubcache=debug");
+        assert!(c.watch_config);
         assert_eq!(
             c.cache_roots(),
             [
@@ -864,6 +872,9 @@ server:
                 "unit",
             );
         }
+        assert_rejected("server: {runtime_dir: ''}", "server.runtime_dir", "empty");
+        assert_rejected("log_level: verbose", "log_level", "is not a level");
+        assert_rejected("log_level: 3", "log_level", "expected a level");
         assert_rejected("cache: 5", "cache", "expected a mapping of cache settings");
     }
 

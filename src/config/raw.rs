@@ -15,6 +15,7 @@ use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
 use super::error::ConfigError;
+use super::log_level::LogLevel;
 use super::schema::{
     defaults, CacheConfig, Config, Durability, FillConfig, FillMode, HealthConfig, ServerConfig,
     Trust, UpstreamConfig, UpstreamProxy,
@@ -34,6 +35,8 @@ pub(crate) struct RawConfig {
     fill: Option<RawFill>,
     server: Option<RawServer>,
     plugins: Option<super::plugins_raw::RawPlugins>,
+    log_level: Option<RawLogLevel>,
+    watch_config: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -99,6 +102,7 @@ struct RawFill {
 struct RawServer {
     threads: Option<Threads>,
     grace_period: Option<HumanDuration>,
+    runtime_dir: Option<NonEmptyPath>,
     upgrade_sock: Option<NonEmptyPath>,
     pid_file: Option<NonEmptyPath>,
     max_connections: Option<Count>,
@@ -160,6 +164,8 @@ impl RawConfig {
             fill,
             server,
             plugins,
+            log_level: self.log_level.map(|l| l.0).unwrap_or_default(),
+            watch_config: self.watch_config.unwrap_or(false),
         })
     }
 }
@@ -400,12 +406,9 @@ impl RawServer {
         Ok(ServerConfig {
             threads,
             grace_period: self.grace_period.map_or(defaults::GRACE_PERIOD, Into::into),
-            upgrade_sock: self
-                .upgrade_sock
-                .map_or_else(|| PathBuf::from(defaults::UPGRADE_SOCK), |p| p.0),
-            pid_file: self
-                .pid_file
-                .map_or_else(|| PathBuf::from(defaults::PID_FILE), |p| p.0),
+            runtime_dir: self.runtime_dir.map(|p| p.0),
+            upgrade_sock: self.upgrade_sock.map(|p| p.0),
+            pid_file: self.pid_file.map(|p| p.0),
             max_connections,
             header_timeout: positive(
                 "server.header_timeout",
@@ -645,6 +648,20 @@ impl<'de> Deserialize<'de> for ProbePath {
             }
             Ok(ProbePath(text.to_string()))
         })
+    }
+}
+
+/// `log_level`.
+#[derive(Debug)]
+struct RawLogLevel(LogLevel);
+
+impl<'de> Deserialize<'de> for RawLogLevel {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        deserialize_parsed(
+            d,
+            "a level such as info or debug, or directives such as warn,hubcache=debug",
+            |text| LogLevel::parse(text).map(RawLogLevel),
+        )
     }
 }
 

@@ -13,6 +13,8 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+use super::log_level::LogLevel;
+
 /// Built-in default values (the same as `conf/hubcache.yaml`).
 pub mod defaults {
     use std::time::Duration;
@@ -51,9 +53,12 @@ pub mod defaults {
     pub const CONNECTIONS_TOTAL: usize = 64;
     pub const READ_AHEAD: u64 = 16 << 20;
     pub const BACKGROUND_FILLS: usize = 4;
-    pub const GRACE_PERIOD: Duration = Duration::from_secs(10);
-    pub const UPGRADE_SOCK: &str = "/tmp/hubcache_upgrade.sock";
-    pub const PID_FILE: &str = "/tmp/hubcache.pid";
+    /// Long enough for a large model to finish downloading from the old process during a
+    /// binary upgrade (35 GiB at 10 MiB/s); an idle old process exits at once anyway.
+    pub const GRACE_PERIOD: Duration = Duration::from_secs(3600);
+    /// File names inside `server.runtime_dir` when `upgrade_sock` / `pid_file` are not set.
+    pub const UPGRADE_SOCK_NAME: &str = "upgrade.sock";
+    pub const PID_FILE_NAME: &str = "hubcache.pid";
     pub const MAX_CONNECTIONS: usize = 4096;
     pub const HEADER_TIMEOUT: Duration = Duration::from_secs(20);
     pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -87,6 +92,10 @@ pub struct Config {
     pub fill: FillConfig,
     pub server: ServerConfig,
     pub plugins: super::plugins::PluginsConfig,
+    /// Which log lines are written (`RUST_LOG`, when set, wins).
+    pub log_level: LogLevel,
+    /// Reload the config file when it changes (polled), as on SIGHUP.
+    pub watch_config: bool,
 }
 
 /// `cache:` — where and how blobs are stored.
@@ -392,11 +401,17 @@ impl fmt::Display for FillMode {
 pub struct ServerConfig {
     /// Worker threads of the proxy service (>= 1); `auto` in YAML = the number of CPUs.
     pub threads: usize,
-    /// How long a graceful shutdown or upgrade waits for in-flight downloads.
+    /// How long a graceful shutdown or upgrade waits at most for in-flight downloads.
     pub grace_period: Duration,
-    /// Unix socket over which a new binary takes over the listening sockets.
-    pub upgrade_sock: PathBuf,
-    pub pid_file: PathBuf,
+    /// The private directory (mode 0700) of the upgrade socket and the pid file. `None`:
+    /// chosen at start (`lifecycle::runtime_dir`).
+    pub runtime_dir: Option<PathBuf>,
+    /// Unix socket over which a new binary takes over the listening sockets. `None`:
+    /// `upgrade.sock` in the runtime directory.
+    pub upgrade_sock: Option<PathBuf>,
+    /// The file the serving process's id is written to. `None`: `hubcache.pid` in the
+    /// runtime directory.
+    pub pid_file: Option<PathBuf>,
     /// Client connections served at once (>= 1); the next one is answered 503 and closed.
     pub max_connections: usize,
     /// Time allowed to receive a whole request head, from its first byte (from the accept for
@@ -418,8 +433,9 @@ impl Default for ServerConfig {
         ServerConfig {
             threads: defaults::threads(),
             grace_period: defaults::GRACE_PERIOD,
-            upgrade_sock: PathBuf::from(defaults::UPGRADE_SOCK),
-            pid_file: PathBuf::from(defaults::PID_FILE),
+            runtime_dir: None,
+            upgrade_sock: None,
+            pid_file: None,
             max_connections: defaults::MAX_CONNECTIONS,
             header_timeout: defaults::HEADER_TIMEOUT,
             idle_timeout: defaults::IDLE_TIMEOUT,
@@ -456,6 +472,8 @@ impl Default for Config {
             fill: FillConfig::default(),
             server: ServerConfig::default(),
             plugins: Default::default(),
+            log_level: LogLevel::default(),
+            watch_config: false,
         }
     }
 }

@@ -1,19 +1,23 @@
 //! What every fill is given: the store, the upstream chain, the settings, the connection and
 //! background budgets, the counters and the low-priority threads. It knows nothing of fills.
+//!
+//! The chain and the settings are [`Live`]: a config reload changes them for the next read
+//! (each scheduling round, each upstream request), and [`FillContext::follow_settings`]
+//! resizes the budgets.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use tokio::sync::Semaphore;
-
+use super::budget::Budget;
 use super::lowprio::LowPriority;
 use super::{FetchError, FillMode};
+use crate::live::Live;
 use crate::store::{Store, StoreError};
 use crate::upstream::UpstreamChain;
 
 /// Tunables of the fill engine.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FillSettings {
     pub mode: FillMode,
     /// Bytes per ranged upstream request (rounded to whole blocks, at least one).
@@ -24,6 +28,8 @@ pub struct FillSettings {
     pub background_fills: usize,
     /// Block size of newly created blobs.
     pub block_size: u64,
+    /// No new upstream work: no background completion. Readers that started online (they
+    /// offered a source) still get their blocks, so a download in flight finishes.
     pub offline: bool,
 }
 
@@ -65,12 +71,14 @@ const LOW_PRIORITY_THREADS: usize = 2;
 
 pub(super) struct FillContext {
     pub(super) store: Arc<Store>,
-    pub(super) upstream: Arc<UpstreamChain>,
-    pub(super) settings: FillSettings,
+    upstream: Live<Arc<UpstreamChain>>,
+    settings: Live<Arc<FillSettings>>,
     /// Upstream connections in use across all blobs.
-    pub(super) connections: Arc<Semaphore>,
+    pub(super) connections: Arc<Budget>,
     /// Background completions in progress (a fair queue: first come, first served).
-    pub(super) background: Arc<Semaphore>,
+    pub(super) background: Arc<Budget>,
+    /// The process is shutting down: finish what runs, start no background work.
+    draining: AtomicBool,
     pub(super) stats: FillStats,
     pub(super) low_priority: LowPriority,
 }
@@ -78,18 +86,50 @@ pub(super) struct FillContext {
 impl FillContext {
     pub(super) fn new(
         store: Arc<Store>,
-        upstream: Arc<UpstreamChain>,
-        settings: FillSettings,
+        upstream: Live<Arc<UpstreamChain>>,
+        settings: Live<Arc<FillSettings>>,
     ) -> Self {
+        let now = settings.get();
         Self {
-            connections: Arc::new(Semaphore::new(settings.connections_total.max(1))),
-            background: Arc::new(Semaphore::new(settings.background_fills.max(1))),
+            connections: Budget::new(now.connections_total),
+            background: Budget::new(now.background_fills),
+            draining: AtomicBool::new(false),
             store,
             upstream,
             settings,
             stats: FillStats::default(),
             low_priority: LowPriority::new(LOW_PRIORITY_THREADS),
         }
+    }
+
+    /// The upstream chain as configured now.
+    pub(super) fn upstream(&self) -> Arc<UpstreamChain> {
+        self.upstream.get()
+    }
+
+    /// The settings as configured now.
+    pub(super) fn settings(&self) -> Arc<FillSettings> {
+        self.settings.get()
+    }
+
+    /// Size the connection and background budgets to the current settings.
+    pub(super) fn follow_settings(&self) {
+        let now = self.settings.get();
+        self.connections.resize(now.connections_total);
+        self.background.resize(now.background_fills);
+    }
+
+    /// Background completion may start or continue (online and not shutting down).
+    pub(super) fn may_complete(&self) -> bool {
+        !self.settings.get().offline && !self.is_draining()
+    }
+
+    pub(super) fn drain(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    pub(super) fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
     }
 
     /// A store error as a fetch error; running out of space is counted and logged.

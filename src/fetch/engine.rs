@@ -3,11 +3,14 @@
 
 use std::sync::Arc;
 
+#[cfg(test)]
+use super::budget::BudgetPermit;
 use super::context::{FillContext, FillSettings, FillStats};
 use super::fill::BlobFill;
 use super::reader::BlobReader;
 use super::registry::Registry;
 use super::{BlobSource, DirectStream, FetchError};
+use crate::live::Live;
 use crate::store::{BlobFile, BlobId, Store};
 use crate::upstream::UpstreamChain;
 
@@ -19,7 +22,22 @@ pub struct FillEngine {
 }
 
 impl FillEngine {
+    /// An engine with a fixed chain and settings.
     pub fn new(store: Arc<Store>, upstream: Arc<UpstreamChain>, settings: FillSettings) -> Self {
+        Self::live(
+            store,
+            Live::fixed(upstream),
+            Live::fixed(Arc::new(settings)),
+        )
+    }
+
+    /// An engine that follows config reloads: it reads `upstream` and `settings` anew for
+    /// each piece of work; call [`follow_settings`](Self::follow_settings) after a change.
+    pub fn live(
+        store: Arc<Store>,
+        upstream: Live<Arc<UpstreamChain>>,
+        settings: Live<Arc<FillSettings>>,
+    ) -> Self {
         Self {
             ctx: Arc::new(FillContext::new(store, upstream, settings)),
             registry: Arc::new(Registry::default()),
@@ -30,8 +48,35 @@ impl FillEngine {
         &self.ctx.stats
     }
 
-    pub fn settings(&self) -> &FillSettings {
-        &self.ctx.settings
+    /// The settings as configured now.
+    pub fn settings(&self) -> Arc<FillSettings> {
+        self.ctx.settings()
+    }
+
+    /// Apply changed settings: resize the connection and background budgets (work running
+    /// keeps its permits), and wake every live fill so paused or resumed background
+    /// completions notice (`offline`).
+    pub fn follow_settings(&self) {
+        self.ctx.follow_settings();
+        self.wake_all();
+    }
+
+    /// The process is shutting down: no new background completion segments; running ones
+    /// and readers' fetches finish.
+    pub fn drain(&self) {
+        self.ctx.drain();
+        self.wake_all();
+    }
+
+    /// Upstream connections in use now (segment fetches running).
+    pub fn connections_in_use(&self) -> usize {
+        self.ctx.connections.in_use()
+    }
+
+    fn wake_all(&self) {
+        for fill in self.registry.all() {
+            fill.wake();
+        }
     }
 
     /// Number of blobs with a live fill (readers, fetches or a background completion).
@@ -60,7 +105,7 @@ impl FillEngine {
         end: u64,
     ) -> Result<DirectStream, FetchError> {
         FillStats::add(&self.ctx.stats.uncached_streams, 1);
-        DirectStream::open(&self.ctx.upstream, source, start, end).await
+        DirectStream::open(&self.ctx.upstream(), source, start, end).await
     }
 
     /// The fill of blob `id`, creating its file (empty) if it is not cached yet.
@@ -70,7 +115,8 @@ impl FillEngine {
             return Ok(fill);
         }
         let store = Arc::clone(&self.ctx.store);
-        let (blob_id, size, block_size) = (id.clone(), source.size, self.ctx.settings.block_size);
+        let block_size = self.ctx.settings().block_size;
+        let (blob_id, size) = (id.clone(), source.size);
         let content_addressed = source.verifiable;
         let file = self
             .ctx
@@ -96,11 +142,8 @@ impl FillEngine {
 
     /// Take a background completion slot, as another blob's completion would.
     #[cfg(test)]
-    pub(crate) async fn take_background_slot(&self) -> tokio::sync::OwnedSemaphorePermit {
-        Arc::clone(&self.ctx.background)
-            .acquire_owned()
-            .await
-            .expect("semaphore open")
+    pub(crate) async fn take_background_slot(&self) -> BudgetPermit {
+        self.ctx.background.acquire().await.expect("semaphore open")
     }
 
     /// Register a fill for `file`, unless another task registered one meanwhile.

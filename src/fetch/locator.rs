@@ -14,7 +14,7 @@ use parking_lot::Mutex;
 use super::context::FillContext;
 use super::{BlobSource, FetchError};
 use crate::store::BlobId;
-use crate::upstream::Location;
+use crate::upstream::{Location, UpstreamId};
 
 /// A signed CDN location is reused for at most this long (they expire within minutes).
 const LOCATION_TTL: Duration = Duration::from_secs(120);
@@ -28,7 +28,7 @@ struct Sources {
     /// Authorization values other readers offered, most recent last.
     spare: VecDeque<Option<String>>,
     /// Upstreams whose streams of this blob kept breaking off: asked last from now on.
-    avoid: Vec<usize>,
+    avoid: Vec<UpstreamId>,
 }
 
 pub(super) struct Locator {
@@ -80,7 +80,7 @@ impl Locator {
         if let Some((location, at)) = cached.as_ref() {
             // A location on an upstream that went down (or is owed answers) is looked up
             // again: the chain then prefers the next upstream.
-            if at.elapsed() < LOCATION_TTL && ctx.upstream.is_ready(location.upstream) {
+            if at.elapsed() < LOCATION_TTL && ctx.upstream().is_ready(location.upstream) {
                 return Ok(location.clone());
             }
         }
@@ -95,7 +95,7 @@ impl Locator {
             })?;
             let path = source.resolve_path()?;
             match ctx
-                .upstream
+                .upstream()
                 .locate(&path, source.auth.as_deref(), &avoid)
                 .await?
             {
@@ -142,7 +142,7 @@ impl Locator {
 
     /// Forget `used` (expired, or its host failed) so the next attempt locates again.
     pub(super) async fn forget(&self, ctx: &FillContext, used: &Location) {
-        ctx.upstream.forget_location(&used.url);
+        ctx.upstream().forget_location(&used.url);
         let mut cached = self.cached.lock().await;
         if cached.as_ref().is_some_and(|(l, _)| l.url == used.url) {
             *cached = None;
@@ -150,7 +150,7 @@ impl Locator {
     }
 
     /// Ask `upstream` last for this blob from now on (its streams keep breaking off).
-    pub(super) fn avoid(&self, upstream: usize, blob: &BlobId) {
+    pub(super) fn avoid(&self, upstream: UpstreamId, blob: &BlobId) {
         let mut sources = self.sources.lock();
         if !sources.avoid.contains(&upstream) {
             log::warn!("{blob}: upstream {upstream} keeps failing; trying the next one");

@@ -19,6 +19,7 @@
 //! bytes are, with whose token). `lowprio` runs hashing and replication off the runtime.
 
 mod blocks;
+mod budget;
 mod context;
 mod direct;
 mod engine;

@@ -315,6 +315,29 @@ pub(crate) fn engine_chain(
     FillEngine::new(store, Arc::new(upstream), settings)
 }
 
+/// An engine over a store in `dir` whose settings a test changes as a config reload does:
+/// store new settings in the returned cell, then call `follow_settings`.
+pub(crate) fn live_engine(
+    dir: &Path,
+    hub: &FakeHub,
+    settings: FillSettings,
+) -> (FillEngine, Arc<arc_swap::ArcSwap<FillSettings>>) {
+    let store = Arc::new(Store::open(dir, Durability::Os).expect("store"));
+    let origin = UpstreamConfig {
+        trust: Trust::Origin,
+        ..UpstreamConfig::new(hub.url())
+    };
+    let upstream = Arc::new(UpstreamChain::new(&[origin], false).expect("chain"));
+    let cell = Arc::new(arc_swap::ArcSwap::from_pointee(settings));
+    let read = Arc::clone(&cell);
+    let engine = FillEngine::live(
+        store,
+        crate::live::Live::fixed(upstream),
+        crate::live::Live::new(move || read.load_full()),
+    );
+    (engine, cell)
+}
+
 /// A store whose only root reports no free space: every new blob fails with no space.
 pub(crate) fn full_store(dir: &Path) -> Arc<Store> {
     let mut options = StoreOptions::new(1, Durability::Os);

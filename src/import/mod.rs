@@ -102,7 +102,7 @@ pub enum ImportError {
 pub async fn import_olah(app: &App, dir: &Path) -> Result<ImportReport, ImportError> {
     let store = Arc::clone(&app.store);
     let meta = app.meta.clone();
-    let block_size = app.config.cache.block_size;
+    let block_size = app.settings().config.cache.block_size;
     let dir = dir.to_path_buf();
     tokio::task::spawn_blocking(move || import_olah_blocking(&store, &meta, block_size, &dir))
         .await

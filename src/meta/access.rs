@@ -21,6 +21,7 @@ use super::disk::{hashed_name, MetaDir};
 use super::store::MetaStore;
 use super::table::{unix_now, RepoTable, TABLE_ENTRIES};
 use crate::hf::{HfError, Repo};
+use crate::live::Live;
 
 /// An expired grant is kept this long: while no upstream answers, a token that once had a
 /// grant gets a 5xx (its client falls back to its own cache) rather than a denial.
@@ -118,12 +119,13 @@ fn token_id(auth: &str) -> String {
 }
 
 pub struct AccessBook {
-    ttl: Duration,
+    /// `auth_ttl`, as configured now.
+    ttl: Live<Duration>,
     repos: RepoTable<RepoAccess>,
 }
 
 impl AccessBook {
-    pub fn new(store: MetaStore, ttl: Duration) -> Self {
+    pub fn new(store: MetaStore, ttl: Live<Duration>) -> Self {
         Self {
             ttl,
             repos: RepoTable::new(store, MetaDir::access_file, TABLE_ENTRIES),
@@ -186,8 +188,9 @@ impl AccessBook {
     /// granted the repo for `scope` and `auth_ttl`; without one, the content is public.
     pub async fn learn_success(&self, repo: &Repo, scope: Scope, auth: Option<&str>) {
         let now = unix_now();
-        let expires = now + self.ttl.as_secs();
-        let refresh = self.ttl.as_secs() / 10;
+        let ttl = self.ttl.get();
+        let expires = now + ttl.as_secs();
+        let refresh = ttl.as_secs() / 10;
         self.repos
             .update(repo, |access| match auth {
                 // A grant on content anyone may read says nothing (and would outlive a later
@@ -290,7 +293,7 @@ mod tests {
     }
 
     fn book_with_ttl(dir: &std::path::Path, ttl: Duration) -> AccessBook {
-        AccessBook::new(store(dir), ttl)
+        AccessBook::new(store(dir), Live::fixed(ttl))
     }
 
     fn book(dir: &std::path::Path) -> AccessBook {

@@ -118,6 +118,7 @@ impl Meta {
         let response = self
             .inner
             .upstream
+            .get()
             .send(&request.protected(protected))
             .await?;
         if !response.is_success() {
@@ -282,7 +283,7 @@ impl Meta {
             .load::<JsonAnswer>(file.clone())
             .await
             .map(|answer| Cached {
-                fresh: answer.age() < inner.settings.revision_ttl,
+                fresh: answer.age() < inner.settings.get().revision_ttl,
                 value: answer,
             });
         let asker = Asker {

@@ -239,7 +239,7 @@ impl Meta {
         let url = hf::resolve_path(repo, &commit_rev, path);
         let protected = inner.access.is_protected(repo, Scope::Files).await;
         let request = HubRequest::head(url, auth.map(str::to_string)).protected(protected);
-        let response = inner.upstream.send(&request).await?;
+        let response = inner.upstream.get().send(&request).await?;
         let usable = response.is_success()
             || (response.is_redirect() && response.header("location").is_some());
         if !usable {
@@ -288,7 +288,7 @@ mod tests {
             status,
             headers: map,
             body: bytes::Bytes::new(),
-            upstream: 0,
+            upstream: crate::upstream::UpstreamId::from_raw(0),
             trust: crate::config::Trust::Origin,
             token_sent: false,
             url: url::Url::parse("http://hub/x").unwrap(),

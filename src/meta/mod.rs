@@ -37,18 +37,18 @@ use singleflight::SingleFlight;
 use store::MetaStore;
 
 use crate::hf::{self, HfError, Repo, Revision};
+use crate::live::Live;
 use crate::store::Durability;
 use crate::upstream::{
     Attempt, AttemptFailure, HubRequest, HubResponse, UpstreamChain, UpstreamError,
 };
 
-/// Tunables of the metadata layer.
-#[derive(Debug, Clone)]
+/// Tunables of the metadata layer (all follow a config reload).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MetaSettings {
     pub offline: bool,
     pub revision_ttl: Duration,
     pub auth_ttl: Duration,
-    pub durability: Durability,
 }
 
 /// An upstream's error answer, replayed to the client as it came (status, HF error headers,
@@ -132,8 +132,9 @@ pub struct Meta {
 
 struct Inner {
     store: MetaStore,
-    upstream: Arc<UpstreamChain>,
-    settings: MetaSettings,
+    /// The upstream chain and settings as configured now (read for each question).
+    upstream: Live<Arc<UpstreamChain>>,
+    settings: Live<Arc<MetaSettings>>,
     revisions: Revisions,
     access: AccessBook,
     /// Present files, by `repo\0commit\0path`.
@@ -161,13 +162,14 @@ fn caller(auth: Option<&str>) -> String {
 }
 
 impl Meta {
-    /// Metadata kept under every one of `cache_roots`.
+    /// Metadata kept under every one of `cache_roots`, written with `durability`.
     pub fn new(
         cache_roots: &[std::path::PathBuf],
-        upstream: Arc<UpstreamChain>,
-        settings: MetaSettings,
+        durability: Durability,
+        upstream: Live<Arc<UpstreamChain>>,
+        settings: Live<Arc<MetaSettings>>,
     ) -> Self {
-        let dir = MetaDir::with_roots(cache_roots, settings.durability);
+        let dir = MetaDir::with_roots(cache_roots, durability);
         for root in dir.roots() {
             legacy::migrate_once(root);
         }
@@ -175,7 +177,7 @@ impl Meta {
         Self {
             inner: Arc::new(Inner {
                 revisions: Revisions::new(store.clone()),
-                access: AccessBook::new(store.clone(), settings.auth_ttl),
+                access: AccessBook::new(store.clone(), settings.map(|s| s.auth_ttl)),
                 store,
                 upstream,
                 settings,
@@ -189,7 +191,7 @@ impl Meta {
     }
 
     pub fn is_offline(&self) -> bool {
-        self.inner.settings.offline
+        self.inner.settings.get().offline
     }
 
     /// Resolve `revision` (`None` = the default branch) to a commit sha.
@@ -206,7 +208,7 @@ impl Meta {
         let inner = &self.inner;
         let cached = match inner.revisions.lookup(repo, name).await {
             Some(known) => Some(Cached {
-                fresh: known.age < inner.settings.revision_ttl,
+                fresh: known.age < inner.settings.get().revision_ttl,
                 value: known.commit,
             }),
             // For the default branch ("" = no revision given), the last known `main` is the
@@ -258,7 +260,7 @@ impl Meta {
         }
         let protected = inner.access.is_protected(repo, Scope::Api).await;
         let request = HubRequest::get(path, auth.map(str::to_string)).protected(protected);
-        let response = inner.upstream.send(&request).await?;
+        let response = inner.upstream.get().send(&request).await?;
         if !response.is_success() {
             return Err(Failure::Replay(UpstreamAnswer::from_response(&response)));
         }
@@ -303,6 +305,7 @@ impl Meta {
         let origin = self
             .inner
             .upstream
+            .get()
             .get(response.upstream)
             .map(|u| u.origin())
             .unwrap_or_default();

@@ -121,7 +121,7 @@ impl Meta {
             servable: access
                 .may_serve_cached(asker.repo, asker.scope, asker.auth)
                 .await,
-            offline: self.inner.settings.offline,
+            offline: self.inner.settings.get().offline,
         };
         match decide(policy, cached) {
             Step::Serve(value) => Ok(value),

@@ -23,15 +23,10 @@ async fn read_body(session: &mut Session, limit: usize) -> Result<Option<Vec<u8>
     Ok(Some(body))
 }
 
-async fn send_json(
-    session: &mut Session,
-    app: &App,
-    ctx: &RequestCtx,
-    answer: &JsonAnswer,
-) -> Result<()> {
+async fn send_json(session: &mut Session, ctx: &RequestCtx, answer: &JsonAnswer) -> Result<()> {
     let mut headers = vec![("content-type".to_string(), "application/json".to_string())];
     if let Some(link) = &answer.link {
-        let rewritten = hf::rewrite_link_header(link, &ctx.upstream_origins(app), &ctx.public_base);
+        let rewritten = hf::rewrite_link_header(link, &ctx.upstream_origins(), &ctx.public_base);
         headers.push(("link".to_string(), rewritten));
     }
     respond(session, 200, &headers, answer.body.clone()).await
@@ -69,7 +64,7 @@ pub async fn answer(
                 .get("content-type")
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string);
-            let limit = app.config.server.body_timeout;
+            let limit = ctx.settings.config.server.body_timeout;
             let body = match tokio::time::timeout(limit, read_body(session, 4 << 20)).await {
                 Ok(body) => body?,
                 Err(_) => {
@@ -107,7 +102,7 @@ pub async fn answer(
         }
     };
     match result {
-        Ok(answer) => send_json(session, app, ctx, &answer).await?,
+        Ok(answer) => send_json(session, ctx, &answer).await?,
         Err(failure) => respond_failure(session, &failure).await?,
     }
     Ok(true)

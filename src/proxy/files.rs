@@ -68,7 +68,7 @@ pub async fn resolve(
         }
     };
     let is_head = session.req_header().method == http::Method::HEAD;
-    let served = if app.config.offline {
+    let served = if ctx.settings.config.offline {
         match offline_blob(app, &id, &meta).await {
             Some(fill) => ServedBlob {
                 id,

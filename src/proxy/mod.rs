@@ -21,7 +21,7 @@ use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorType, Result};
 
-use crate::app::App;
+use crate::app::{App, InFlight, Settings};
 use crate::cache::BLOB_STORAGE;
 use crate::hf::{self, HfError, Route};
 use crate::upstream::FailureKind;
@@ -34,6 +34,11 @@ use respond::respond_hf;
 /// Per-request state.
 pub struct RequestCtx {
     started: Instant,
+    /// The settings this request started with, kept to its end (a reload meanwhile applies
+    /// to the next requests).
+    settings: Arc<Settings>,
+    /// Counts the request as in flight (a shutdown drains until none is left).
+    _in_flight: InFlight,
     /// Route label for logs.
     route: &'static str,
     /// The client's Authorization header.
@@ -51,8 +56,9 @@ pub struct RequestCtx {
 
 impl RequestCtx {
     /// Base URLs of all upstreams (links pointing at any of them are rewritten to us).
-    fn upstream_origins(&self, app: &App) -> Vec<String> {
-        app.upstream
+    fn upstream_origins(&self) -> Vec<String> {
+        self.settings
+            .upstream
             .all()
             .iter()
             .map(|u| u.base().as_str().to_string())
@@ -79,15 +85,15 @@ impl HubProxy {
         Self { app }
     }
 
-    fn public_base(&self, session: &Session) -> String {
-        if let Some(url) = &self.app.config.public_url {
+    fn public_base(session: &Session, settings: &Settings) -> String {
+        if let Some(url) = &settings.config.public_url {
             return url.as_str().trim_end_matches('/').to_string();
         }
         let headers = &session.req_header().headers;
         let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
         let host = header("host")
             .map(str::to_string)
-            .unwrap_or_else(|| self.app.config.listen.to_string());
+            .unwrap_or_else(|| settings.config.listen.to_string());
         // Behind a TLS-terminating proxy, clients reach us over https.
         let scheme = match header("x-forwarded-proto") {
             Some(proto) if proto.eq_ignore_ascii_case("https") => "https",
@@ -104,6 +110,8 @@ impl ProxyHttp for HubProxy {
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
             started: Instant::now(),
+            settings: self.app.settings(),
+            _in_flight: self.app.activity.begin(),
             route: "unparsed",
             auth: None,
             public_base: String::new(),
@@ -121,7 +129,7 @@ impl ProxyHttp for HubProxy {
     ) -> Result<()> {
         // Per read of a request body (Pingora's default is 60 s); the whole body is bounded by
         // the same time where it is read (paths-info).
-        session.set_read_timeout(Some(self.app.config.server.body_timeout));
+        session.set_read_timeout(Some(ctx.settings.config.server.body_timeout));
         match checks::check_request(session.req_header()) {
             Check::Pass => Ok(()),
             Check::Home => {
@@ -139,7 +147,7 @@ impl ProxyHttp for HubProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        ctx.public_base = self.public_base(session);
+        ctx.public_base = Self::public_base(session, &ctx.settings);
         if ctx.home {
             ctx.route = "home";
             let headers: Vec<(String, String)> = home::HEADERS
@@ -189,7 +197,7 @@ impl ProxyHttp for HubProxy {
                 Ok(true)
             }
             Route::Other => {
-                if app.config.offline {
+                if ctx.settings.config.offline {
                     let error = HfError::new(
                         404,
                         None,
@@ -241,7 +249,7 @@ impl ProxyHttp for HubProxy {
         _session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        passthrough::upstream_peer(&self.app, ctx).await
+        passthrough::upstream_peer(ctx).await
     }
 
     fn fail_to_connect(
@@ -255,7 +263,7 @@ impl ProxyHttp for HubProxy {
             ErrorType::ConnectTimedout => FailureKind::Timeout,
             _ => FailureKind::Connect,
         };
-        if passthrough::attempt_failed(&self.app, ctx, kind) {
+        if passthrough::attempt_failed(ctx, kind) {
             e.set_retry(true);
         }
         e
@@ -290,7 +298,7 @@ impl ProxyHttp for HubProxy {
             _ => FailureKind::Stream,
         };
         let before_answer = ctx.pass.in_flight.is_some();
-        if passthrough::attempt_failed(&self.app, ctx, kind)
+        if passthrough::attempt_failed(ctx, kind)
             && replayable
             && before_answer
             && session.response_written().is_none()
@@ -307,8 +315,8 @@ impl ProxyHttp for HubProxy {
         _end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<std::time::Duration>> {
-        if let (Some(body), Some(index)) = (body.as_ref(), ctx.pass.current) {
-            self.app.upstream.count_bytes(index, body.len() as u64);
+        if let (Some(body), Some(id)) = (body.as_ref(), ctx.pass.current) {
+            ctx.settings.upstream.count_bytes(id, body.len() as u64);
         }
         Ok(None)
     }
@@ -319,7 +327,7 @@ impl ProxyHttp for HubProxy {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        passthrough::upstream_request(&self.app, session, upstream_request, ctx)
+        passthrough::upstream_request(session, upstream_request, ctx)
     }
 
     async fn upstream_response_filter(
@@ -328,15 +336,20 @@ impl ProxyHttp for HubProxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        passthrough::upstream_response(&self.app, session, upstream_response, ctx)
+        passthrough::upstream_response(session, upstream_response, ctx)
     }
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if self.app.activity.is_stopping() || session.is_process_shutting_down() {
+            // This process hands over to a new one or stops: tell a keep-alive client to
+            // reconnect after this answer instead of cutting its idle connection later.
+            session.set_keepalive(None);
+        }
         if let Some(file) = &ctx.file {
             let meta = &file.meta;
             response.remove_header("age");

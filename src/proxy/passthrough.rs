@@ -19,10 +19,9 @@ use url::Url;
 
 use super::tunnel::ConnectTunnel;
 use super::RequestCtx;
-use crate::app::App;
 use crate::hf::{self, LocationKind};
 use crate::upstream::{
-    asks_for_credentials, dns, FailureKind, InFlight, Outbound, Outcome, UpstreamChain,
+    asks_for_credentials, dns, FailureKind, InFlight, Outbound, Outcome, UpstreamChain, UpstreamId,
 };
 
 /// Off-host redirects followed per request.
@@ -32,9 +31,9 @@ const MAX_REDIRECTS: u8 = 5;
 #[derive(Debug, Default)]
 pub struct PassThrough {
     /// Upstreams that failed for this request.
-    pub tried: Vec<usize>,
+    pub tried: Vec<UpstreamId>,
     /// The upstream of the current attempt.
-    pub current: Option<usize>,
+    pub current: Option<UpstreamId>,
     /// The client sent a token that the current upstream was not given.
     pub token_withheld: bool,
     /// An off-host redirect target being followed.
@@ -105,14 +104,15 @@ fn host_header(url: &Url) -> String {
 
 /// Choose the peer: the redirect target being followed (through the proxy of the upstream
 /// that redirected), else the next untried upstream in the chain's order.
-pub async fn upstream_peer(app: &App, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+pub async fn upstream_peer(ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+    let chain = Arc::clone(&ctx.settings.upstream);
     ctx.pass.in_flight = None;
     ctx.pass.via_proxy = None;
     if let Some(target) = &ctx.pass.redirect {
         let upstream = ctx
             .pass
             .current
-            .and_then(|i| app.upstream.get(i))
+            .and_then(|i| chain.get(i))
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no upstream chosen"))?;
         let (peer, via) = peer_for(target, upstream.outbound(), upstream.timeout())
             .await
@@ -120,21 +120,21 @@ pub async fn upstream_peer(app: &App, ctx: &mut RequestCtx) -> Result<Box<HttpPe
         ctx.pass.via_proxy = via;
         return Ok(peer);
     }
-    for upstream in app.upstream.ordered() {
-        if ctx.pass.tried.contains(&upstream.index) {
+    for upstream in chain.ordered() {
+        if ctx.pass.tried.contains(&upstream.id) {
             continue;
         }
         match peer_for(upstream.base(), upstream.outbound(), upstream.timeout()).await {
             Ok((peer, via)) => {
-                ctx.pass.current = Some(upstream.index);
+                ctx.pass.current = Some(upstream.id);
                 ctx.pass.via_proxy = via;
-                ctx.pass.in_flight = Some(app.upstream.begin(&upstream));
+                ctx.pass.in_flight = Some(chain.begin(&upstream));
                 return Ok(peer);
             }
             Err(e) => {
                 log::warn!("upstream {}: {e}", upstream.origin());
-                app.upstream.record_failure(&upstream, FailureKind::Connect);
-                ctx.pass.tried.push(upstream.index);
+                chain.record_failure(&upstream, FailureKind::Connect);
+                ctx.pass.tried.push(upstream.id);
             }
         }
     }
@@ -146,11 +146,11 @@ pub async fn upstream_peer(app: &App, ctx: &mut RequestCtx) -> Result<Box<HttpPe
 
 /// Point the request at the chosen upstream (its path prefix and Host) or redirect target.
 pub fn upstream_request(
-    app: &App,
     session: &Session,
     req: &mut RequestHeader,
     ctx: &mut RequestCtx,
 ) -> Result<()> {
+    let chain = Arc::clone(&ctx.settings.upstream);
     ctx.pass.token_withheld = false;
     let (path_and_query, host) = if let Some(target) = &ctx.pass.redirect {
         req.remove_header("authorization");
@@ -164,7 +164,7 @@ pub fn upstream_request(
         let upstream = ctx
             .pass
             .current
-            .and_then(|i| app.upstream.get(i))
+            .and_then(|i| chain.get(i))
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no upstream chosen"))?;
         if !upstream.receives_tokens() {
             ctx.pass.token_withheld = req.remove_header("authorization").is_some();
@@ -202,15 +202,13 @@ pub fn upstream_request(
 
 /// Whether an upstream this request has not tried yet is left.
 fn others_left(chain: &UpstreamChain, ctx: &RequestCtx) -> bool {
-    chain
-        .all()
-        .iter()
-        .any(|u| !ctx.pass.tried.contains(&u.index))
+    chain.all().iter().any(|u| !ctx.pass.tried.contains(&u.id))
 }
 
 /// The attempt at the current upstream failed before its answer: count it, and say whether
 /// the request may go to the next upstream.
-pub fn attempt_failed(app: &App, ctx: &mut RequestCtx, kind: FailureKind) -> bool {
+pub fn attempt_failed(ctx: &mut RequestCtx, kind: FailureKind) -> bool {
+    let chain = Arc::clone(&ctx.settings.upstream);
     if ctx.pass.redirect.is_some() {
         return false;
     }
@@ -218,38 +216,37 @@ pub fn attempt_failed(app: &App, ctx: &mut RequestCtx, kind: FailureKind) -> boo
         return false;
     };
     match ctx.pass.in_flight.take() {
-        Some(in_flight) => app.upstream.finish(in_flight, Outcome::Failed(kind)),
+        Some(in_flight) => chain.finish(in_flight, Outcome::Failed(kind)),
         None => {
-            if let Some(upstream) = app.upstream.get(index) {
-                app.upstream.record_failure(upstream, kind);
+            if let Some(upstream) = chain.get(index) {
+                chain.record_failure(upstream, kind);
             }
         }
     }
     if !ctx.pass.tried.contains(&index) {
         ctx.pass.tried.push(index);
     }
-    others_left(&app.upstream, ctx)
+    others_left(&chain, ctx)
 }
 
 /// Inspect the upstream's answer: fail over on 5xx/429, follow off-host redirects, rewrite
 /// same-origin ones and Link headers, strip Xet hints.
 pub fn upstream_response(
-    app: &App,
     session: &Session,
     resp: &mut ResponseHeader,
     ctx: &mut RequestCtx,
 ) -> Result<()> {
+    let chain = Arc::clone(&ctx.settings.upstream);
     let status = resp.status.as_u16();
     let idempotent = session.req_header().method.is_idempotent();
-    let current = ctx.pass.current.and_then(|i| app.upstream.get(i)).cloned();
+    let current = ctx.pass.current.and_then(|i| chain.get(i)).cloned();
     if ctx.pass.redirect.is_none() {
         if let Some(in_flight) = ctx.pass.in_flight.take() {
             let retry_after = resp
                 .headers
                 .get("retry-after")
                 .and_then(|v| v.to_str().ok());
-            app.upstream
-                .finish(in_flight, Outcome::of_status(status, retry_after));
+            chain.finish(in_flight, Outcome::of_status(status, retry_after));
         }
         if let Some(upstream) = &current {
             let error_code = resp
@@ -260,8 +257,8 @@ pub fn upstream_response(
                 ctx.pass.token_withheld && asks_for_credentials(status, error_code);
             if not_for_client {
                 // Not this client's answer: the upstream never saw its token.
-                ctx.pass.tried.push(upstream.index);
-                if idempotent && others_left(&app.upstream, ctx) {
+                ctx.pass.tried.push(upstream.id);
+                if idempotent && others_left(&chain, ctx) {
                     return Err(retry_error(format!(
                         "{} answered {status} without the client's token, trying the next upstream",
                         upstream.origin()
@@ -273,8 +270,8 @@ pub fn upstream_response(
                 ));
             }
             if status >= 500 || status == 429 {
-                ctx.pass.tried.push(upstream.index);
-                if idempotent && others_left(&app.upstream, ctx) {
+                ctx.pass.tried.push(upstream.id);
+                if idempotent && others_left(&chain, ctx) {
                     return Err(retry_error(format!(
                         "{} answered {status}, trying the next upstream",
                         upstream.origin()
@@ -296,7 +293,7 @@ pub fn upstream_response(
             } else if let Some(upstream) = &current {
                 bases.push(upstream.base().as_str().to_string());
             }
-            bases.extend(ctx.upstream_origins(app));
+            bases.extend(ctx.upstream_origins());
             match hf::rewrite_location(&location, &bases, &ctx.public_base) {
                 LocationKind::SameOrigin {
                     public_relative,
@@ -324,15 +321,11 @@ pub fn upstream_response(
             }
         }
     }
-    strip_and_rewrite_headers(app, resp, ctx)
+    strip_and_rewrite_headers(resp, ctx)
 }
 
 /// Remove Xet headers and links; point pagination links at the mirror.
-pub fn strip_and_rewrite_headers(
-    app: &App,
-    resp: &mut ResponseHeader,
-    ctx: &RequestCtx,
-) -> Result<()> {
+pub fn strip_and_rewrite_headers(resp: &mut ResponseHeader, ctx: &RequestCtx) -> Result<()> {
     let xet: Vec<String> = resp
         .headers
         .keys()
@@ -353,7 +346,7 @@ pub fn strip_and_rewrite_headers(
         for link in links {
             if let Some(kept) = hf::strip_xet_links(&link) {
                 let rewritten =
-                    hf::rewrite_link_header(&kept, &ctx.upstream_origins(app), &ctx.public_base);
+                    hf::rewrite_link_header(&kept, &ctx.upstream_origins(), &ctx.public_base);
                 resp.append_header("link", rewritten)?;
             }
         }

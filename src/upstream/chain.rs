@@ -23,6 +23,7 @@ use url::Url;
 use super::error::{classify, Attempt, AttemptFailure, UpstreamError, DEFAULT_TIMEOUT};
 use super::events::UpstreamEvents;
 use super::health::{FailureKind, Health};
+use super::id::UpstreamId;
 use super::metrics::Meters;
 use super::outbound::Outbound;
 use super::request::{
@@ -38,7 +39,9 @@ const MAX_HOPS: usize = 10;
 /// One configured upstream hub.
 #[derive(Debug)]
 pub struct Upstream {
-    pub index: usize,
+    pub id: UpstreamId,
+    /// The config it was built from (an unchanged entry is reused across reloads).
+    config: UpstreamConfig,
     base: Url,
     client: reqwest::Client,
     outbound: Outbound,
@@ -50,7 +53,7 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    fn new(index: usize, cfg: &UpstreamConfig) -> Result<Self, UpstreamError> {
+    fn new(cfg: &UpstreamConfig) -> Result<Self, UpstreamError> {
         let outbound = Outbound::new(cfg.proxy.as_ref());
         let client = outbound.http_client(cfg)?;
         let mut base = cfg.url.clone();
@@ -66,7 +69,8 @@ impl Upstream {
         let health = Arc::new(Health::new(cfg.health.clone()));
         let meters = Meters::new(&base.origin().ascii_serialization(), &health);
         Ok(Self {
-            index,
+            id: UpstreamId::of(cfg),
+            config: cfg.clone(),
             base,
             client,
             outbound,
@@ -207,10 +211,30 @@ enum Hop {
 
 impl UpstreamChain {
     pub fn new(configs: &[UpstreamConfig], offline: bool) -> Result<Self, UpstreamError> {
+        Self::rebuild(configs, offline, None)
+    }
+
+    /// A chain for `configs` that reuses the upstreams of `previous` whose config is
+    /// unchanged (same object: same HTTP client, connection pool and health); the others are
+    /// built new. Nothing is shared if building any of them fails.
+    pub fn rebuild(
+        configs: &[UpstreamConfig],
+        offline: bool,
+        previous: Option<&UpstreamChain>,
+    ) -> Result<Self, UpstreamError> {
+        let reuse = |cfg: &UpstreamConfig| {
+            previous?
+                .upstreams
+                .iter()
+                .find(|u| u.id == UpstreamId::of(cfg) && &u.config == cfg)
+                .cloned()
+        };
         let upstreams = configs
             .iter()
-            .enumerate()
-            .map(|(i, cfg)| Upstream::new(i, cfg).map(Arc::new))
+            .map(|cfg| match reuse(cfg) {
+                Some(kept) => Ok(kept),
+                None => Upstream::new(cfg).map(Arc::new),
+            })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             upstreams,
@@ -306,8 +330,9 @@ impl UpstreamChain {
         self.offline
     }
 
-    pub fn get(&self, index: usize) -> Option<&Arc<Upstream>> {
-        self.upstreams.get(index)
+    /// The upstream with this id, if it is (still) in the chain.
+    pub fn get(&self, id: UpstreamId) -> Option<&Arc<Upstream>> {
+        self.upstreams.iter().find(|u| u.id == id)
     }
 
     pub fn all(&self) -> &[Arc<Upstream>] {
@@ -323,7 +348,7 @@ impl UpstreamChain {
     async fn send_avoiding(
         &self,
         request: &HubRequest,
-        avoid: &[usize],
+        avoid: &[UpstreamId],
     ) -> Result<HubResponse, UpstreamError> {
         if self.offline {
             return Err(UpstreamError::Offline);
@@ -335,7 +360,7 @@ impl UpstreamChain {
             .order
             .into_iter()
             .filter(eligible)
-            .partition(|u| !avoid.contains(&u.index));
+            .partition(|u| !avoid.contains(&u.id));
         order.extend(avoided);
         for upstream in order {
             match self.send_to(&upstream, request).await? {
@@ -440,7 +465,7 @@ impl UpstreamChain {
                 status: status.as_u16(),
                 headers,
                 body,
-                upstream: upstream.index,
+                upstream: upstream.id,
                 trust: upstream.trust,
                 token_sent: token.is_some(),
                 url,
@@ -460,7 +485,7 @@ impl UpstreamChain {
         &self,
         path_and_query: &str,
         auth: Option<&str>,
-        avoid: &[usize],
+        avoid: &[UpstreamId],
     ) -> Result<Result<Location, HubResponse>, UpstreamError> {
         if let Some(location) = self.recent_location(path_and_query, auth) {
             if !avoid.contains(&location.upstream) {
@@ -502,10 +527,11 @@ impl UpstreamChain {
         start: u64,
         end_inclusive: u64,
     ) -> Result<reqwest::Response, AttemptFailure> {
+        // A location found before a reload that removed its upstream fails here, and the
+        // fill locates the file again on the current chain.
         let upstream = self
-            .upstreams
             .get(location.upstream)
-            .ok_or_else(|| AttemptFailure::Connect("unknown upstream".into()))?;
+            .ok_or_else(|| AttemptFailure::Connect("upstream no longer configured".into()))?;
         let mut url = location.url.clone();
         let mut auth = location.auth.clone().filter(|_| upstream.receives_tokens());
         for _ in 0..MAX_HOPS {
@@ -560,7 +586,7 @@ mod tests {
             timeout: Duration::from_secs(5),
             ..UpstreamConfig::new(Url::parse(url).unwrap())
         };
-        Upstream::new(0, &cfg).unwrap()
+        Upstream::new(&cfg).unwrap()
     }
 
     #[test]

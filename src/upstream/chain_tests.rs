@@ -13,23 +13,26 @@ use super::error::{classify, AttemptFailure, UpstreamError};
 use super::{HubRequest, UpstreamChain};
 use crate::config::{Trust, UpstreamConfig};
 
-const TOKEN: &str = "Bearer hf_secret_token";
+pub(super) const TOKEN: &str = "Bearer hf_secret_token";
 
 /// One request as a fake upstream saw it.
 #[derive(Debug, Clone)]
-struct Seen {
-    path: String,
-    auth: Option<String>,
+pub(super) struct Seen {
+    pub(super) path: String,
+    pub(super) auth: Option<String>,
 }
 
 /// A local HTTP server answering every request with one canned response.
-struct Fake {
+pub(super) struct Fake {
     url: String,
     seen: Arc<Mutex<Vec<Seen>>>,
 }
 
 impl Fake {
-    async fn start(status: u16, headers: &'static [(&'static str, &'static str)]) -> Fake {
+    pub(super) async fn start(
+        status: u16,
+        headers: &'static [(&'static str, &'static str)],
+    ) -> Fake {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -71,11 +74,11 @@ impl Fake {
         Fake { url, seen }
     }
 
-    fn seen(&self) -> Vec<Seen> {
+    pub(super) fn seen(&self) -> Vec<Seen> {
         self.seen.lock().clone()
     }
 
-    fn config(&self, trust: Trust, forward_token: bool) -> UpstreamConfig {
+    pub(super) fn config(&self, trust: Trust, forward_token: bool) -> UpstreamConfig {
         UpstreamConfig {
             trust,
             forward_token,
@@ -116,7 +119,7 @@ async fn failover_to_a_mirror_leaves_the_token_behind() {
         .await
         .unwrap();
     assert_eq!(response.status, 200);
-    assert_eq!(response.upstream, 1);
+    assert_eq!(response.upstream, chain.all()[1].id);
     assert!(!response.token_sent && !response.decides_access());
     assert_eq!(origin.seen()[0].auth.as_deref(), Some(TOKEN));
     let seen = mirror.seen();
@@ -197,7 +200,7 @@ async fn a_location_on_a_mirror_carries_no_token() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(location.upstream, 1);
+    assert_eq!(location.upstream, chain.all()[1].id);
     assert!(location.auth.is_none());
     let response = chain.get_range(&location, 0, 1).await.unwrap();
     assert_eq!(response.status(), 200);

@@ -11,6 +11,7 @@ pub mod dns;
 mod error;
 pub mod events;
 mod health;
+mod id;
 mod metrics;
 mod outbound;
 mod probe;
@@ -21,6 +22,7 @@ pub use chain::{Upstream, UpstreamChain};
 pub use error::{Attempt, AttemptFailure, UpstreamError};
 pub use events::{NoEvents, UpstreamEvents};
 pub use health::{FailureKind, Health, Standing};
+pub use id::UpstreamId;
 pub use metrics::{collector as metrics_collector, UpstreamCollector};
 pub use outbound::{Outbound, ProxyHop};
 pub use probe::ProbeService;
@@ -29,5 +31,7 @@ pub use select::{parse_retry_after, InFlight, Outcome};
 
 #[cfg(test)]
 mod chain_tests;
+#[cfg(test)]
+mod rebuild_tests;
 #[cfg(test)]
 mod select_tests;

@@ -8,6 +8,7 @@ use reqwest::Method;
 use url::Url;
 
 use super::error::{classify, AttemptFailure, UpstreamError};
+use super::id::UpstreamId;
 use crate::config::Trust;
 
 /// A request body for a metadata call.
@@ -83,8 +84,8 @@ pub struct HubResponse {
     pub status: u16,
     pub headers: HeaderMap,
     pub body: Bytes,
-    /// Index of the upstream that answered.
-    pub upstream: usize,
+    /// The upstream that answered.
+    pub upstream: UpstreamId,
     /// What that upstream is trusted with.
     pub trust: Trust,
     /// Whether the client's `Authorization` was sent with the request that produced it.
@@ -130,7 +131,8 @@ pub struct Location {
     pub url: Url,
     /// Whether the client's Authorization may be sent to `url` (only on the hub's origin).
     pub auth: Option<String>,
-    pub upstream: usize,
+    /// The upstream it was found on.
+    pub upstream: UpstreamId,
 }
 
 // Debug by hand: a token or a signed URL must not reach a log through `{:?}`.
@@ -222,7 +224,7 @@ mod tests {
         let location = Location {
             url: Url::parse("http://cdn:1/repos/ab?Expires=1&Signature=s3cr3t").unwrap(),
             auth: Some("Bearer hf_secret".into()),
-            upstream: 0,
+            upstream: UpstreamId::from_raw(0),
         };
         let request = HubRequest::get("/api/models/a/b".into(), Some("Bearer hf_secret".into()));
         let text = format!("{location:?} {request:?}");

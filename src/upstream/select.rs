@@ -13,6 +13,7 @@ use super::chain::{Upstream, UpstreamChain};
 use super::error::AttemptFailure;
 use super::events::{self, UpstreamEvents};
 use super::health::{FailureKind, Standing, Transition};
+use super::id::UpstreamId;
 
 /// The longest `Retry-After` honoured (a longer one is cut to this).
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
@@ -134,11 +135,11 @@ impl UpstreamChain {
         }
     }
 
-    /// Whether `index` is an upstream requests go to first now (ready: circuit closed,
+    /// Whether `id` is an upstream requests go to first now (ready: circuit closed,
     /// nothing owed, not throttled). A location learned from an upstream that is not is
     /// looked up again rather than reused.
-    pub fn is_ready(&self, index: usize) -> bool {
-        self.get(index)
+    pub fn is_ready(&self, id: UpstreamId) -> bool {
+        self.get(id)
             .is_some_and(|u| u.health().standing(Instant::now()) == Standing::Ready)
     }
 
@@ -198,9 +199,9 @@ impl UpstreamChain {
         self.apply(upstream, transition);
     }
 
-    /// Body bytes received from `index` (or a CDN it redirected to).
-    pub fn count_bytes(&self, index: usize, n: u64) {
-        if let Some(upstream) = self.get(index) {
+    /// Body bytes received from `id` (or a CDN it redirected to).
+    pub fn count_bytes(&self, id: UpstreamId, n: u64) {
+        if let Some(upstream) = self.get(id) {
             upstream.meters().bytes(n);
         }
     }

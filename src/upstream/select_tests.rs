@@ -156,7 +156,7 @@ async fn a_hanging_upstream_costs_one_timeout_then_requests_go_straight_to_the_n
             .send(&get(&format!("/api/models/a/b?n={n}")))
             .await
             .unwrap();
-        assert_eq!(response.upstream, 1);
+        assert_eq!(response.upstream, chain.all()[1].id);
     }
     assert_eq!(
         hanging.seen(),
@@ -184,7 +184,7 @@ async fn a_request_owed_too_long_makes_concurrent_requests_skip_the_upstream() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     for n in 0..3 {
         let response = chain.send(&get(&format!("/next{n}"))).await.unwrap();
-        assert_eq!(response.upstream, 1);
+        assert_eq!(response.upstream, chain.all()[1].id);
     }
     assert_eq!(hanging.seen(), ["GET /first"]);
     first.abort();
@@ -200,7 +200,10 @@ async fn retry_after_keeps_requests_away_until_then() {
         good.config(timeout, health()),
     ]);
     for _ in 0..3 {
-        assert_eq!(chain.send(&get("/x")).await.unwrap().upstream, 1);
+        assert_eq!(
+            chain.send(&get("/x")).await.unwrap().upstream,
+            chain.all()[1].id
+        );
     }
     assert_eq!(busy.seen().len(), 1, "asked again before Retry-After");
     assert!(
@@ -271,7 +274,10 @@ async fn probes_bring_an_upstream_back_only_after_recover_after_passes() {
         .filter(|s| s.starts_with("HEAD /probe"))
         .count();
     assert!(passes >= 2, "recovered after {passes} passing probes");
-    assert_eq!(chain.send(&get("/d")).await.unwrap().upstream, 0);
+    assert_eq!(
+        chain.send(&get("/d")).await.unwrap().upstream,
+        chain.all()[0].id
+    );
     assert_eq!(
         *events.0.lock(),
         [

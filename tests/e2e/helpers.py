@@ -138,6 +138,30 @@ def stop_process(proc: subprocess.Popen, sig=signal.SIGINT, timeout: float = 15)
     return proc.returncode
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` exists and is not a zombie (any process, not only our children)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def stop_pid(pid: int) -> None:
+    """Stop a process a test started indirectly (e.g. by `hubcache upgrade`; not our child), by
+    PID: SIGINT, then SIGKILL."""
+    for sig, wait in ((signal.SIGINT, 10), (signal.SIGKILL, 5)):
+        if not pid_alive(pid):
+            return
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait
+        while pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+
 def session() -> requests.Session:
     s = requests.Session()
     s.trust_env = False          # never route 127.0.0.1 through a proxy from the environment
@@ -347,6 +371,8 @@ class Mirror:
         self.cache_dir = Path(cache_dir) if cache_dir else self.workdir / f"{name}-cache"
         self.log_path = self.workdir / f"{name}.log"
         self.config_path = self.workdir / f"{name}.yaml"
+        # Private (0700, created by hubcache): the upgrade socket, pid file and status file.
+        self.runtime_dir = self.workdir / "run"
         self.upstreams = list(upstreams)
         self.overrides = overrides
         self.proc: subprocess.Popen | None = None
@@ -367,8 +393,7 @@ class Mirror:
             "offline": False,
             "revision_ttl": "60s",
             "server": {"threads": 2, "grace_period": "1s",
-                       "pid_file": str(self.workdir / f"{self.name}.pid"),
-                       "upgrade_sock": str(self.workdir / f"{self.name}.sock")},
+                       "runtime_dir": str(self.runtime_dir)},
         }
         return deep_merge(base, self.overrides)
 
@@ -417,6 +442,27 @@ class Mirror:
             stop_process(self.proc, sig)
         if self in ACTIVE:
             ACTIVE.remove(self)
+
+    # ---- reload and upgrade ----------------------------------------------------------------
+
+    def write_config(self, **overrides) -> None:
+        """Rewrite the config file (what a reload reads) with more overrides; `self.upstreams`
+        may have been changed too."""
+        self.overrides = deep_merge(self.overrides, overrides)
+        self.config_path.write_text(json.dumps(self.config(), indent=2))
+
+    @property
+    def pid_file(self) -> Path:
+        return self.runtime_dir / "hubcache.pid"
+
+    def serving_pid(self) -> int:
+        return int(self.pid_file.read_text().strip())
+
+    def command(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+        """Run `hubcache ARGS` (e.g. reload, upgrade) next to this mirror."""
+        return subprocess.run([self.binary, *args], capture_output=True, text=True, timeout=timeout,
+                              cwd=self.workdir, stdin=subprocess.DEVNULL,
+                              env={**os.environ, **self.env})
 
     def restart(self, same_port: bool = False, **overrides) -> None:
         port = self.port if same_port else None

@@ -50,8 +50,11 @@ impl Completion {
 impl BlobFill {
     /// A client started downloading: in `complete` mode, fetch the rest in the background.
     pub fn want_completion(self: &Arc<Self>) {
-        let settings = &self.ctx.settings;
-        if settings.mode != FillMode::Complete || settings.offline || !self.locator.has_source() {
+        let settings = self.ctx.settings();
+        if settings.mode != FillMode::Complete
+            || !self.ctx.may_complete()
+            || !self.locator.has_source()
+        {
             return;
         }
         {
@@ -71,7 +74,7 @@ impl BlobFill {
     }
 
     async fn complete_in_background(self: Arc<Self>) {
-        let slot = Arc::clone(&self.ctx.background).acquire_owned().await;
+        let slot = self.ctx.background.acquire().await;
         if slot.is_ok() {
             self.state.lock().completion.phase = Phase::Running;
             self.schedule();
@@ -87,10 +90,12 @@ impl BlobFill {
         drop(slot);
     }
 
-    /// Nothing left for the completion to fetch or wait for.
+    /// Nothing left for the completion to fetch or wait for (or it is paused: offline, or
+    /// the process is shutting down; a later reader starts it again).
     fn completion_done(&self) -> bool {
+        let paused = !self.ctx.may_complete();
         let st = self.state.lock();
-        st.running == 0 && (st.completion.called_off || st.blocks.is_settled())
+        st.running == 0 && (st.completion.called_off || paused || st.blocks.is_settled())
     }
 
     #[cfg(test)]

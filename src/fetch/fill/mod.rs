@@ -146,6 +146,11 @@ impl BlobFill {
         self.version.send_modify(|v| *v = v.wrapping_add(1));
     }
 
+    /// Wake whoever waits on this fill to look at the settings again.
+    pub(in crate::fetch) fn wake(&self) {
+        self.notify();
+    }
+
     /// Run `f` on the state if `copy` is still the copy in use.
     fn with_current<T>(&self, copy: &CopyRef, f: impl FnOnce(&mut FillState) -> T) -> Option<T> {
         let mut st = self.state.lock();

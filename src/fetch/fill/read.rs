@@ -162,8 +162,10 @@ impl BlobFill {
 
     /// Look at the block holding `offset`; demand it (and the read-ahead) if missing.
     fn check(&self, offset: u64, started: Instant) -> Result<(Step, bool), FetchError> {
-        let settings = &self.ctx.settings;
-        let can_fetch = !settings.offline && self.locator.has_source();
+        let settings = self.ctx.settings();
+        // Only readers that started online offered a source; such a reader keeps getting its
+        // blocks even if `offline` was switched on since (its download finishes).
+        let can_fetch = self.locator.has_source();
         let mut st = self.state.lock();
         let file = Arc::clone(&st.file);
         let block = file.block_of(offset);

@@ -18,10 +18,11 @@ impl BlobFill {
     /// Start segment fetches while there is work and connections for this blob: demanded
     /// blocks first, then (while completing in the background) the first missing ones.
     pub(super) fn schedule(&self) {
-        let settings = &self.ctx.settings;
-        if settings.offline || !self.locator.has_source() {
+        let settings = self.ctx.settings();
+        if !self.locator.has_source() {
             return;
         }
+        let may_complete = self.ctx.may_complete();
         let Some(this) = self.this() else { return };
         let per_file = settings.connections_per_file.max(1);
         let mut launches: Vec<(CopyRef, Range<u64>)> = Vec::new();
@@ -31,7 +32,8 @@ impl BlobFill {
             // A segment runs over the following missing blocks when the whole file is
             // wanted; on demand, only over blocks readers asked for (incl. read-ahead).
             let whole_file = st.completion.is_wanted();
-            let completing = st.completion.is_running() && st.out_of_space().is_none();
+            let completing =
+                may_complete && st.completion.is_running() && st.out_of_space().is_none();
             while st.running < per_file {
                 let start = match st.blocks.next_demanded() {
                     Some(block) => block,
@@ -99,7 +101,8 @@ impl BlobFill {
         error: Arc<StoreError>,
     ) -> Result<(), FetchError> {
         let store = Arc::clone(&self.ctx.store);
-        let (id, size, block_size) = (self.id.clone(), self.size, self.ctx.settings.block_size);
+        let block_size = self.ctx.settings().block_size;
+        let (id, size) = (self.id.clone(), self.size);
         let content_addressed = failed.is_content_addressed();
         let broken = Arc::clone(failed);
         let replacement = self

@@ -25,7 +25,7 @@ use super::context::{blocking, spawn, FillContext, FillStats};
 use super::locator::Locator;
 use super::FetchError;
 use crate::store::{BlobFile, BlobId, StoreError};
-use crate::upstream::{FailureKind, Location};
+use crate::upstream::{FailureKind, Location, UpstreamId};
 use writer::SegmentWriter;
 
 /// Consecutive attempts without progress before a segment's remaining blocks fail.
@@ -158,15 +158,12 @@ async fn fetch_segment(segment: &Segment) -> Result<(), (u64, FetchError)> {
         copy,
         blocks,
     } = segment;
-    let _connection = Arc::clone(&ctx.connections)
-        .acquire_owned()
-        .await
-        .map_err(|_| {
-            (
-                blocks.start,
-                FetchError::Internal("connection budget closed".into()),
-            )
-        })?;
+    let _connection = ctx.connections.acquire().await.map_err(|_| {
+        (
+            blocks.start,
+            FetchError::Internal("connection budget closed".into()),
+        )
+    })?;
     // Another process sharing the cache may be filling some of these blocks.
     let file = Arc::clone(&copy.file);
     let range = blocks.clone();
@@ -189,7 +186,7 @@ async fn fetch_segment(segment: &Segment) -> Result<(), (u64, FetchError)> {
     );
     let mut failures = 0;
     let mut attempts = 0;
-    let mut streak: (Option<usize>, u32) = (None, 0);
+    let mut streak: (Option<UpstreamId>, u32) = (None, 0);
     let mut last_reason = String::new();
     while writer.pos < end {
         let location = match locator.locate(ctx, sink.blob()).await {
@@ -216,8 +213,9 @@ async fn fetch_segment(segment: &Segment) -> Result<(), (u64, FetchError)> {
                     FillStats::add(&ctx.stats.resumes, 1);
                 }
                 locator.forget(ctx, &location).await;
-                if let (Some(kind), Some(upstream)) = (blame, ctx.upstream.get(location.upstream)) {
-                    ctx.upstream.record_failure(upstream, kind);
+                if let (Some(kind), Some(upstream)) = (blame, ctx.upstream().get(location.upstream))
+                {
+                    ctx.upstream().record_failure(upstream, kind);
                 }
                 streak = match streak {
                     (Some(u), n) if u == location.upstream => (Some(u), n + 1),
@@ -259,7 +257,7 @@ async fn stream_range(
 ) -> Result<(), Interrupted> {
     let start = writer.pos;
     let mut response = ctx
-        .upstream
+        .upstream()
         .get_range(location, start, end - 1)
         .await
         .map_err(|f| Interrupted::retry(format!("{f:?}")))?;
@@ -292,7 +290,7 @@ async fn stream_range(
     loop {
         match response.chunk().await {
             Ok(Some(chunk)) => {
-                ctx.upstream
+                ctx.upstream()
                     .count_bytes(location.upstream, chunk.len() as u64);
                 let chunk = skip_prefix(chunk, &mut skip);
                 if chunk.is_empty() {

@@ -6,4 +6,5 @@ mod failover;
 mod fds;
 mod panics;
 mod priority;
+mod reload;
 mod tokens;
