@@ -42,6 +42,7 @@ mod error;
 mod format;
 mod fsutil;
 mod locks;
+mod removal;
 mod replica;
 mod root;
 mod verify;
@@ -65,10 +66,11 @@ pub use claims::BlockClaim;
 pub use error::StoreError;
 pub use format::{
     validate_block_size, Layout, CLAIM_LOCK_BASE, DATA_ALIGNMENT, DEFAULT_BLOCK_SIZE,
-    FIXED_HEADER_LEN, FLAG_NOT_CONTENT_ADDRESSED, FLAG_VERIFIED, FORMAT_VERSION, MAGIC,
+    FIXED_HEADER_LEN, FLAG_NOT_CONTENT_ADDRESSED, FLAG_VERIFIED, FORMAT_VERSION, IN_USE_LOCK, MAGIC,
     MAX_BLOCK_SIZE, MAX_PAGE_SIZE, MIN_BLOCK_SIZE,
 };
 pub use fsutil::{atomic_write, FsSpace};
+pub use removal::{ListedBlob, Removal};
 pub use root::RootStatus;
 pub use verify::{Problem, VerifyReport};
 
@@ -548,6 +550,8 @@ const _: () = {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_removal;
 #[cfg(test)]
 mod tests_roots;
 #[cfg(test)]
