@@ -3,12 +3,12 @@
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use tokio::sync::Semaphore;
 
 use super::lowprio::LowPriority;
-use super::{FetchError, FillMode};
+use super::{FetchError, FillMode, FillObserver};
 use crate::store::{Store, StoreError};
 use crate::upstream::UpstreamChain;
 
@@ -60,6 +60,9 @@ impl FillStats {
     }
 }
 
+/// How long a write that found the disk full waits for eviction to make room.
+const MAKE_ROOM_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Threads hashing and replicating completed files.
 const LOW_PRIORITY_THREADS: usize = 2;
 
@@ -73,6 +76,8 @@ pub(super) struct FillContext {
     pub(super) background: Arc<Semaphore>,
     pub(super) stats: FillStats,
     pub(super) low_priority: LowPriority,
+    /// Told about opened, stored, read and released blobs (set once, by the eviction service).
+    pub(super) observer: OnceLock<Arc<dyn FillObserver>>,
 }
 
 impl FillContext {
@@ -89,7 +94,28 @@ impl FillContext {
             settings,
             stats: FillStats::default(),
             low_priority: LowPriority::new(LOW_PRIORITY_THREADS),
+            observer: OnceLock::new(),
         }
+    }
+
+    /// The observer, if one was set.
+    pub(super) fn observer(&self) -> Option<&dyn FillObserver> {
+        self.observer.get().map(|o| o.as_ref())
+    }
+
+    /// Asks the observer to free `bytes` for blob `id` on `root`; false without an observer or
+    /// when nothing could be freed within [`MAKE_ROOM_WAIT`].
+    pub(super) async fn make_room(
+        &self,
+        id: &crate::store::BlobId,
+        root: usize,
+        bytes: u64,
+    ) -> bool {
+        let Some(observer) = self.observer() else {
+            return false;
+        };
+        let asked = observer.make_room(id, root, bytes);
+        matches!(tokio::time::timeout(MAKE_ROOM_WAIT, asked).await, Ok(true))
     }
 
     /// A store error as a fetch error; running out of space is counted and logged.

@@ -26,6 +26,7 @@ mod error;
 mod fill;
 mod locator;
 mod lowprio;
+mod observer;
 mod reader;
 mod registry;
 mod segment;
@@ -39,6 +40,7 @@ pub use direct::DirectStream;
 pub use engine::FillEngine;
 pub use error::FetchError;
 pub use fill::BlobFill;
+pub use observer::FillObserver;
 pub use reader::BlobReader;
 
 use crate::hf::{self, Repo, RepoPath, Revision};

@@ -66,9 +66,11 @@ pub use claims::BlockClaim;
 pub use error::StoreError;
 pub use format::{
     validate_block_size, Layout, CLAIM_LOCK_BASE, DATA_ALIGNMENT, DEFAULT_BLOCK_SIZE,
-    FIXED_HEADER_LEN, FLAG_NOT_CONTENT_ADDRESSED, FLAG_VERIFIED, FORMAT_VERSION, IN_USE_LOCK, MAGIC,
-    MAX_BLOCK_SIZE, MAX_PAGE_SIZE, MIN_BLOCK_SIZE,
+    FIXED_HEADER_LEN, FLAG_NOT_CONTENT_ADDRESSED, FLAG_VERIFIED, FORMAT_VERSION, IN_USE_LOCK,
+    MAGIC, MAX_BLOCK_SIZE, MAX_PAGE_SIZE, MIN_BLOCK_SIZE,
 };
+#[cfg(test)]
+pub(crate) use fsutil::faults;
 pub use fsutil::{atomic_write, FsSpace};
 pub use removal::{ListedBlob, Removal};
 pub use root::RootStatus;

@@ -48,7 +48,10 @@ fn a_handle_of_another_store_on_the_same_directory_keeps_the_blob() {
         a.remove_unused(&id).unwrap(),
         Removal::Removed { .. }
     ));
-    assert!(b.open_blob(&id).unwrap().is_none(), "the other store sees it gone");
+    assert!(
+        b.open_blob(&id).unwrap().is_none(),
+        "the other store sees it gone"
+    );
 }
 
 #[test]
@@ -74,7 +77,10 @@ fn removal_deletes_every_replica_or_none() {
     // A second store holds the copy on one root only: nothing at all may go.
     let other = Store::open_roots(&roots, 2, Durability::Os).unwrap();
     let held = other.open_blob(&id).unwrap().unwrap();
-    assert!(matches!(s.remove_unused(&id).unwrap(), Removal::InUse { .. }));
+    assert!(matches!(
+        s.remove_unused(&id).unwrap(),
+        Removal::InUse { .. }
+    ));
     assert_eq!(s.allocations(&id).len(), 2, "a replica was deleted anyway");
     drop(held);
     let Removal::Removed { freed } = s.remove_unused(&id).unwrap() else {
@@ -97,12 +103,19 @@ fn a_partly_filled_blob_counts_only_the_blocks_it_holds() {
     let estimate = blob.allocated_estimate();
     assert_eq!(estimate, blob.layout().data_offset() + 3 * BS);
     let on_disk = s.allocations(&id)[0].1;
-    assert!(on_disk < 8 * BS, "a sparse file takes {on_disk} bytes on disk");
+    assert!(
+        on_disk < 8 * BS,
+        "a sparse file takes {on_disk} bytes on disk"
+    );
     assert!(on_disk >= 3 * BS, "{on_disk}");
     let (listed, roots) = s.list_allocated().unwrap();
     assert_eq!(roots, [0]);
     assert_eq!(listed.len(), 1);
-    assert_eq!(listed[0].size, data.len() as u64, "the logical size comes from the header");
+    assert_eq!(
+        listed[0].size,
+        data.len() as u64,
+        "the logical size comes from the header"
+    );
     assert_eq!(listed[0].allocated, on_disk);
 }
 

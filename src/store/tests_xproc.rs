@@ -253,7 +253,9 @@ fn a_blob_another_process_has_open_is_not_removed_until_that_process_lets_go() {
     let dir = tempfile::tempdir().unwrap();
     let s = store(&dir);
     let data = content(4 * BS, 33);
-    let blob = s.create_blob(&claim_id(), data.len() as u64, BS, true).unwrap();
+    let blob = s
+        .create_blob(&claim_id(), data.len() as u64, BS, true)
+        .unwrap();
     for block in 0..blob.block_count() {
         fill_block(&blob, &data, block);
     }
@@ -262,7 +264,10 @@ fn a_blob_another_process_has_open_is_not_removed_until_that_process_lets_go() {
     let marker = dir.path().join("held");
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while !marker.exists() {
-        assert!(std::time::Instant::now() < deadline, "child never opened the blob");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "child never opened the blob"
+        );
         assert!(child.try_wait().unwrap().is_none(), "child exited early");
         std::thread::sleep(Duration::from_millis(10));
     }

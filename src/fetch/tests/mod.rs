@@ -3,6 +3,7 @@
 mod blocking;
 mod completion;
 mod fds;
+mod observer;
 mod panics;
 mod priority;
 mod tokens;
