@@ -173,6 +173,9 @@ pub fn upstream_response(
                     "no upstream trusted with the client's token answered",
                 ));
             }
+            if status == 429 {
+                app.upstream.note_rate_limited(upstream.index);
+            }
             if status >= 500 || status == 429 {
                 upstream.record_failure();
                 ctx.pass.tried.push(upstream.index);

@@ -176,6 +176,8 @@ pub struct UpstreamChain {
     /// `(path, Authorization)` -> where its bytes were, learned from recent HEADs. In memory
     /// only, briefly: signed CDN URLs expire.
     recent: parking_lot::Mutex<std::collections::HashMap<String, (Location, std::time::Instant)>>,
+    /// Told the base URL of an upstream that answered 429 (set once; see `rate`).
+    pub(super) rate_limited: super::rate::RateLimitSlot,
 }
 
 enum Hop {
@@ -194,6 +196,7 @@ impl UpstreamChain {
             upstreams,
             offline,
             recent: parking_lot::Mutex::new(std::collections::HashMap::new()),
+            rate_limited: super::rate::RateLimitSlot::default(),
         })
     }
 
@@ -358,6 +361,9 @@ impl UpstreamChain {
                 Err(e) => return Ok(Hop::Fail(classify(e))),
             };
             let status = response.status();
+            if status == StatusCode::TOO_MANY_REQUESTS {
+                self.note_rate_limited(upstream.index);
+            }
             if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
                 let retry_after = response
                     .headers()
@@ -468,6 +474,9 @@ impl UpstreamChain {
                 }
                 url = target;
                 continue;
+            }
+            if response.status() == StatusCode::TOO_MANY_REQUESTS {
+                self.note_rate_limited(upstream.index);
             }
             return Ok(response);
         }

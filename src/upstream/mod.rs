@@ -8,10 +8,12 @@ mod chain;
 pub mod dns;
 mod error;
 mod health;
+mod rate;
 mod request;
 
 pub use chain::{Upstream, UpstreamChain};
 pub use error::{Attempt, AttemptFailure, UpstreamError};
+pub use rate::RateLimitHook;
 pub use request::{asks_for_credentials, Body, Follow, HubRequest, HubResponse, Location};
 
 #[cfg(test)]
