@@ -46,6 +46,11 @@ impl Metrics {
         })
     }
 
+    /// Adds a collector read at every scrape (eviction, alert sinks, ...).
+    pub fn register(&self, collector: Box<dyn Collector>) -> Result<(), MetricsError> {
+        Ok(self.registry.register(collector)?)
+    }
+
     /// Count one answered request.
     pub fn record_request(&self, route: &str, status: u16, body_bytes: usize) {
         let class = match status {

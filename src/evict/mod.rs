@@ -19,13 +19,18 @@
 //! use, pinned or younger than `min_age`. It deletes nothing: the store does, and the index is
 //! told afterwards. It does no I/O except [`EvictionIndex::open`] and [`EvictionIndex::save`].
 
+pub mod alarm;
 mod index;
+pub mod metrics;
+pub mod pass;
+mod persist;
 mod plan;
 mod snapshot;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use index::{BlobInfo, EvictionIndex, LoadReport, ReconcileReport, SnapshotState, Usage};
+pub use persist::disk_blobs;
 pub use plan::{Blocked, Excluded, Plan, PlanRequest, Target, Victim};
 pub use snapshot::SnapshotError;
 
