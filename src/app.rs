@@ -29,6 +29,8 @@ pub struct App {
     pub meta: Meta,
     pub fill: FillEngine,
     pub metrics: Metrics,
+    /// The cache service (eviction, events, alerts), once `serve` started it.
+    pub cache_service: std::sync::OnceLock<crate::evict::CacheService>,
 }
 
 fn durability(d: config::Durability) -> Durability {
@@ -89,6 +91,7 @@ impl App {
             meta,
             fill,
             metrics,
+            cache_service: std::sync::OnceLock::new(),
         }))
     }
 }

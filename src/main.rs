@@ -1,4 +1,4 @@
-//! The `hubcache` command line: `serve`, `check-config`.
+//! The `hubcache` command line: `serve`, `check-config`, `cache verify|import|gc|ls`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -6,11 +6,15 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use pingora::proxy::http_proxy_service;
 use pingora::server::configuration::{Opt, ServerConf};
-use pingora::server::Server;
+use pingora::server::{RunArgs, Server};
+use pingora::services::background::background_service;
 
 use hubcache::app::App;
 use hubcache::config::{Config, ConfigError};
+use hubcache::evict::cli::SortBy;
+use hubcache::evict::CacheService;
 use hubcache::plugins::api::Registry;
+use hubcache::plugins::Plugins;
 use hubcache::proxy::HubProxy;
 
 #[derive(Parser)]
@@ -75,6 +79,27 @@ enum CacheCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Evict down to plugins.eviction's limits (budget, watermarks, max_idle), with the
+    /// configured policy and pins, as the running mirror would; safe while it runs (a file
+    /// it has open stays). Exits 1 when a limit could not be met.
+    Gc {
+        /// YAML config file; the embedded default otherwise.
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// Print what would be evicted and why, and delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// List the cached repos and files with their size, space on disk, last read and
+    /// downloads.
+    Ls {
+        /// YAML config file; the embedded default otherwise.
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// `size`: largest first; `last-read`: most recently read first.
+        #[arg(long, value_enum, default_value = "size")]
+        sort: SortBy,
+    },
 }
 
 /// Every plugin this binary ships, registered by kind: the one place that names them
@@ -111,8 +136,14 @@ fn load_config(path: Option<&PathBuf>) -> Result<Config, String> {
     }
 }
 
+fn build_plugins(config: &Config) -> Result<Plugins, String> {
+    hubcache::plugins::build(&config.plugins, &plugin_registry()).map_err(|e| e.to_string())
+}
+
 fn serve(config: Config, upgrade: bool) -> Result<(), String> {
+    let plugins = build_plugins(&config)?;
     let app = App::new(config.clone()).map_err(|e| e.to_string())?;
+    let cache_service = CacheService::start(&app, plugins).map_err(|e| e.to_string())?;
     let mut server_conf = ServerConf {
         threads: config.server.threads,
         grace_period_seconds: Some(config.server.grace_period.as_secs()),
@@ -131,6 +162,10 @@ fn serve(config: Config, upgrade: bool) -> Result<(), String> {
     let mut service = http_proxy_service(&server.configuration, HubProxy::new(app));
     service.add_tcp(&config.listen.to_string());
     server.add_service(service);
+    server.add_service(background_service(
+        "cache service",
+        cache_service.background(),
+    ));
     log::info!(
         "hubcache listening on {} (cache {:?}, upstreams: {}, offline: {})",
         config.listen,
@@ -143,7 +178,31 @@ fn serve(config: Config, upgrade: bool) -> Result<(), String> {
             .join(", "),
         config.offline
     );
-    server.run_forever();
+    server.run(RunArgs::default());
+    // Every runtime is gone (SIGINT included): keep what the index learned.
+    cache_service.shutdown();
+    Ok(())
+}
+
+fn gc(config: Config, dry_run: bool) -> Result<ExitCode, String> {
+    let plugins = build_plugins(&config)?;
+    let app = App::new(config).map_err(|e| e.to_string())?;
+    let view = hubcache::evict::cli::view(&app, plugins.policy)?;
+    let (report, met) = hubcache::evict::cli::gc(&app, &view, dry_run);
+    print!("{report}");
+    Ok(if met || dry_run {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn ls(config: Config, sort: SortBy) -> Result<ExitCode, String> {
+    let plugins = build_plugins(&config)?;
+    let app = App::new(config).map_err(|e| e.to_string())?;
+    let view = hubcache::evict::cli::view(&app, plugins.policy)?;
+    print!("{}", hubcache::evict::cli::ls(&view, sort));
+    Ok(ExitCode::SUCCESS)
 }
 
 fn verify(config: Config, repair: bool) -> Result<ExitCode, String> {
@@ -222,6 +281,12 @@ fn main() -> ExitCode {
             }
             CacheCommand::Import { config, olah, json } => {
                 exit_with(load_config(config.as_ref()).and_then(|c| import(c, &olah, json)))
+            }
+            CacheCommand::Gc { config, dry_run } => {
+                exit_with(load_config(config.as_ref()).and_then(|c| gc(c, dry_run)))
+            }
+            CacheCommand::Ls { config, sort } => {
+                exit_with(load_config(config.as_ref()).and_then(|c| ls(c, sort)))
             }
         },
         Command::Serve { config, upgrade } => {

@@ -74,7 +74,10 @@ plugins:
 #[test]
 fn a_high_watermark_alone_gets_a_low_one_five_points_below() {
     let c = parse("plugins: {eviction: {high_watermark: 90%}}");
-    assert_eq!(c.plugins.eviction.watermarks(), Some((Share(90), Share(85))));
+    assert_eq!(
+        c.plugins.eviction.watermarks(),
+        Some((Share(90), Share(85)))
+    );
 }
 
 #[test]

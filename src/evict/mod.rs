@@ -20,11 +20,14 @@
 //! told afterwards. It does no I/O except [`EvictionIndex::open`] and [`EvictionIndex::save`].
 
 pub mod alarm;
+mod background;
+pub mod cli;
 mod index;
 pub mod metrics;
 pub mod pass;
 mod persist;
 mod plan;
+pub mod service;
 mod snapshot;
 
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -32,6 +35,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub use index::{BlobInfo, EvictionIndex, LoadReport, ReconcileReport, SnapshotState, Usage};
 pub use persist::disk_blobs;
 pub use plan::{Blocked, Excluded, Plan, PlanRequest, Target, Victim};
+pub use service::{CacheService, Summary};
 pub use snapshot::SnapshotError;
 
 use crate::store::BlobId;

@@ -231,6 +231,16 @@ impl Store {
         }
     }
 
+    /// The free space of root `root`'s filesystem; `None` when the root is unusable or its
+    /// space unknown.
+    pub fn root_space(&self, root: usize) -> Option<super::FsSpace> {
+        let r = self.roots.get(root)?;
+        if !r.usable() {
+            return None;
+        }
+        self.space(r).ok()
+    }
+
     /// How many bytes must be freed on `root` for `bytes` more to fit above its reserve (0:
     /// they fit). `None` when the root is unusable or its free space unknown.
     pub fn room_needed(&self, root: usize, bytes: u64) -> Option<u64> {
