@@ -197,7 +197,11 @@ impl Shared {
     /// Publishes `root_lost` / `root_recovered` when a root's health changed.
     async fn check_roots(&self) {
         let store = Arc::clone(&self.store);
-        let Ok(roots) = tokio::task::spawn_blocking(move || store.roots()).await else {
+        let checked = tokio::task::spawn_blocking(move || {
+            store.check_roots();
+            store.roots()
+        });
+        let Ok(roots) = checked.await else {
             return;
         };
         let mut health = self.health.lock();

@@ -96,3 +96,5 @@ fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u64 {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_pass;

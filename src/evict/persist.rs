@@ -40,7 +40,7 @@ impl EvictionIndex {
             .iter()
             .filter_map(|p| Some((std::fs::metadata(p).ok()?.modified().ok()?, p)))
             .collect();
-        candidates.sort_by(|a, b| b.0.cmp(&a.0));
+        candidates.sort_by_key(|c| std::cmp::Reverse(c.0));
         for (_, path) in candidates {
             match snapshot::read(path) {
                 Ok(snapshot) => {

@@ -405,6 +405,20 @@ impl Store {
             .collect()
     }
 
+    /// Probes every healthy root (its directories can be listed and written, it is still on
+    /// its device), marking a failing one unhealthy, and re-probes unhealthy roots whose time
+    /// has come: a lost disk is noticed even while nothing reads from it. Blocking (a few
+    /// syscalls per root).
+    pub fn check_roots(&self) {
+        for root in self.roots.iter() {
+            if root.problem().is_some() {
+                root.usable();
+            } else if let Err(e) = root.probe() {
+                root.mark_unhealthy(e.to_string());
+            }
+        }
+    }
+
     /// Probes every unhealthy root now instead of waiting for its re-probe time (e.g. after
     /// an operator replaced a disk).
     pub fn probe_roots(&self) {

@@ -120,3 +120,20 @@ def test_rate_limited_upstream_is_reported_and_a_hanging_sink_slows_no_download(
         assert download(mirror, REPO, name, timeout=20) == files[name]
     assert len(hanging.requests) == 1, "the stuck sink's first attempt has not timed out yet"
     assert len(ok.events("rate_limited")) == 1
+
+
+def test_a_lost_root_is_reported_even_while_nothing_reads_from_it(tmp_path, emu_factory,
+                                                                  mirror_factory, receiver):
+    emu = emu_factory()
+    hook = receiver()
+    first, second = tmp_path / "d1", tmp_path / "d2"
+    mirror = mirror_factory(emu, cache={"dir": None, "roots": [str(first), str(second)]},
+                            plugins={"alerts": [webhook(hook.url, events=["root_lost"])]})
+    time.sleep(1)
+    (first / "blobs").rename(first / "blobs.gone")
+    (first / "blobs").write_bytes(b"not a directory")
+    [alert] = hook.wait_for("root_lost", timeout=30)
+    assert alert["subject"] == str(first) and alert["severity"] == "critical", alert
+    time.sleep(6)
+    assert len(hook.events("root_lost")) == 1
+    assert mirror.running
