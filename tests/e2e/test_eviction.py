@@ -85,8 +85,9 @@ def test_a_small_budget_is_kept_and_an_evicted_file_comes_back_exact(tmp_path, e
     emu = emu_factory(extra=repo_arg(REPO, tmp_path / "many"))
     budget = 7 * MiB // 2
     mirror = mirror_factory(emu, cache={"block_size": "1MiB"}, **eviction("lru", max_size=budget))
-    for name in sorted(names):
+    for n, name in enumerate(sorted(names)):
         assert download(mirror, REPO, name) == data[name]
+        settle(mirror, n + 1)
     wait_until(lambda: cache_bytes(mirror.cache_dir) <= budget, 20, what="the budget to be kept")
     assert on_disk(mirror.cache_dir, data["f7.bin"]), "the newest file was evicted"
     assert not on_disk(mirror.cache_dir, data["f0.bin"])
@@ -167,10 +168,12 @@ def test_pinned_repos_stay_and_other_files_go_instead(tmp_path, emu_factory, mir
                       + repo_arg(REPO, tmp_path / "other"))
     mirror = mirror_factory(emu, cache={"block_size": "1MiB"},
                             **eviction("lru", max_size=7 * MiB // 2, pin=["acme/ke*"]))
-    for name in ["p1.bin", "p2.bin"]:
+    for n, name in enumerate(["p1.bin", "p2.bin"]):
         assert download(mirror, "acme/keep", name) == pinned[name]
-    for name in ["x.bin", "y.bin", "z.bin"]:
+        settle(mirror, n + 1)
+    for n, name in enumerate(["x.bin", "y.bin", "z.bin"]):
         assert download(mirror, REPO, name) == other[name]
+        settle(mirror, n + 3)
     wait_until(lambda: not on_disk(mirror.cache_dir, other["x.bin"])
                and not on_disk(mirror.cache_dir, other["y.bin"]), 20,
                what="the unpinned files to be evicted in lru order")
@@ -258,9 +261,9 @@ def test_a_full_disk_evicts_to_make_room_instead_of_streaming_uncached(small_fs,
     data = make_repo(tmp_path / "full", names, seed=9)
     emu = emu_factory(extra=repo_arg(REPO, tmp_path / "full"))
     mirror = mirror_factory(emu, cache={"dir": str(fs), "block_size": "1MiB"})
-    for name in sorted(names):
+    for n, name in enumerate(sorted(names)):
         assert download(mirror, REPO, name) == data[name]
-        time.sleep(0.3)           # the completed file is verified and let go
+        settle(mirror, n + 1)     # a file being verified is in use: it may not make room
     assert metric(mirror, "hubcache_uncached_streams_total") == 0, "a file was streamed uncached"
     assert metric(mirror, "hubcache_evicted_blobs_total", 'policy="lru",reason="enospc"') >= 1
     assert on_disk(fs, data["g7.bin"]) and not on_disk(fs, data["g0.bin"])
@@ -276,9 +279,9 @@ def test_a_write_that_hits_enospc_evicts_and_the_download_stays_cached(small_fs,
     emu = emu_factory(extra=repo_arg(REPO, tmp_path / "midfill") + ("--cdn-rate", str(4 * MiB)))
     mirror = mirror_factory(emu, cache={"dir": str(fs), "block_size": "1MiB"},
                             fill={"segment": "4MiB", "connections_per_file": 1})
-    for name in ["old1.bin", "old2.bin"]:
+    for n, name in enumerate(["old1.bin", "old2.bin"]):
         assert download(mirror, REPO, name) == data[name]
-    time.sleep(0.5)
+        settle(mirror, n + 1)
     path = blob_path(fs, sha256(data["new.bin"]))
     results: list = []
     t = threading.Thread(target=lambda: results.append(download(mirror, REPO, "new.bin",
