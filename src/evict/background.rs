@@ -127,6 +127,7 @@ impl Shared {
 
     fn idle_every(&self) -> Duration {
         self.limits
+            .load()
             .max_idle
             .map_or(Duration::from_secs(60), |idle| idle / 10)
             .clamp(TICK, Duration::from_secs(60))
@@ -137,7 +138,8 @@ impl Shared {
         if !self.ready.load(Ordering::Acquire) {
             return;
         }
-        let idle = self.limits.max_idle.is_some() && timers.idle.elapsed() >= self.idle_every();
+        let idle =
+            self.limits.load().max_idle.is_some() && timers.idle.elapsed() >= self.idle_every();
         if idle {
             timers.idle = Instant::now();
         }
@@ -253,7 +255,7 @@ impl Shared {
             let roots = this.root_spaces();
             let pending = this.engine.pending().iter().map(|(_, b)| b).sum();
             let goals = goals(
-                &this.limits,
+                &this.limits.load(),
                 this.index.allocated(),
                 pending,
                 &roots,
@@ -312,7 +314,7 @@ impl Shared {
                 reason: Reason::Enospc,
                 subject: this.store.root_paths().get(root)?.display().to_string(),
                 request: PlanRequest::free_on(root as RootId, need, now_millis())
-                    .with_min_age(this.limits.min_age),
+                    .with_min_age(this.limits.load().min_age),
             };
             let outcome = this.run_goals(&[goal], Pace::URGENT).pop()?;
             if !outcome.reached() && outcome.blocked.any() {
@@ -332,8 +334,9 @@ impl Shared {
     fn alarms_after(&self, outcomes: &[Outcome], roots: &[RootSpace]) {
         let now = Instant::now();
         let allocated = self.index.allocated();
+        let limits = self.limits.load();
         let mut subjects: Vec<(String, bool, bool, String)> = Vec::new();
-        if let Some(max) = self.limits.max_size {
+        if let Some(max) = limits.max_size {
             subjects.push((
                 String::new(),
                 allocated > max,
@@ -341,7 +344,7 @@ impl Shared {
                 format!("{allocated} bytes of a {max}-byte budget"),
             ));
         }
-        if let Some((high, low)) = self.limits.watermarks {
+        if let Some((high, low)) = limits.watermarks {
             for root in roots {
                 subjects.push((
                     root.path.clone(),

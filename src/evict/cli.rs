@@ -151,13 +151,7 @@ fn root_spaces(store: &Store) -> Vec<RootSpace> {
 /// Evicts down to the limits (or, `dry_run`, says what would go); the report and whether
 /// every goal was met.
 pub fn gc(app: &App, view: &CacheView, dry_run: bool) -> (String, bool) {
-    let config = &app.config.plugins.eviction;
-    let limits = Limits {
-        max_size: config.max_size,
-        watermarks: config.watermarks(),
-        max_idle: config.max_idle,
-        min_age: config.min_age,
-    };
+    let limits = Limits::of(&app.config.plugins.eviction);
     let index = &view.index;
     let now = now_millis();
     let usage = index.usage();

@@ -53,6 +53,18 @@ pub struct Limits {
     pub min_age: Duration,
 }
 
+impl Limits {
+    /// The limits of a `plugins.eviction` section.
+    pub fn of(config: &crate::config::EvictionConfig) -> Limits {
+        Limits {
+            max_size: config.max_size,
+            watermarks: config.watermarks(),
+            max_idle: config.max_idle,
+            min_age: config.min_age,
+        }
+    }
+}
+
 /// One storage root's space, for the watermark goals.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RootSpace {

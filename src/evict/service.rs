@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot, Notify};
@@ -28,6 +29,7 @@ use super::pass::Limits;
 use super::{now_millis, DownloadId, EvictionIndex, RootId};
 use crate::alerts::{AlertCollector, DispatchSettings, Dispatcher};
 use crate::app::App;
+use crate::config::EvictionConfig;
 use crate::events::{Event, EventBus, EventKind};
 use crate::fetch::{FillEngine, FillObserver};
 use crate::hf::Repo;
@@ -59,7 +61,8 @@ pub(super) struct Shared {
     pub store: Arc<Store>,
     pub meta: Meta,
     pub bus: EventBus,
-    pub limits: Limits,
+    /// The limits of `plugins.eviction` (replaced by [`CacheService::reconfigure`]).
+    pub limits: ArcSwap<Limits>,
     pub snapshots: Vec<PathBuf>,
     /// Wakes the loop for a pass (a fill crossed a limit, a fill ended after a short pass).
     pub wake: Notify,
@@ -149,12 +152,7 @@ impl CacheService {
             store: Arc::clone(&app.store),
             meta: app.meta.clone(),
             bus: bus.clone(),
-            limits: Limits {
-                max_size: config.max_size,
-                watermarks: config.watermarks(),
-                max_idle: config.max_idle,
-                min_age: config.min_age,
-            },
+            limits: ArcSwap::from_pointee(Limits::of(config)),
             snapshots: snapshot_paths(&app.store),
             wake: Notify::new(),
             rooms,
@@ -209,7 +207,7 @@ impl CacheService {
             policy: s.index.policy_kind(),
             blobs: usage.blobs,
             allocated: usage.allocated,
-            budget: s.limits.max_size,
+            budget: s.limits.load().max_size,
             pending: s.engine.pending().iter().map(|(_, b)| b).sum(),
             evicted_blobs,
             evicted_bytes,
@@ -224,6 +222,14 @@ impl CacheService {
                 })
                 .collect(),
         }
+    }
+
+    /// Applies new `plugins.eviction` limits and pins (a config reload); the next pass uses
+    /// them. The policy is fixed for the life of the index (a new one needs a restart).
+    pub fn reconfigure(&self, config: &EvictionConfig) {
+        self.shared.limits.store(Arc::new(Limits::of(config)));
+        self.shared.index.set_pins(&config.pin);
+        self.shared.wake.notify_one();
     }
 
     /// Saves the index (blocking), e.g. after the server stopped. Nothing before it loaded.
@@ -281,7 +287,7 @@ impl Shared {
 
     /// Wakes the loop if the index is over the budget (with what live fills will add).
     fn check_budget(&self, with_pending: bool) {
-        let Some(max) = self.limits.max_size else {
+        let Some(max) = self.limits.load().max_size else {
             return;
         };
         let mut used = self.index.allocated();
@@ -295,7 +301,7 @@ impl Shared {
 
     /// Wakes the loop if `root` is over its high watermark (checked at most once a second).
     fn check_watermark(&self, root: usize) {
-        let Some((high, _)) = self.limits.watermarks else {
+        let Some((high, _)) = self.limits.load().watermarks else {
             return;
         };
         let now = now_millis();
