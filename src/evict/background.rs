@@ -14,7 +14,7 @@ use super::pass::{goals, run_goal, Goal, Outcome, Pace, Reason, Remover, RootSpa
 use super::service::{RoomRequest, Shared};
 use super::{disk_blobs, now_millis, Blocked, PlanRequest, RootId};
 use crate::events::{Event, EventKind};
-use crate::fetch::FillEngine;
+use crate::fetch::{FillEngine, Room};
 use crate::store::{BlobId, Removal, StoreError};
 
 /// How often the loop looks at the roots, the limits and idle files without being woken.
@@ -300,33 +300,56 @@ impl Shared {
             .collect()
     }
 
-    /// A write needs room on a root: evict there at once (no pauses), answer whether any
-    /// space was freed.
+    /// A blob needs room on a root: evict there at once (no pauses) until it fits above the
+    /// store's reserve; answer whether any space was freed. Nothing is evicted when that
+    /// could not help: a new file that would still not fit, or a write that would still find
+    /// less room than it needs.
     async fn make_room_now(self: &Arc<Self>, request: RoomRequest) {
         let this = Arc::clone(self);
-        let RoomRequest { root, bytes, reply } = request;
-        let made = tokio::task::spawn_blocking(move || {
-            let need = this.store.room_needed(root, bytes)?;
-            if need == 0 {
-                return Some(true);
-            }
-            let goal = Goal {
-                reason: Reason::Enospc,
-                subject: this.store.root_paths().get(root)?.display().to_string(),
-                request: PlanRequest::free_on(root as RootId, need, now_millis())
-                    .with_min_age(this.limits.load().min_age),
-            };
-            let outcome = this.run_goals(&[goal], Pace::URGENT).pop()?;
-            if !outcome.reached() && outcome.blocked.any() {
-                this.publish_blocked(&outcome.goal.subject, &outcome.blocked);
-            }
-            Some(!outcome.evicted.is_empty())
-        })
-        .await
-        .ok()
-        .flatten()
-        .unwrap_or(false);
+        let RoomRequest { room, reply } = request;
+        let made = tokio::task::spawn_blocking(move || this.make_room_blocking(room))
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or(false);
         let _ = reply.send(made);
+    }
+
+    fn make_room_blocking(&self, room: Room) -> Option<bool> {
+        let need = self.store.room_needed(room.root, room.bytes)?;
+        if need == 0 {
+            return Some(true);
+        }
+        let free = self.store.root_space(room.root)?.free;
+        let bare = room.bytes.saturating_sub(free);
+        let request = PlanRequest::free_on(room.root as RootId, need, now_millis())
+            .with_min_age(self.limits.load().min_age);
+        let subject = self
+            .store
+            .root_paths()
+            .get(room.root)?
+            .display()
+            .to_string();
+        let possible = self.index.plan(&request, &|id| self.engine.is_live(id));
+        if possible.freed < bare || (room.new_file && possible.freed < need) {
+            log::warn!(
+                "no room for {} more bytes on {subject}: eviction could free only {} ({:?})",
+                room.bytes,
+                possible.freed,
+                possible.blocked
+            );
+            if possible.blocked.any() {
+                self.publish_blocked(&subject, &possible.blocked);
+            }
+            return Some(false);
+        }
+        let goal = Goal {
+            reason: Reason::Enospc,
+            subject,
+            request,
+        };
+        let outcome = self.run_goals(&[goal], Pace::URGENT).pop()?;
+        Some(!outcome.evicted.is_empty())
     }
 
     /// Raises `disk_high` for goals that ended over their limit, clears the alarms of

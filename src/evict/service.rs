@@ -31,7 +31,7 @@ use crate::alerts::{AlertCollector, DispatchSettings, Dispatcher};
 use crate::app::App;
 use crate::config::EvictionConfig;
 use crate::events::{Event, EventBus, EventKind};
-use crate::fetch::{FillEngine, FillObserver};
+use crate::fetch::{FillEngine, FillObserver, Room};
 use crate::hf::Repo;
 use crate::meta::Meta;
 use crate::plugins::Plugins;
@@ -47,10 +47,9 @@ const RATE_LIMITED_EVERY: Duration = Duration::from_secs(10);
 /// Requests for room waiting for the service at most.
 const ROOM_QUEUE: usize = 256;
 
-/// A write found the disk full: free `bytes` on `root`, then answer whether anything was.
+/// A blob needs room: free it, then answer whether anything was freed.
 pub(super) struct RoomRequest {
-    pub root: usize,
-    pub bytes: u64,
+    pub room: Room,
     pub reply: oneshot::Sender<bool>,
 }
 
@@ -374,16 +373,12 @@ impl FillObserver for Shared {
         );
     }
 
-    fn make_room(&self, _id: &BlobId, root: usize, bytes: u64) -> BoxFuture<'static, bool> {
+    fn make_room(&self, _id: &BlobId, room: Room) -> BoxFuture<'static, bool> {
         if !self.ready.load(Ordering::Acquire) {
             return Box::pin(async { false });
         }
         let (reply, answer) = oneshot::channel();
-        if self
-            .rooms
-            .try_send(RoomRequest { root, bytes, reply })
-            .is_err()
-        {
+        if self.rooms.try_send(RoomRequest { room, reply }).is_err() {
             return Box::pin(async { false });
         }
         Box::pin(async move { answer.await.unwrap_or(false) })

@@ -103,18 +103,13 @@ impl FillContext {
         self.observer.get().map(|o| o.as_ref())
     }
 
-    /// Asks the observer to free `bytes` for blob `id` on `root`; false without an observer or
-    /// when nothing could be freed within [`MAKE_ROOM_WAIT`].
-    pub(super) async fn make_room(
-        &self,
-        id: &crate::store::BlobId,
-        root: usize,
-        bytes: u64,
-    ) -> bool {
+    /// Asks the observer to make `room` for blob `id`; false without an observer or when
+    /// nothing could be freed within [`MAKE_ROOM_WAIT`].
+    pub(super) async fn make_room(&self, id: &crate::store::BlobId, room: super::Room) -> bool {
         let Some(observer) = self.observer() else {
             return false;
         };
-        let asked = observer.make_room(id, root, bytes);
+        let asked = observer.make_room(id, room);
         matches!(tokio::time::timeout(MAKE_ROOM_WAIT, asked).await, Ok(true))
     }
 

@@ -7,7 +7,7 @@ use super::context::{FillContext, FillSettings, FillStats};
 use super::fill::BlobFill;
 use super::reader::BlobReader;
 use super::registry::Registry;
-use super::{BlobSource, DirectStream, FetchError, FillObserver};
+use super::{BlobSource, DirectStream, FetchError, FillObserver, Room};
 use crate::store::{BlobFile, BlobId, Removal, Store, StoreError};
 use crate::upstream::UpstreamChain;
 
@@ -112,7 +112,12 @@ impl FillEngine {
             Err(FetchError::NoSpace(why)) => {
                 // Full: let eviction make room on the blob's first home, then try once more.
                 let home = self.ctx.store.placement(id).first().copied().unwrap_or(0);
-                if !self.ctx.make_room(id, home, source.size).await {
+                let room = Room {
+                    root: home,
+                    bytes: source.size,
+                    new_file: true,
+                };
+                if !self.ctx.make_room(id, room).await {
                     return Err(FetchError::NoSpace(why));
                 }
                 self.create(id, &source).await?

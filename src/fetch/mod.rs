@@ -40,7 +40,7 @@ pub use direct::DirectStream;
 pub use engine::FillEngine;
 pub use error::FetchError;
 pub use fill::BlobFill;
-pub use observer::FillObserver;
+pub use observer::{FillObserver, Room};
 pub use reader::BlobReader;
 
 use crate::hf::{self, Repo, RepoPath, Revision};

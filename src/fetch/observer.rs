@@ -35,10 +35,22 @@ pub trait FillObserver: Send + Sync {
     /// A completed file of blob `id` hashed to `actual` instead and was discarded.
     fn verify_failed(&self, _id: &BlobId, _actual: &str) {}
 
-    /// Writing `bytes` more of blob `id` on root `root` failed for lack of space: free space
-    /// there if possible. Resolves to whether anything was freed (the write is then retried
+    /// Blob `id` needs more space than its root has (see [`Room`]): free space there if
+    /// possible. Resolves to whether anything was freed (the create or write is then retried
     /// once). The default frees nothing.
-    fn make_room(&self, _id: &BlobId, _root: usize, _bytes: u64) -> BoxFuture<'static, bool> {
+    fn make_room(&self, _id: &BlobId, _room: Room) -> BoxFuture<'static, bool> {
         Box::pin(async { false })
     }
+}
+
+/// What a blob needs room for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Room {
+    /// The storage root (index in `cache.roots`).
+    pub root: usize,
+    /// Bytes still to be written.
+    pub bytes: u64,
+    /// A new blob file (the store creates one only with `bytes` plus its reserve free), or
+    /// more bytes of a file being filled (any room lets the write go on).
+    pub new_file: bool,
 }

@@ -182,7 +182,12 @@ impl SegmentWriter {
     async fn make_room(&self, file: &BlobFile) -> bool {
         let held = file.allocated_estimate() - file.layout().data_offset();
         let left = file.size().saturating_sub(held).max(WRITE_CHUNK as u64);
-        let made = self.ctx.make_room(file.id(), file.root_index(), left).await;
+        let room = crate::fetch::Room {
+            root: file.root_index(),
+            bytes: left,
+            new_file: false,
+        };
+        let made = self.ctx.make_room(file.id(), room).await;
         if made {
             log::info!("{}: eviction made room; writing again", file.id());
         }

@@ -12,7 +12,7 @@ use crate::fetch::testkit::{
     blob_path, content, engine, engine_on, id_of, run_bounded, settings, source, wait_until,
     FakeHub, HubFile,
 };
-use crate::fetch::{FetchError, FillObserver, FillStats};
+use crate::fetch::{FetchError, FillObserver, FillStats, Room};
 use crate::hf::Repo;
 use crate::store::{BlobFile, BlobId, Durability, FsSpace, Removal, Store, StoreOptions};
 
@@ -50,7 +50,7 @@ impl FillObserver for Recorder {
     fn released(&self, _id: &BlobId) {
         self.log.lock().push("released".into());
     }
-    fn make_room(&self, _id: &BlobId, _root: usize, _bytes: u64) -> BoxFuture<'static, bool> {
+    fn make_room(&self, _id: &BlobId, _room: Room) -> BoxFuture<'static, bool> {
         self.rooms.fetch_add(1, Ordering::SeqCst);
         let made = self.on_room.lock().as_ref().is_some_and(|f| f());
         Box::pin(async move { made })
