@@ -40,17 +40,22 @@ pub struct Alarms {
 }
 
 impl Alarms {
-    /// After evicting for `subject`: still `over` its limit or not, and what blocked.
+    /// After evicting for `subject`: still `over` its limit or not, `recovered` (back under
+    /// the budget or the low watermark), and what blocked.
     pub fn after_pass(
         &mut self,
         subject: &str,
         over: bool,
+        recovered: bool,
         blocked: &Blocked,
         now: Instant,
     ) -> Option<Signal> {
         let state = self.subjects.entry(subject.to_string()).or_default();
         if !over {
             state.over_since = None;
+            if recovered && std::mem::take(&mut state.raised) {
+                return Some(Signal::Clear);
+            }
             return None;
         }
         let since = *state.over_since.get_or_insert(now);
@@ -127,10 +132,10 @@ mod tests {
         let mut alarms = Alarms::default();
         let t = Instant::now();
         assert_eq!(
-            alarms.after_pass("", true, &blocked(0, 3), t),
+            alarms.after_pass("", true, false, &blocked(0, 3), t),
             Some(Signal::Raise)
         );
-        assert_eq!(alarms.after_pass("", true, &blocked(0, 3), t), None);
+        assert_eq!(alarms.after_pass("", true, false, &blocked(0, 3), t), None);
         assert_eq!(alarms.raised(), [""]);
         assert_eq!(alarms.check("", false), None);
         assert_eq!(alarms.check("", true), Some(Signal::Clear));
@@ -142,18 +147,30 @@ mod tests {
     fn blobs_in_use_raise_only_when_the_condition_lasts() {
         let mut alarms = Alarms::default();
         let t = Instant::now();
-        assert_eq!(alarms.after_pass("/d1", true, &blocked(1, 0), t), None);
+        assert_eq!(
+            alarms.after_pass("/d1", true, false, &blocked(1, 0), t),
+            None
+        );
         let later = t + TRANSIENT_GRACE / 2;
-        assert_eq!(alarms.after_pass("/d1", true, &blocked(1, 0), later), None);
+        assert_eq!(
+            alarms.after_pass("/d1", true, false, &blocked(1, 0), later),
+            None
+        );
         // The download ended and eviction got under the limit: nothing was ever sent.
-        assert_eq!(alarms.after_pass("/d1", false, &blocked(0, 0), later), None);
+        assert_eq!(
+            alarms.after_pass("/d1", false, false, &blocked(0, 0), later),
+            None
+        );
         assert_eq!(alarms.check("/d1", true), None);
         // Over again for good.
         let t2 = later + Duration::from_secs(1);
-        assert_eq!(alarms.after_pass("/d1", true, &blocked(1, 0), t2), None);
+        assert_eq!(
+            alarms.after_pass("/d1", true, false, &blocked(1, 0), t2),
+            None
+        );
         let t3 = t2 + TRANSIENT_GRACE;
         assert_eq!(
-            alarms.after_pass("/d1", true, &blocked(1, 0), t3),
+            alarms.after_pass("/d1", true, false, &blocked(1, 0), t3),
             Some(Signal::Raise)
         );
         // Subjects are independent.
@@ -161,9 +178,27 @@ mod tests {
     }
 
     #[test]
+    fn a_pass_that_gets_back_under_the_limit_clears_the_alarm() {
+        let mut alarms = Alarms::default();
+        let t = Instant::now();
+        let pinned = blocked(0, 1);
+        assert_eq!(
+            alarms.after_pass("", true, false, &pinned, t),
+            Some(Signal::Raise)
+        );
+        // Under the high watermark but not yet the low one: still raised.
+        assert_eq!(alarms.after_pass("", false, false, &pinned, t), None);
+        assert_eq!(
+            alarms.after_pass("", false, true, &pinned, t),
+            Some(Signal::Clear)
+        );
+        assert_eq!(alarms.after_pass("", false, true, &pinned, t), None);
+    }
+
+    #[test]
     fn nothing_left_to_evict_raises_at_once() {
         let mut alarms = Alarms::default();
-        let raised = alarms.after_pass("/d2", true, &Blocked::default(), Instant::now());
+        let raised = alarms.after_pass("/d2", true, false, &Blocked::default(), Instant::now());
         assert_eq!(raised, Some(Signal::Raise));
     }
 

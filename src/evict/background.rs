@@ -387,7 +387,9 @@ impl Shared {
                     && matches!(o.goal.reason, Reason::Budget | Reason::Watermark)
             });
             let signal = match outcome {
-                Some(outcome) => alarms.after_pass(&subject, over, &outcome.blocked, now),
+                Some(outcome) => {
+                    alarms.after_pass(&subject, over, recovered, &outcome.blocked, now)
+                }
                 None => alarms.check(&subject, recovered),
             };
             match signal {
