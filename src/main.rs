@@ -1,4 +1,4 @@
-//! The `hubcache` command line: `serve`, `reload`, `upgrade`, `check-config`, `cache ...`.
+//! The `hubcache` command line: `serve`, `reload`, `upgrade`, `check-config`, `cache verify|import|gc|ls`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,8 +14,11 @@ use pingora::services::listening::Service;
 
 use hubcache::app::App;
 use hubcache::config::{Config, ConfigError, ServerConfig};
+use hubcache::evict::cli::SortBy;
+use hubcache::evict::CacheService;
 use hubcache::lifecycle::{self, Lifecycle};
 use hubcache::plugins::api::Registry;
+use hubcache::plugins::Plugins;
 use hubcache::proxy::conn::{ConnSettings, Gate, StreamLimits};
 use hubcache::proxy::HubProxy;
 use hubcache::upstream::ProbeService;
@@ -102,6 +105,27 @@ enum CacheCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Evict down to plugins.eviction's limits (budget, watermarks, max_idle), with the
+    /// configured policy and pins, as the running mirror would; safe while it runs (a file
+    /// it has open stays). Exits 1 when a limit could not be met.
+    Gc {
+        /// YAML config file; the embedded default otherwise.
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// Print what would be evicted and why, and delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// List the cached repos and files with their size, space on disk, last read and
+    /// downloads.
+    Ls {
+        /// YAML config file; the embedded default otherwise.
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// `size`: largest first; `last-read`: most recently read first.
+        #[arg(long, value_enum, default_value = "size")]
+        sort: SortBy,
+    },
 }
 
 /// Every plugin this binary ships, registered by kind: the one place that names them
@@ -138,11 +162,17 @@ fn load_config(path: Option<&PathBuf>) -> Result<Config, String> {
     }
 }
 
+fn build_plugins(config: &Config) -> Result<Plugins, String> {
+    hubcache::plugins::build(&config.plugins, &plugin_registry()).map_err(|e| e.to_string())
+}
+
 fn serve(config: Config, config_path: Option<&PathBuf>, upgrade: bool) -> Result<(), String> {
     hubcache::logging::init(&config.log_level);
     let life = Lifecycle::prepare(&config, config_path.map(PathBuf::as_path), upgrade)
         .map_err(|e| e.to_string())?;
+    let plugins = build_plugins(&config)?;
     let app = App::new(config.clone()).map_err(|e| e.to_string())?;
+    let cache_service = CacheService::start(&app, plugins).map_err(|e| e.to_string())?;
     let mut server_conf = ServerConf {
         threads: config.server.threads,
         grace_period_seconds: Some(config.server.grace_period.as_secs()),
@@ -169,6 +199,10 @@ fn serve(config: Config, config_path: Option<&PathBuf>, upgrade: bool) -> Result
     let mut service = Service::new("hubcache".to_string(), gate);
     service.add_listener(listener(&config));
     server.add_service(service);
+    server.add_service(background_service(
+        "cache service",
+        cache_service.background(),
+    ));
     log::info!(
         "hubcache listening on {} (cache {:?}, upstreams: {}, offline: {})",
         config.listen,
@@ -249,6 +283,27 @@ fn raise_fd_limit(max_connections: usize) {
              {SPARE}: raise it (ulimit -n, LimitNOFILE=) or lower server.max_connections"
         );
     }
+}
+
+fn gc(config: Config, dry_run: bool) -> Result<ExitCode, String> {
+    let plugins = build_plugins(&config)?;
+    let app = App::new(config).map_err(|e| e.to_string())?;
+    let view = hubcache::evict::cli::view(&app, plugins.policy)?;
+    let (report, met) = hubcache::evict::cli::gc(&app, &view, dry_run);
+    print!("{report}");
+    Ok(if met || dry_run {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn ls(config: Config, sort: SortBy) -> Result<ExitCode, String> {
+    let plugins = build_plugins(&config)?;
+    let app = App::new(config).map_err(|e| e.to_string())?;
+    let view = hubcache::evict::cli::view(&app, plugins.policy)?;
+    print!("{}", hubcache::evict::cli::ls(&view, sort));
+    Ok(ExitCode::SUCCESS)
 }
 
 fn verify(config: Config, repair: bool) -> Result<ExitCode, String> {
@@ -366,6 +421,12 @@ fn main() -> ExitCode {
             }
             CacheCommand::Import { config, olah, json } => {
                 exit_with(load_config(config.as_ref()).and_then(|c| import(c, &olah, json)))
+            }
+            CacheCommand::Gc { config, dry_run } => {
+                exit_with(load_config(config.as_ref()).and_then(|c| gc(c, dry_run)))
+            }
+            CacheCommand::Ls { config, sort } => {
+                exit_with(load_config(config.as_ref()).and_then(|c| ls(c, sort)))
             }
         },
         Command::Reload { config, pid_file } => exit_with(reload(config.as_ref(), pid_file)),

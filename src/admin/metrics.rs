@@ -68,6 +68,11 @@ impl Metrics {
         self.reloads.with_label_values(&[result]).inc();
     }
 
+    /// Adds a collector read at every scrape (eviction, alert sinks, ...).
+    pub fn register(&self, collector: Box<dyn Collector>) -> Result<(), MetricsError> {
+        Ok(self.registry.register(collector)?)
+    }
+
     /// Count one answered request.
     pub fn record_request(&self, route: &str, status: u16, body_bytes: usize) {
         let class = match status {

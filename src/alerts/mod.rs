@@ -115,9 +115,13 @@ pub fn node_name() -> String {
     }
 }
 
-/// The running dispatcher. Dropping it stops its tasks (alerts still queued are lost).
+/// The dispatcher. Built anywhere ([`new`](Self::new)), it runs once [`run`](Self::run) has
+/// started its tasks on a Tokio runtime; events published in between are kept (up to the
+/// bus's capacity). Dropping it stops its tasks (alerts still queued are lost).
 pub struct Dispatcher {
     sinks: Vec<(String, Arc<SinkStats>)>,
+    /// The dispatcher's and the sinks' tasks, until `run` spawns them.
+    pending: Vec<futures::future::BoxFuture<'static, ()>>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -133,12 +137,20 @@ impl Dispatcher {
     /// Subscribes to `bus` and starts one task for the dispatcher and one per sink on the
     /// current Tokio runtime.
     pub fn start(bus: &EventBus, settings: DispatchSettings, sinks: Vec<SinkSpec>) -> Dispatcher {
+        let mut dispatcher = Dispatcher::new(bus, settings, sinks);
+        dispatcher.run();
+        dispatcher
+    }
+
+    /// Subscribes to `bus` and prepares the tasks (no runtime needed; see [`run`](Self::run)).
+    pub fn new(bus: &EventBus, settings: DispatchSettings, sinks: Vec<SinkSpec>) -> Dispatcher {
         let started = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis());
         let mut queues = Vec::with_capacity(sinks.len());
         let mut stats = Vec::with_capacity(sinks.len());
-        let mut tasks = Vec::with_capacity(sinks.len() + 1);
+        let mut pending: Vec<futures::future::BoxFuture<'static, ()>> =
+            Vec::with_capacity(sinks.len() + 1);
         let mut routes = Vec::with_capacity(sinks.len());
         for spec in sinks {
             let sink_stats = Arc::new(SinkStats::default());
@@ -153,7 +165,7 @@ impl Dispatcher {
                 bus: bus.clone(),
                 id_prefix: format!("{}-{started:x}-{}", settings.node, spec.route.name),
             };
-            tasks.push(tokio::spawn(worker.run(receiver)));
+            pending.push(Box::pin(worker.run(receiver)));
             stats.push((spec.route.name.clone(), sink_stats));
             queues.push(sender);
             routes.push(spec.route);
@@ -161,15 +173,18 @@ impl Dispatcher {
         let state = AlertState::new(settings.node, routes);
         let subscription = bus.subscribe();
         let counters: Vec<Arc<SinkStats>> = stats.iter().map(|(_, s)| Arc::clone(s)).collect();
-        tasks.push(tokio::spawn(dispatch(
-            subscription,
-            state,
-            queues,
-            counters,
-        )));
+        pending.push(Box::pin(dispatch(subscription, state, queues, counters)));
         Dispatcher {
             sinks: stats,
-            tasks,
+            pending,
+            tasks: Vec::new(),
+        }
+    }
+
+    /// Starts the tasks on the current Tokio runtime (once; later calls do nothing).
+    pub fn run(&mut self) {
+        for task in self.pending.drain(..) {
+            self.tasks.push(tokio::spawn(task));
         }
     }
 

@@ -5,7 +5,7 @@
 //! Every field is destructured by name, so a new config key does not compile until it is
 //! classified here as live or upgrade-only.
 
-use crate::config::{CacheConfig, Config, FillConfig, ServerConfig};
+use crate::config::{CacheConfig, Config, EvictionConfig, FillConfig, PluginsConfig, ServerConfig};
 
 /// The outcome of comparing the running config with a reloaded file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,7 +55,7 @@ pub fn plan(running: &Config, file: Config) -> Plan {
     take("auth_ttl", &mut applied.auth_ttl, auth_ttl, changed);
     take("upstreams", &mut applied.upstreams, upstreams, changed);
     take("log_level", &mut applied.log_level, log_level, changed);
-    take("plugins", &mut applied.plugins, plugins, changed);
+    plugin_keys(&mut applied.plugins, plugins, changed, upgrade);
     take(
         "watch_config",
         &mut applied.watch_config,
@@ -131,6 +131,61 @@ fn fill_keys(applied: &mut FillConfig, file: FillConfig, changed: &mut Vec<&'sta
         background_fills,
         changed,
     );
+}
+
+/// `plugins`: the eviction limits and pins apply live (the cache service follows them); the
+/// policy and the alert sinks are built once at start, with their state (the index's order,
+/// open incidents, queues), so changing them needs an upgrade.
+fn plugin_keys(
+    applied: &mut PluginsConfig,
+    file: PluginsConfig,
+    changed: &mut Vec<&'static str>,
+    upgrade: &mut Vec<&'static str>,
+) {
+    let PluginsConfig { eviction, alerts } = file;
+    keep("plugins.alerts", &applied.alerts, &alerts, upgrade);
+    let EvictionConfig {
+        policy,
+        max_size,
+        high_watermark,
+        low_watermark,
+        max_idle,
+        min_age,
+        pin,
+    } = eviction;
+    keep(
+        "plugins.eviction.policy",
+        &applied.eviction.policy,
+        &policy,
+        upgrade,
+    );
+    let e = &mut applied.eviction;
+    take(
+        "plugins.eviction.max_size",
+        &mut e.max_size,
+        max_size,
+        changed,
+    );
+    take(
+        "plugins.eviction.high_watermark",
+        &mut e.high_watermark,
+        high_watermark,
+        changed,
+    );
+    take(
+        "plugins.eviction.low_watermark",
+        &mut e.low_watermark,
+        low_watermark,
+        changed,
+    );
+    take(
+        "plugins.eviction.max_idle",
+        &mut e.max_idle,
+        max_idle,
+        changed,
+    );
+    take("plugins.eviction.min_age", &mut e.min_age, min_age, changed);
+    take("plugins.eviction.pin", &mut e.pin, pin, changed);
 }
 
 /// `server` is Pingora's `ServerConf` and the files both processes of an upgrade agree on.

@@ -50,6 +50,8 @@ pub struct App {
     /// Reload attempts so far; held while a reload runs (reloads are serialised).
     reloads: Mutex<u64>,
     reload_hooks: RwLock<Vec<Arc<dyn ReloadEvents>>>,
+    /// The cache service (eviction, events, alerts), once `serve` started it.
+    pub cache_service: std::sync::OnceLock<crate::evict::CacheService>,
 }
 
 fn durability(d: config::Durability) -> Durability {
@@ -96,6 +98,7 @@ impl App {
             fill,
             metrics,
             activity: Arc::new(Activity::default()),
+            cache_service: std::sync::OnceLock::new(),
             reloads: Mutex::new(0),
             reload_hooks: RwLock::new(Vec::new()),
         }))

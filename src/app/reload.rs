@@ -136,6 +136,11 @@ impl App {
 
     /// What cannot ride in the swapped settings alone: budgets sized from them, the logger.
     fn follow(&self, before: &Settings, now: &Settings) {
+        if before.config.plugins.eviction != now.config.plugins.eviction {
+            if let Some(cache) = self.cache_service.get() {
+                cache.reconfigure(&now.config.plugins.eviction);
+            }
+        }
         if !Arc::ptr_eq(&before.fill, &now.fill) {
             self.fill.follow_settings();
         }

@@ -40,6 +40,9 @@ pub struct ServedBlob {
     pub source: Option<BlobSource>,
     /// An already opened fill (the proxy opens it to check the first byte before answering).
     pub fill: Option<Arc<BlobFill>>,
+    /// Which download this request belongs to (client address and agent), so that the range
+    /// requests of one download count as one read of the blob.
+    pub download: Option<u64>,
 }
 
 impl ServedBlob {
@@ -72,14 +75,16 @@ impl Storage for BlobStorage {
         // Blobs are immutable: fresh "forever" (a year is plenty; nothing is stored).
         let fresh_until = now + Duration::from_secs(365 * 24 * 3600);
         let meta = CacheMeta::new(fresh_until, now, 0, 0, blob.response_header()?);
-        let hit = BlobHit {
-            reader: blob.engine.reader(
-                blob.id.clone(),
-                blob.size,
-                blob.source.clone(),
-                blob.fill.clone(),
-            ),
-        };
+        let mut reader = blob.engine.reader(
+            blob.id.clone(),
+            blob.size,
+            blob.source.clone(),
+            blob.fill.clone(),
+        );
+        if let Some(download) = blob.download {
+            reader.count_as(download);
+        }
+        let hit = BlobHit { reader };
         Ok(Some((meta, Box::new(hit))))
     }
 

@@ -15,11 +15,10 @@ use hubcache_plugin_api::{EventKind, PluginConfig};
 pub mod defaults {
     use std::time::Duration;
 
-    use super::Share;
-
     pub const POLICY: &str = "lru";
-    pub const HIGH_WATERMARK: Share = Share(95);
-    pub const LOW_WATERMARK: Share = Share(90);
+    /// Percentage points between the high watermark and the low one when only the high one
+    /// is given.
+    pub const LOW_BELOW_HIGH: u8 = 5;
     pub const MIN_AGE: Duration = Duration::ZERO;
     pub const REPEAT_EVERY: Duration = Duration::from_secs(3600);
     pub const SEND_RESOLVED: bool = true;
@@ -42,10 +41,11 @@ pub struct EvictionConfig {
     pub policy: String,
     /// Budget for all cached data in allocated bytes (all replicas). `None`: no budget.
     pub max_size: Option<u64>,
-    /// A root whose filesystem is fuller than this is evicted from ...
-    pub high_watermark: Share,
-    /// ... until it is at most this full. Always below `high_watermark`.
-    pub low_watermark: Share,
+    /// A root whose filesystem is fuller than this is evicted from ... (`None`: no
+    /// watermarks, only the budget and a full disk trigger eviction)
+    pub high_watermark: Option<Share>,
+    /// ... until it is at most this full. Set exactly when `high_watermark` is, and below it.
+    pub low_watermark: Option<Share>,
     /// Evict blobs nobody read for this long. `None`: never.
     pub max_idle: Option<Duration>,
     /// Blobs filled less than this long ago are not evicted.
@@ -59,8 +59,8 @@ impl Default for EvictionConfig {
         EvictionConfig {
             policy: defaults::POLICY.to_string(),
             max_size: None,
-            high_watermark: defaults::HIGH_WATERMARK,
-            low_watermark: defaults::LOW_WATERMARK,
+            high_watermark: None,
+            low_watermark: None,
             max_idle: None,
             min_age: defaults::MIN_AGE,
             pin: Vec::new(),
@@ -69,6 +69,11 @@ impl Default for EvictionConfig {
 }
 
 impl EvictionConfig {
+    /// The `(high, low)` watermarks, when set.
+    pub fn watermarks(&self) -> Option<(Share, Share)> {
+        self.high_watermark.zip(self.low_watermark)
+    }
+
     /// The policy as a plugin config entry (policies take no options today).
     pub fn policy_config(&self) -> PluginConfig {
         PluginConfig::new(self.policy.clone())

@@ -72,19 +72,10 @@ impl RawEviction {
                 "must be more than 0 (leave it out for no budget)",
             ));
         }
-        let high = self
-            .high_watermark
-            .map_or(defaults::HIGH_WATERMARK, |s| s.0);
-        let low = self.low_watermark.map_or(defaults::LOW_WATERMARK, |s| s.0);
-        if low >= high {
-            return Err(ConfigError::invalid(
-                "plugins.eviction.low_watermark",
-                format!(
-                    "{low} is not below plugins.eviction.high_watermark ({high}); eviction \
-                     frees space down to the low watermark, so it must be lower"
-                ),
-            ));
-        }
+        let (high, low) = watermarks(
+            self.high_watermark.map(|s| s.0),
+            self.low_watermark.map(|s| s.0),
+        )?;
         let max_idle = self.max_idle.map(|d| d.0);
         if max_idle.is_some_and(|d| d.is_zero()) {
             return Err(ConfigError::invalid(
@@ -340,6 +331,47 @@ fn check_url(option: &OptionValue, path: &str) -> Result<(), ConfigError> {
             .map_err(|e| ConfigError::invalid(path, e.reason))?;
     }
     Ok(())
+}
+
+/// The watermarks: both unset (none), or a high one with a low one below it (given, or
+/// [`defaults::LOW_BELOW_HIGH`] points lower).
+fn watermarks(
+    high: Option<Share>,
+    low: Option<Share>,
+) -> Result<(Option<Share>, Option<Share>), ConfigError> {
+    let (high, low) = match (high, low) {
+        (None, None) => return Ok((None, None)),
+        (None, Some(_)) => {
+            return Err(ConfigError::invalid(
+                "plugins.eviction.low_watermark",
+                "is set without plugins.eviction.high_watermark (set both, or neither)",
+            ))
+        }
+        (Some(high), None) => {
+            if high.0 <= defaults::LOW_BELOW_HIGH {
+                return Err(ConfigError::invalid(
+                    "plugins.eviction.high_watermark",
+                    format!(
+                        "{high} leaves no room for the default low watermark ({} points \
+                         lower); set plugins.eviction.low_watermark too",
+                        defaults::LOW_BELOW_HIGH
+                    ),
+                ));
+            }
+            (high, Share(high.0 - defaults::LOW_BELOW_HIGH))
+        }
+        (Some(high), Some(low)) => (high, low),
+    };
+    if low >= high {
+        return Err(ConfigError::invalid(
+            "plugins.eviction.low_watermark",
+            format!(
+                "{low} is not below plugins.eviction.high_watermark ({high}); eviction \
+                 frees space down to the low watermark, so it must be lower"
+            ),
+        ));
+    }
+    Ok((Some(high), Some(low)))
 }
 
 /// `plugins.eviction.*_watermark`: `90%`.

@@ -36,8 +36,7 @@ fn defaults_have_no_budget_lru_and_no_alerts() {
     let e = &c.plugins.eviction;
     assert_eq!(e.policy, "lru");
     assert_eq!(e.max_size, None);
-    assert_eq!(e.high_watermark, Share(95));
-    assert_eq!(e.low_watermark, Share(90));
+    assert_eq!(e.watermarks(), None, "no watermarks unless configured");
     assert_eq!(e.max_idle, None);
     assert_eq!(e.min_age, Duration::ZERO);
     assert!(e.pin.is_empty());
@@ -62,14 +61,22 @@ plugins:
     let e = &c.plugins.eviction;
     assert_eq!(e.policy, "lfuda");
     assert_eq!(e.max_size, Some(500 << 30));
-    assert_eq!(e.high_watermark, Share(85));
-    assert_eq!(e.low_watermark, Share(70));
+    assert_eq!(e.watermarks(), Some((Share(85), Share(70))));
     assert_eq!(e.max_idle, Some(Duration::from_secs(30 * 86_400)));
     assert_eq!(e.min_age, Duration::from_secs(600));
     let pins: Vec<&str> = e.pin.iter().map(RepoGlob::as_str).collect();
     assert_eq!(
         pins,
         ["meta-llama/*", "datasets/acme/eval", "google/bert-base"]
+    );
+}
+
+#[test]
+fn a_high_watermark_alone_gets_a_low_one_five_points_below() {
+    let c = parse("plugins: {eviction: {high_watermark: 90%}}");
+    assert_eq!(
+        c.plugins.eviction.watermarks(),
+        Some((Share(90), Share(85)))
     );
 }
 
@@ -81,9 +88,14 @@ fn bad_eviction_values_name_key_and_reason() {
         "80% is not below plugins.eviction.high_watermark (80%)",
     );
     assert_rejected(
-        "plugins: {eviction: {low_watermark: 96%}}",
+        "plugins: {eviction: {low_watermark: 80%}}",
         "plugins.eviction.low_watermark",
-        "not below plugins.eviction.high_watermark (95%)",
+        "is set without plugins.eviction.high_watermark",
+    );
+    assert_rejected(
+        "plugins: {eviction: {high_watermark: 5%}}",
+        "plugins.eviction.high_watermark",
+        "leaves no room for the default low watermark",
     );
     assert_rejected(
         "plugins: {eviction: {high_watermark: 120%}}",
@@ -96,7 +108,7 @@ fn bad_eviction_values_name_key_and_reason() {
         "write it with %",
     );
     assert_rejected(
-        "plugins: {eviction: {low_watermark: 0%}}",
+        "plugins: {eviction: {high_watermark: 50%, low_watermark: 0%}}",
         "plugins.eviction.low_watermark",
         "more than 0%",
     );

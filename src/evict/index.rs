@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroUsize;
-use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,8 +10,7 @@ use parking_lot::Mutex;
 
 use hubcache_plugin_api::{BlobStats, EvictionPolicy};
 
-use super::snapshot::{self, Snapshot, SnapshotBlob, SnapshotError};
-use super::{fnv1a, Copy, DiskBlob, DownloadId, RootId};
+use super::{fnv1a, Copy, DownloadId, RootId};
 use crate::config::RepoGlob;
 use crate::store::BlobId;
 
@@ -32,6 +31,9 @@ pub(super) struct Entry {
     pub policy_key: u64,
     /// Indices into `Inner::repos`.
     pub repos: Vec<u32>,
+    /// When this process last recorded stored bytes for it (ms; 0: never). Not persisted:
+    /// reconciling keeps a blob missing from a listing that started before this.
+    pub filled_at: u64,
 }
 
 impl Entry {
@@ -67,6 +69,10 @@ pub(super) struct Inner {
     pub repo_pinned: Vec<bool>,
     pins: Vec<RepoGlob>,
     sessions: lru::LruCache<(u64, DownloadId), u64>,
+    /// Allocated bytes of every copy, all roots together and per root (kept up to date by
+    /// every change, so checking the budget costs nothing).
+    total: u64,
+    per_root: BTreeMap<RootId, u64>,
 }
 
 impl Inner {
@@ -78,10 +84,70 @@ impl Inner {
             repo_pinned: Vec::new(),
             pins: pins.to_vec(),
             sessions: lru::LruCache::new(NonZeroUsize::new(SESSIONS).unwrap_or(NonZeroUsize::MIN)),
+            total: 0,
+            per_root: BTreeMap::new(),
         }
     }
 
-    fn intern(&mut self, repo: &str) -> u32 {
+    /// Counts `copies` in (`add`) or out of the totals.
+    fn account(&mut self, copies: &[Copy], add: bool) {
+        for copy in copies {
+            let slot = self.per_root.entry(copy.root).or_default();
+            if add {
+                *slot = slot.saturating_add(copy.allocated);
+                self.total = self.total.saturating_add(copy.allocated);
+            } else {
+                *slot = slot.saturating_sub(copy.allocated);
+                self.total = self.total.saturating_sub(copy.allocated);
+            }
+        }
+    }
+
+    /// Recomputes the totals from the entries (after bulk changes).
+    pub(super) fn recount(&mut self) {
+        self.total = 0;
+        self.per_root.clear();
+        let copies: Vec<Copy> = self
+            .entries
+            .values()
+            .flat_map(|e| e.copies.iter().copied())
+            .collect();
+        self.account(&copies, true);
+    }
+
+    pub(super) fn insert(&mut self, id: BlobId, entry: Entry) {
+        self.account(&entry.copies, true);
+        if let Some(old) = self.entries.insert(id, entry) {
+            self.account(&old.copies, false);
+        }
+    }
+
+    pub(super) fn take(&mut self, id: &BlobId) -> Option<Entry> {
+        let entry = self.entries.remove(id)?;
+        self.account(&entry.copies, false);
+        Some(entry)
+    }
+
+    /// Sets (or adds) the copy on `copy.root` of the entry `id` (which must exist).
+    fn set_copy(&mut self, id: &BlobId, copy: Copy) {
+        let Some(entry) = self.entries.get_mut(id) else {
+            return;
+        };
+        let old = match entry.copies.iter_mut().find(|c| c.root == copy.root) {
+            Some(existing) => std::mem::replace(existing, copy),
+            None => {
+                entry.copies.push(copy);
+                Copy {
+                    root: copy.root,
+                    allocated: 0,
+                }
+            }
+        };
+        self.account(&[old], false);
+        self.account(&[copy], true);
+    }
+
+    pub(super) fn intern(&mut self, repo: &str) -> u32 {
         if let Some(&index) = self.repo_ids.get(repo) {
             return index;
         }
@@ -158,6 +224,8 @@ pub struct BlobInfo {
 pub struct EvictionIndex {
     pub(super) inner: Mutex<Inner>,
     pub(super) policy: Arc<dyn EvictionPolicy>,
+    /// Bumped by every change (to save only what changed).
+    pub(super) changes: AtomicU64,
 }
 
 impl std::fmt::Debug for EvictionIndex {
@@ -175,187 +243,90 @@ impl EvictionIndex {
         EvictionIndex {
             inner: Mutex::new(Inner::new(pins)),
             policy,
+            changes: AtomicU64::new(0),
         }
     }
 
-    /// The index saved at `path`, or an empty one if there is none or it is unusable (then
-    /// [`reconcile`](Self::reconcile) rebuilds it from the disk listing). Never fails.
-    pub fn open(
-        path: &Path,
-        policy: Arc<dyn EvictionPolicy>,
-        pins: &[RepoGlob],
-    ) -> (EvictionIndex, LoadReport) {
-        let index = EvictionIndex::new(policy, pins);
-        let mut report = LoadReport {
-            snapshot: SnapshotState::Loaded,
-            blobs: 0,
-            policy_changed: false,
-        };
-        match snapshot::read(path) {
-            Ok(snapshot) => {
-                report.policy_changed = snapshot.policy != index.policy.kind();
-                report.blobs = index.restore(snapshot, report.policy_changed);
-            }
-            Err(SnapshotError::Missing) => report.snapshot = SnapshotState::Missing,
-            Err(e) => {
-                log::warn!(
-                    "eviction index {}: {e}; rebuilding it from the cache",
-                    path.display()
-                );
-                report.snapshot = SnapshotState::Unusable(e.to_string());
-            }
-        }
-        (index, report)
+    pub(super) fn changed(&self) {
+        self.changes.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn restore(&self, snapshot: Snapshot, policy_changed: bool) -> usize {
-        if !policy_changed {
-            self.policy.restore_state(snapshot.policy_state);
-        }
-        let mut inner = self.inner.lock();
-        let repo_map: Vec<u32> = snapshot.repos.iter().map(|r| inner.intern(r)).collect();
-        inner.entries.reserve(snapshot.blobs.len());
-        for blob in snapshot.blobs {
-            let mut entry = Entry {
-                size: blob.size,
-                copies: blob.copies,
-                first_fill: blob.first_fill,
-                last_read: blob.last_read,
-                hits: blob.hits,
-                policy_key: blob.policy_key,
-                repos: blob
-                    .repos
-                    .iter()
-                    .filter_map(|&r| repo_map.get(r as usize).copied())
-                    .collect(),
-            };
-            if policy_changed {
-                entry.policy_key = self.policy.key_on_access(&entry.stats());
-            }
-            inner.entries.insert(blob.id, entry);
-        }
-        inner.entries.len()
-    }
-
-    /// Writes the index to `path` (a temporary file, flushed, then renamed over it).
-    pub fn save(&self, path: &Path) -> Result<(), SnapshotError> {
-        let bytes = {
-            let inner = self.inner.lock();
-            let blobs = inner.entries.iter().map(|(id, e)| SnapshotBlob {
-                id: id.clone(),
-                size: e.size,
-                first_fill: e.first_fill,
-                last_read: e.last_read,
-                hits: e.hits,
-                policy_key: e.policy_key,
-                copies: e.copies.clone(),
-                repos: e.repos.clone(),
-            });
-            snapshot::encode(self.policy.kind(), self.policy.state(), &inner.repos, blobs)
-        };
-        snapshot::write(path, &bytes)
-    }
-
-    /// Makes the index agree with the blobs really on disk, as listed from `listed_at` (ms)
-    /// on: sizes and copies are taken from `disk`, blobs missing from it are forgotten unless
-    /// first filled since `listed_at` (filled while the listing ran), new ones added (first
-    /// fill and last read = their modification time, no hits). Access and repo records of
-    /// known blobs stay. The listing is collected before the index is locked.
-    pub fn reconcile(
-        &self,
-        disk: impl IntoIterator<Item = DiskBlob>,
-        listed_at: u64,
-    ) -> ReconcileReport {
-        let disk: Vec<DiskBlob> = disk.into_iter().collect();
-        let mut report = ReconcileReport::default();
-        let mut inner = self.inner.lock();
-        let mut seen: HashMap<BlobId, Entry> = HashMap::with_capacity(disk.len());
-        for blob in disk {
-            if blob.copies.is_empty() {
-                continue;
-            }
-            let entry = match inner.entries.remove(&blob.id) {
-                Some(mut entry) => {
-                    if entry.size != blob.size || entry.copies != blob.copies {
-                        report.updated += 1;
-                        entry.size = blob.size;
-                        entry.copies = blob.copies;
-                    }
-                    entry
-                }
-                None => match seen.remove(&blob.id) {
-                    // Listed twice (one line per root): merge the copies.
-                    Some(mut entry) => {
-                        for copy in blob.copies {
-                            set_copy(&mut entry.copies, copy);
-                        }
-                        entry
-                    }
-                    None => {
-                        report.added += 1;
-                        let mut entry = Entry {
-                            size: blob.size,
-                            copies: blob.copies,
-                            first_fill: blob.modified,
-                            last_read: blob.modified,
-                            hits: 0,
-                            policy_key: 0,
-                            repos: Vec::new(),
-                        };
-                        entry.policy_key = self.policy.key_on_access(&entry.stats());
-                        entry
-                    }
-                },
-            };
-            seen.insert(blob.id, entry);
-        }
-        let left = std::mem::take(&mut inner.entries);
-        for (id, entry) in left {
-            if entry.first_fill >= listed_at {
-                seen.insert(id, entry);
-            } else {
-                report.removed += 1;
-            }
-        }
-        inner.entries = seen;
-        report
+    /// A number that changes whenever the index does.
+    pub fn version(&self) -> u64 {
+        self.changes.load(Ordering::Relaxed)
     }
 
     /// Records that `root` now holds `allocated` bytes of blob `id` (a fill stored blocks, or a
     /// replica was made). A new blob gets `now` as first fill and last read.
     pub fn record_fill(&self, id: &BlobId, size: u64, root: RootId, allocated: u64, now: u64) {
         let mut inner = self.inner.lock();
+        self.changed();
+        let copy = Copy { root, allocated };
         if let Some(entry) = inner.entries.get_mut(id) {
             entry.size = size;
-            set_copy(&mut entry.copies, Copy { root, allocated });
+            entry.filled_at = entry.filled_at.max(now);
+            inner.set_copy(id, copy);
             return;
         }
         let mut entry = Entry {
             size,
-            copies: vec![Copy { root, allocated }],
+            copies: vec![copy],
             first_fill: now,
             last_read: now,
             hits: 0,
             policy_key: 0,
             repos: Vec::new(),
+            filled_at: now,
         };
         entry.policy_key = self.policy.key_on_access(&entry.stats());
-        inner.entries.insert(id.clone(), entry);
+        inner.insert(id.clone(), entry);
+    }
+
+    /// Records every copy of blob `id` at once (after replicas were made): (root, bytes).
+    /// Roots not listed hold none. Known blobs only.
+    pub fn set_copies(&self, id: &BlobId, size: u64, copies: &[(RootId, u64)], now: u64) {
+        let mut inner = self.inner.lock();
+        let Some(mut entry) = inner.take(id) else {
+            return;
+        };
+        self.changed();
+        entry.size = size;
+        entry.filled_at = entry.filled_at.max(now);
+        entry.copies = copies
+            .iter()
+            .map(|&(root, allocated)| Copy { root, allocated })
+            .collect();
+        if !entry.copies.is_empty() {
+            inner.insert(id.clone(), entry);
+        }
+    }
+
+    /// Whether the index knows blob `id`.
+    pub fn contains(&self, id: &BlobId) -> bool {
+        self.inner.lock().entries.contains_key(id)
+    }
+
+    /// Allocated bytes of every copy of every blob (no scan: kept up to date).
+    pub fn allocated(&self) -> u64 {
+        self.inner.lock().total
+    }
+
+    /// Allocated bytes of the copies on `root`.
+    pub fn allocated_on(&self, root: RootId) -> u64 {
+        self.inner.lock().per_root.get(&root).copied().unwrap_or(0)
     }
 
     /// Records that `root` no longer holds a copy of `id` (a lost root, a removed replica). The
     /// blob is forgotten when no copy is left.
     pub fn record_copy_removed(&self, id: &BlobId, root: RootId) {
         let mut inner = self.inner.lock();
-        let gone = match inner.entries.get_mut(id) {
-            Some(entry) => {
-                entry.copies.retain(|c| c.root != root);
-                entry.copies.is_empty()
-            }
-            None => false,
+        let Some(mut entry) = inner.take(id) else {
+            return;
         };
-        if gone {
-            inner.entries.remove(id);
+        self.changed();
+        entry.copies.retain(|c| c.root != root);
+        if !entry.copies.is_empty() {
+            inner.insert(id.clone(), entry);
         }
     }
 
@@ -367,6 +338,7 @@ impl EvictionIndex {
         if let Some(entry) = inner.entries.get_mut(id) {
             if !entry.repos.contains(&index) {
                 entry.repos.push(index);
+                self.changed();
             }
         }
     }
@@ -388,6 +360,7 @@ impl EvictionIndex {
         let Some(entry) = inner.entries.get_mut(id) else {
             return false;
         };
+        self.changes.fetch_add(1, Ordering::Relaxed);
         entry.last_read = entry.last_read.max(now);
         if counted {
             entry.hits = entry.hits.saturating_add(1);
@@ -411,7 +384,11 @@ impl EvictionIndex {
     /// Forgets a blob that was deleted for another reason than eviction (failed verification,
     /// a purge). Returns its last stats.
     pub fn remove(&self, id: &BlobId) -> Option<BlobStats> {
-        self.inner.lock().entries.remove(id).map(|e| e.stats())
+        let stats = self.inner.lock().take(id).map(|e| e.stats());
+        if stats.is_some() {
+            self.changed();
+        }
+        stats
     }
 
     /// Forgets a blob the caller evicted, and tells the policy (LFUDA's aging).
@@ -424,17 +401,16 @@ impl EvictionIndex {
     /// The space the index accounts for.
     pub fn usage(&self) -> Usage {
         let inner = self.inner.lock();
-        let mut usage = Usage {
+        Usage {
             blobs: inner.entries.len(),
-            ..Usage::default()
-        };
-        for entry in inner.entries.values() {
-            for copy in &entry.copies {
-                usage.allocated += copy.allocated;
-                *usage.per_root.entry(copy.root).or_default() += copy.allocated;
-            }
+            allocated: inner.total,
+            per_root: inner
+                .per_root
+                .iter()
+                .filter(|(_, &bytes)| bytes > 0)
+                .map(|(&root, &bytes)| (root, bytes))
+                .collect(),
         }
-        usage
     }
 
     /// What the index knows about `id`.
@@ -477,13 +453,5 @@ fn info(inner: &Inner, id: &BlobId, entry: &Entry) -> BlobInfo {
             .filter_map(|&r| inner.repos.get(r as usize).map(|s| s.to_string()))
             .collect(),
         pinned: inner.is_pinned(entry),
-    }
-}
-
-/// Sets (or adds) the copy on `copy.root`.
-fn set_copy(copies: &mut Vec<Copy>, copy: Copy) {
-    match copies.iter_mut().find(|c| c.root == copy.root) {
-        Some(existing) => existing.allocated = copy.allocated,
-        None => copies.push(copy),
     }
 }

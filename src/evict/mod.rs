@@ -17,16 +17,31 @@
 //! policy's key, and the repos that reference it (for pins). It ranks candidates with the
 //! configured [`EvictionPolicy`](hubcache_plugin_api::EvictionPolicy) and leaves out blobs in
 //! use, pinned or younger than `min_age`. It deletes nothing: the store does, and the index is
-//! told afterwards. It does no I/O except [`EvictionIndex::open`] and [`EvictionIndex::save`].
+//! told afterwards. It does no I/O except loading and saving its snapshot (`persist`).
+//!
+//! Around it: `pass` (what must be freed and freeing it in paced batches through a
+//! [`pass::Remover`]), `alarm` (when `disk_high`, `disk_ok`, `root_lost` fire), `metrics`,
+//! `service` + `background` (the [`CacheService`] a running mirror starts: the fill engine's
+//! observer, the loop that evicts, publishes the core's events and runs the alert dispatcher)
+//! and `cli` (`hubcache cache gc` / `cache ls`).
 
+pub mod alarm;
+mod background;
+pub mod cli;
 mod index;
+pub mod metrics;
+pub mod pass;
+mod persist;
 mod plan;
+pub mod service;
 mod snapshot;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use index::{BlobInfo, EvictionIndex, LoadReport, ReconcileReport, SnapshotState, Usage};
+pub use persist::disk_blobs;
 pub use plan::{Blocked, Excluded, Plan, PlanRequest, Target, Victim};
+pub use service::{CacheService, Summary};
 pub use snapshot::SnapshotError;
 
 use crate::store::BlobId;
@@ -87,3 +102,5 @@ fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u64 {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_pass;

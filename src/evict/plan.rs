@@ -2,7 +2,7 @@
 //! what must stay.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashSet};
 use std::time::Duration;
 
 use hubcache_plugin_api::{BlobStats, Priority};
@@ -135,6 +135,18 @@ impl EvictionIndex {
     /// blobs for which `in_use` is true (being read or filled, here or by another process),
     /// pinned ones and those younger than `min_age`. Deletes nothing.
     pub fn plan(&self, request: &PlanRequest, in_use: &dyn Fn(&BlobId) -> bool) -> Plan {
+        self.plan_skipping(request, in_use, &HashSet::new())
+    }
+
+    /// Like [`plan`](Self::plan), ignoring the blobs in `skip` altogether (already chosen, or
+    /// found in use by another process when deleting them): they are neither victims nor
+    /// counted as blocked.
+    pub fn plan_skipping(
+        &self,
+        request: &PlanRequest,
+        in_use: &dyn Fn(&BlobId) -> bool,
+        skip: &HashSet<BlobId>,
+    ) -> Plan {
         let inner = self.inner.lock();
         let (wanted, root) = match request.target {
             Target::Free { bytes, root } => (bytes, root),
@@ -150,6 +162,9 @@ impl EvictionIndex {
         }
         let mut heap: Vec<Reverse<(Priority, &BlobId, u64)>> = Vec::new();
         for (id, entry) in &inner.entries {
+            if skip.contains(id) {
+                continue;
+            }
             let frees = match root {
                 Some(root) => entry.allocated_on(root),
                 None => entry.allocated(),

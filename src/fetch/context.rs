@@ -7,11 +7,11 @@
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use super::budget::Budget;
 use super::lowprio::LowPriority;
-use super::{FetchError, FillMode};
+use super::{FetchError, FillMode, FillObserver};
 use crate::live::Live;
 use crate::store::{Store, StoreError};
 use crate::upstream::UpstreamChain;
@@ -66,6 +66,9 @@ impl FillStats {
     }
 }
 
+/// How long a write that found the disk full waits for eviction to make room.
+const MAKE_ROOM_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Threads hashing and replicating completed files.
 const LOW_PRIORITY_THREADS: usize = 2;
 
@@ -81,6 +84,8 @@ pub(super) struct FillContext {
     draining: AtomicBool,
     pub(super) stats: FillStats,
     pub(super) low_priority: LowPriority,
+    /// Told about opened, stored, read and released blobs (set once, by the eviction service).
+    pub(super) observer: OnceLock<Arc<dyn FillObserver>>,
 }
 
 impl FillContext {
@@ -99,6 +104,7 @@ impl FillContext {
             settings,
             stats: FillStats::default(),
             low_priority: LowPriority::new(LOW_PRIORITY_THREADS),
+            observer: OnceLock::new(),
         }
     }
 
@@ -130,6 +136,21 @@ impl FillContext {
 
     pub(super) fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
+    }
+
+    /// The observer, if one was set.
+    pub(super) fn observer(&self) -> Option<&dyn FillObserver> {
+        self.observer.get().map(|o| o.as_ref())
+    }
+
+    /// Asks the observer to make `room` for blob `id`; false without an observer or when
+    /// nothing could be freed within [`MAKE_ROOM_WAIT`].
+    pub(super) async fn make_room(&self, id: &crate::store::BlobId, room: super::Room) -> bool {
+        let Some(observer) = self.observer() else {
+            return false;
+        };
+        let asked = observer.make_room(id, room);
+        matches!(tokio::time::timeout(MAKE_ROOM_WAIT, asked).await, Ok(true))
     }
 
     /// A store error as a fetch error; running out of space is counted and logged.

@@ -9,9 +9,9 @@ use super::context::{FillContext, FillSettings, FillStats};
 use super::fill::BlobFill;
 use super::reader::BlobReader;
 use super::registry::Registry;
-use super::{BlobSource, DirectStream, FetchError};
+use super::{BlobSource, DirectStream, FetchError, FillObserver, Room};
 use crate::live::Live;
-use crate::store::{BlobFile, BlobId, Store};
+use crate::store::{BlobFile, BlobId, Removal, Store, StoreError};
 use crate::upstream::UpstreamChain;
 
 /// The fill engine. Cheap to clone.
@@ -84,6 +84,45 @@ impl FillEngine {
         self.registry.len()
     }
 
+    /// Sets who is told about opened, stored, read and released blobs and asked to make room
+    /// on a full disk (once; later calls are ignored and return false).
+    pub fn set_observer(&self, observer: Arc<dyn FillObserver>) -> bool {
+        self.ctx.observer.set(observer).is_ok()
+    }
+
+    /// Whether blob `id` is being read or filled in this process.
+    pub fn is_live(&self, id: &BlobId) -> bool {
+        self.registry.live(id).is_some()
+    }
+
+    /// For every live fill that is completing its file: the root its copy is on and the
+    /// content bytes still to come (what the fill will add to the cache).
+    pub fn pending(&self) -> Vec<(usize, u64)> {
+        self.registry
+            .all()
+            .iter()
+            .filter_map(|fill| fill.pending())
+            .collect()
+    }
+
+    /// Deletes blob `id` for eviction, through the engine: never while it has a live fill here
+    /// (readers, fetches, a background completion), never while another process has it open,
+    /// every replica or none (`Store::remove_unused`). Blocking: call from a blocking thread.
+    pub fn evict_blocking(&self, id: &BlobId) -> Result<Removal, StoreError> {
+        if self.is_live(id) {
+            return Ok(Removal::InUse { root: 0 });
+        }
+        self.ctx.store.remove_unused(id)
+    }
+
+    /// Counts a read of blob `id` by download `download` (one access per download, however
+    /// many range requests it makes: the observer dedups by this id).
+    pub fn note_read(&self, id: &BlobId, download: u64) {
+        if let Some(observer) = self.ctx.observer() {
+            observer.read(id, download);
+        }
+    }
+
     /// A reader of `[0, size)` of blob `id`: from the store through its fill, or (when the
     /// cache is full) streamed from upstream uncached. `fill` is an already opened fill;
     /// without `source` only cached bytes can be read.
@@ -114,15 +153,37 @@ impl FillEngine {
             fill.offer_source(source);
             return Ok(fill);
         }
+        let file = match self.create(id, &source).await {
+            Err(FetchError::NoSpace(why)) => {
+                // Full: let eviction make room on the blob's first home, then try once more.
+                let home = self.ctx.store.placement(id).first().copied().unwrap_or(0);
+                let room = Room {
+                    root: home,
+                    bytes: source.size,
+                    new_file: true,
+                };
+                if !self.ctx.make_room(id, room).await {
+                    return Err(FetchError::NoSpace(why));
+                }
+                self.create(id, &source).await?
+            }
+            other => other?,
+        };
+        if let Some(observer) = self.ctx.observer() {
+            observer.opened(id, Some(&source.repo), &file);
+        }
+        Ok(self.adopt(id, file, Some(source)))
+    }
+
+    /// Creates (or finds) the blob's file for `source`.
+    async fn create(&self, id: &BlobId, source: &BlobSource) -> Result<Arc<BlobFile>, FetchError> {
         let store = Arc::clone(&self.ctx.store);
         let block_size = self.ctx.settings().block_size;
         let (blob_id, size) = (id.clone(), source.size);
         let content_addressed = source.verifiable;
-        let file = self
-            .ctx
+        self.ctx
             .store_call(move || store.create_blob(&blob_id, size, block_size, content_addressed))
-            .await?;
-        Ok(self.adopt(id, file, Some(source)))
+            .await
     }
 
     /// The fill of blob `id` only if it is already in the store (no file is created). Used
@@ -137,6 +198,9 @@ impl FillEngine {
             .ctx
             .store_call(move || store.open_blob(&blob_id))
             .await?;
+        if let (Some(observer), Some(file)) = (self.ctx.observer(), &file) {
+            observer.opened(id, None, file);
+        }
         Ok(file.map(|file| self.adopt(id, file, None)))
     }
 

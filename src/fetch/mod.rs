@@ -27,6 +27,7 @@ mod error;
 mod fill;
 mod locator;
 mod lowprio;
+mod observer;
 mod reader;
 mod registry;
 mod segment;
@@ -40,6 +41,7 @@ pub use direct::DirectStream;
 pub use engine::FillEngine;
 pub use error::FetchError;
 pub use fill::BlobFill;
+pub use observer::{FillObserver, Room};
 pub use reader::BlobReader;
 
 use crate::hf::{self, Repo, RepoPath, Revision};

@@ -21,6 +21,8 @@ pub struct BlobReader {
     direct: Option<DirectStream>,
     pos: u64,
     end: u64,
+    /// The download this reader serves, counted as a read of the blob with its first bytes.
+    download: Option<u64>,
 }
 
 impl BlobReader {
@@ -40,6 +42,19 @@ impl BlobReader {
             direct: None,
             pos: 0,
             end: size,
+            download: None,
+        }
+    }
+
+    /// Count this reader's bytes as a read by download `download` (once, with the first
+    /// bytes it returns: a HEAD or a 304 reads nothing and counts nothing).
+    pub fn count_as(&mut self, download: u64) {
+        self.download = Some(download);
+    }
+
+    fn counted(&mut self) {
+        if let Some(download) = self.download.take() {
+            self.engine.note_read(&self.id, download);
         }
     }
 
@@ -76,6 +91,7 @@ impl BlobReader {
                 }
                 Ok(bytes) => {
                     self.pos += bytes.len() as u64;
+                    self.counted();
                     return Ok(Some(bytes));
                 }
                 Err(e @ FetchError::NoSpace(_)) => self.go_direct(e).await?,

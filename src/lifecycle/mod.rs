@@ -171,6 +171,10 @@ impl Lifecycle {
             shutdown_signal: Box::new(watch),
         });
         app.meta.flush();
+        // Every runtime is gone (SIGINT included): keep what the eviction index learned.
+        if let Some(cache) = app.cache_service.get() {
+            cache.shutdown();
+        }
         life.finish();
         std::process::exit(0)
     }

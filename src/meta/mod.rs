@@ -11,6 +11,7 @@ mod access;
 mod api;
 mod disk;
 mod files;
+mod gc;
 mod legacy;
 mod policy;
 mod revisions;
@@ -27,6 +28,7 @@ use parking_lot::Mutex;
 pub use access::Scope;
 pub use api::JsonAnswer;
 pub use files::FileMeta;
+pub use gc::{CatalogEntry, GcReport};
 
 use access::AccessBook;
 use disk::{hashed_name, MetaDir};

@@ -10,6 +10,7 @@ use super::respond::{respond_failure, respond_hf};
 use super::RequestCtx;
 use crate::app::App;
 use crate::cache::ServedBlob;
+use crate::evict::DownloadId;
 use crate::fetch::{BlobFill, BlobSource, FetchError};
 use crate::hf::{self, HfError, RangeRequest, Repo, RepoPath, Revision};
 use crate::meta::FileMeta;
@@ -36,6 +37,33 @@ fn first_needed_byte(session: &Session, size: u64) -> Option<u64> {
         Some(RangeRequest::Unsatisfiable) => None,
         Some(RangeRequest::Ignore) | None => Some(0),
     }
+}
+
+/// Who is downloading, for counting one read per download however many range requests it
+/// makes: the client's address (the first `X-Forwarded-For` hop behind a proxy), its user
+/// agent and its credentials, hashed (nothing of it is stored).
+fn download_id(session: &Session) -> u64 {
+    let headers = &session.req_header().headers;
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    };
+    let forwarded = header("x-forwarded-for")
+        .split(',')
+        .next()
+        .unwrap_or("")
+        .trim();
+    let address = match forwarded {
+        "" => session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip().to_string())
+            .unwrap_or_default(),
+        hop => hop.to_string(),
+    };
+    DownloadId::of(&[&address, header("user-agent"), header("authorization")]).0
 }
 
 /// Handle `HEAD|GET` of a file. Returns `Ok(true)` when the answer was written here (an
@@ -68,6 +96,7 @@ pub async fn resolve(
         }
     };
     let is_head = session.req_header().method == http::Method::HEAD;
+    let download = Some(download_id(session));
     let served = if ctx.settings.config.offline {
         match offline_blob(app, &id, &meta).await {
             Some(fill) => ServedBlob {
@@ -77,6 +106,7 @@ pub async fn resolve(
                 engine: app.fill.clone(),
                 source: None,
                 fill,
+                download,
             },
             None => {
                 let error = HfError::entry_not_found(Some(&meta.commit));
@@ -119,6 +149,7 @@ pub async fn resolve(
             engine: app.fill.clone(),
             source: Some(source),
             fill,
+            download,
         }
     };
     ctx.file = Some(FileAnswer {

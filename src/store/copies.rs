@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use super::error::Result;
 use super::fsutil::{remove_if_same, FileIdentity};
+use super::locks::hold_in_use;
 use super::root::Root;
 use super::{BlobFile, BlobId, ReplicaState, Store, StoreError};
 
@@ -15,6 +16,36 @@ pub(super) enum Found {
     Copy(Arc<BlobFile>),
     Missing,
     Unreadable(String),
+}
+
+/// Attempts at opening a blob file that an evictor keeps replacing underneath.
+const OPEN_ATTEMPTS: usize = 3;
+
+/// Opens the blob file at `path` and marks it in use (the shared in-use lock, held as long as
+/// the file stays open), so that no evictor deletes it from now on. An evictor may have
+/// unlinked it between the open and the lock: the file is used only if the path still names
+/// it once the lock is held. `None` when there is no file.
+fn open_in_use(path: &std::path::Path) -> Result<Option<(fs::File, fs::Metadata)>> {
+    for _ in 0..OPEN_ATTEMPTS {
+        let file = match OpenOptions::new().read(true).write(true).open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(StoreError::io("open blob", path)(e)),
+        };
+        hold_in_use(&file, path)?;
+        let meta = file.metadata().map_err(StoreError::io("stat", path))?;
+        match fs::metadata(path) {
+            Ok(now) if FileIdentity::of(&now) == FileIdentity::of(&meta) => {
+                return Ok(Some((file, meta)))
+            }
+            Ok(_) => continue, // evicted and created again meanwhile: open the new one
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(StoreError::io("stat", path)(e)),
+        }
+    }
+    Err(StoreError::io("open blob", path)(io::Error::other(
+        "the file kept being replaced while it was opened",
+    )))
 }
 
 impl Store {
@@ -36,16 +67,11 @@ impl Store {
             // Removed or replaced by someone else since we opened it.
             root.forget(id);
         }
-        let file = match OpenOptions::new().read(true).write(true).open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                // No copy; unless the whole root went away.
-                root.check_blobs_dir()?;
-                return Ok(None);
-            }
-            Err(e) => return Err(StoreError::io("open blob", &path)(e)),
+        let Some((file, meta)) = open_in_use(&path)? else {
+            // No copy; unless the whole root went away.
+            root.check_blobs_dir()?;
+            return Ok(None);
         };
-        let meta = file.metadata().map_err(StoreError::io("stat", &path))?;
         let identity = FileIdentity::of(&meta);
         match BlobFile::open_existing(
             file,

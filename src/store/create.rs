@@ -12,6 +12,7 @@ use super::fsutil::{
     create_dir_durable, fsync_dir, publish_no_clobber, remove_file_if_exists, unique_suffix,
     write_all_at, FileIdentity, Publish,
 };
+use super::locks::hold_in_use;
 use super::root::Root;
 use super::{BlobFile, BlobId, Durability, Store, StoreError, PUBLISH_ATTEMPTS};
 
@@ -161,6 +162,8 @@ impl Store {
         self.create_shard_dirs(root, &path)?;
         let (file, tmp) = self.create_temp(root, id)?;
         let published = (|| {
+            // In use from the moment it is published: no evictor can take it before we do.
+            hold_in_use(&file, &tmp)?;
             let header = format::encode_fixed_header(&layout, flags, id);
             write_all_at(&file, &header, 0, &tmp, "write blob header")?;
             // Bitmap and checksums start zeroed: extend the file to the data offset (sparse).

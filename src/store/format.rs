@@ -23,6 +23,11 @@ pub const FLAG_NOT_CONTENT_ADDRESSED: u32 = 1 << 1;
 /// by an OFD write lock on the one byte at `CLAIM_LOCK_BASE + i`, far beyond any real file
 /// offset, so claims never overlap the header locks (flags and bitmap bytes).
 pub const CLAIM_LOCK_BASE: u64 = 1 << 60;
+/// The byte whose OFD lock says "this blob file is open": every open blob handle holds a shared
+/// (read) lock on it for as long as it is open, and eviction deletes a blob only after taking
+/// it exclusively (so a blob being read or filled, by this process or another sharing the
+/// cache, is never deleted). `CLAIM_LOCK_BASE - 1` is the claims' lock-support probe.
+pub const IN_USE_LOCK: u64 = CLAIM_LOCK_BASE - 2;
 /// Smallest accepted block size (64 KiB).
 pub const MIN_BLOCK_SIZE: u64 = 64 << 10;
 /// Largest accepted block size (1 GiB).

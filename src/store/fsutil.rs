@@ -120,7 +120,7 @@ pub(crate) fn write_all_at(
     op: &'static str,
 ) -> Result<()> {
     #[cfg(test)]
-    if let Some(e) = faults::take(op) {
+    if let Some(e) = faults::take(op, path) {
         // Like a real ENOSPC in the middle of a write: part of the bytes land, then it fails.
         let _ = file.write_all_at(&buf[..buf.len() / 2], offset);
         return Err(StoreError::io(op, path)(e));
@@ -150,11 +150,28 @@ pub(crate) mod faults {
         PENDING.with(|p| p.borrow_mut().clear());
     }
 
-    pub(super) fn take(op: &str) -> Option<io::Error> {
-        PENDING.with(|p| {
+    /// Failures armed for writes under a directory, from any thread (for writes made on a
+    /// runtime's blocking pool): (directory, op, errno).
+    static UNDER: parking_lot::Mutex<Vec<(std::path::PathBuf, &'static str, i32)>> =
+        parking_lot::Mutex::new(Vec::new());
+
+    /// Arms one failure of the next write of `op` to a file under `dir`, on any thread.
+    pub(crate) fn fail_next_write_under(dir: &std::path::Path, op: &'static str, errno: i32) {
+        UNDER.lock().push((dir.to_path_buf(), op, errno));
+    }
+
+    pub(super) fn take(op: &str, path: &std::path::Path) -> Option<io::Error> {
+        let local = PENDING.with(|p| {
             let mut p = p.borrow_mut();
             let i = p.iter().position(|(o, _)| o.is_none_or(|o| o == op))?;
             Some(io::Error::from_raw_os_error(p.remove(i).1))
+        });
+        local.or_else(|| {
+            let mut under = UNDER.lock();
+            let i = under
+                .iter()
+                .position(|(dir, o, _)| *o == op && path.starts_with(dir))?;
+            Some(io::Error::from_raw_os_error(under.remove(i).2))
         })
     }
 }

@@ -1,5 +1,6 @@
 //! Linux open-file-description (OFD) byte-range locks: blocking ones for header updates
-//! ([`RangeLock`]), non-blocking ones for block claims.
+//! ([`RangeLock`]), non-blocking ones for block claims, and the in-use lock every open blob
+//! handle holds (shared) and eviction takes (exclusive) before it deletes a blob.
 
 use std::fs::File;
 use std::io;
@@ -7,6 +8,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::error::{Result, StoreError};
+use super::format::IN_USE_LOCK;
 
 /// A held Linux open-file-description write lock on a byte range; released on drop.
 ///
@@ -79,7 +81,7 @@ pub(crate) fn lock_unsupported(e: &io::Error) -> bool {
 
 /// Non-blocking OFD write lock: `Ok(false)` if a conflicting lock is held elsewhere.
 pub(crate) fn ofd_try_lock(file: &File, start: u64, len: u64) -> io::Result<bool> {
-    match ofd_fcntl(file, start, len, true, false) {
+    match ofd_fcntl(file, start, len, Kind::Write, false) {
         Ok(()) => Ok(true),
         Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EACCES)) => Ok(false),
         Err(e) => Err(e),
@@ -87,12 +89,53 @@ pub(crate) fn ofd_try_lock(file: &File, start: u64, len: u64) -> io::Result<bool
 }
 
 fn ofd_lock(file: &File, start: u64, len: u64, lock: bool) -> io::Result<()> {
-    ofd_fcntl(file, start, len, lock, true)
+    let kind = if lock { Kind::Write } else { Kind::Unlock };
+    ofd_fcntl(file, start, len, kind, true)
 }
 
 /// Releases an OFD lock on `[start, start+len)`.
 pub(crate) fn ofd_unlock(file: &File, start: u64, len: u64) -> io::Result<()> {
-    ofd_fcntl(file, start, len, false, false)
+    ofd_fcntl(file, start, len, Kind::Unlock, false)
+}
+
+/// Marks the blob file open as "in use" for as long as `file` (this open file description)
+/// stays open: a shared OFD read lock on the one byte [`IN_USE_LOCK`], waited for while an
+/// evictor holds it exclusively (which lasts only as long as it takes to unlink the copies).
+/// Where OFD locks are unsupported, a warning is logged once and nothing is held (eviction
+/// then protects only what this process has open).
+pub(crate) fn hold_in_use(file: &File, path: &Path) -> Result<()> {
+    match ofd_fcntl(file, IN_USE_LOCK, 1, Kind::Read, true) {
+        Ok(()) => Ok(()),
+        Err(e) if lock_unsupported(&e) => {
+            warn_locks_unsupported(
+                path,
+                &e,
+                "eviction by one process cannot see files another process has open",
+            );
+            Ok(())
+        }
+        Err(e) => Err(StoreError::io("lock (in use)", path)(e)),
+    }
+}
+
+/// Tries to take the in-use byte exclusively through `file`: `Ok(false)` when any other open
+/// file description (a reader or filler, in this process or another) holds it. Released when
+/// `file` is closed. `Ok(true)` where OFD locks are unsupported.
+pub(crate) fn try_take_unused(file: &File) -> io::Result<bool> {
+    match ofd_fcntl(file, IN_USE_LOCK, 1, Kind::Write, false) {
+        Ok(()) => Ok(true),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EACCES)) => Ok(false),
+        Err(e) if lock_unsupported(&e) => Ok(true),
+        Err(e) => Err(e),
+    }
+}
+
+/// The lock operations.
+#[derive(Clone, Copy)]
+enum Kind {
+    Read,
+    Write,
+    Unlock,
 }
 
 /// Logs once per process that OFD locks do not work on `path` (`e` says why), and what that
@@ -105,14 +148,19 @@ pub(crate) fn warn_locks_unsupported(path: &Path, e: &io::Error, consequence: &s
 
 /// `fcntl` with an OFD lock command: lock (`wait`: blocking) or unlock `[start, start+len)`.
 #[cfg(target_os = "linux")]
-fn ofd_fcntl(file: &File, start: u64, len: u64, lock: bool, wait: bool) -> io::Result<()> {
+fn ofd_fcntl(file: &File, start: u64, len: u64, kind: Kind, wait: bool) -> io::Result<()> {
     use std::os::unix::io::AsRawFd;
 
     let to_off =
         |v: u64| libc::off_t::try_from(v).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL));
     // SAFETY: `flock` is a plain C struct for which all-zero bytes are a valid value.
     let mut fl: libc::flock = unsafe { std::mem::zeroed() };
-    fl.l_type = if lock { libc::F_WRLCK } else { libc::F_UNLCK } as libc::c_short;
+    fl.l_type = match kind {
+        Kind::Read => libc::F_RDLCK,
+        Kind::Write => libc::F_WRLCK,
+        Kind::Unlock => libc::F_UNLCK,
+    } as libc::c_short;
+    let lock = !matches!(kind, Kind::Unlock);
     fl.l_whence = libc::SEEK_SET as libc::c_short;
     fl.l_start = to_off(start)?;
     fl.l_len = to_off(len)?;
@@ -137,7 +185,7 @@ fn ofd_fcntl(file: &File, start: u64, len: u64, lock: bool, wait: bool) -> io::R
 }
 
 #[cfg(not(target_os = "linux"))]
-fn ofd_fcntl(_file: &File, _start: u64, _len: u64, _lock: bool, _wait: bool) -> io::Result<()> {
+fn ofd_fcntl(_file: &File, _start: u64, _len: u64, _kind: Kind, _wait: bool) -> io::Result<()> {
     Err(io::Error::from_raw_os_error(libc::ENOSYS))
 }
 

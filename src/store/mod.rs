@@ -42,6 +42,7 @@ mod error;
 mod format;
 mod fsutil;
 mod locks;
+mod removal;
 mod replica;
 mod root;
 mod verify;
@@ -65,10 +66,13 @@ pub use claims::BlockClaim;
 pub use error::StoreError;
 pub use format::{
     validate_block_size, Layout, CLAIM_LOCK_BASE, DATA_ALIGNMENT, DEFAULT_BLOCK_SIZE,
-    FIXED_HEADER_LEN, FLAG_NOT_CONTENT_ADDRESSED, FLAG_VERIFIED, FORMAT_VERSION, MAGIC,
-    MAX_BLOCK_SIZE, MAX_PAGE_SIZE, MIN_BLOCK_SIZE,
+    FIXED_HEADER_LEN, FLAG_NOT_CONTENT_ADDRESSED, FLAG_VERIFIED, FORMAT_VERSION, IN_USE_LOCK,
+    MAGIC, MAX_BLOCK_SIZE, MAX_PAGE_SIZE, MIN_BLOCK_SIZE,
 };
+#[cfg(test)]
+pub(crate) use fsutil::faults;
 pub use fsutil::{atomic_write, FsSpace};
+pub use removal::{ListedBlob, Removal};
 pub use root::RootStatus;
 pub use verify::{Problem, VerifyReport};
 
@@ -401,6 +405,20 @@ impl Store {
             .collect()
     }
 
+    /// Probes every healthy root (its directories can be listed and written, it is still on
+    /// its device), marking a failing one unhealthy, and re-probes unhealthy roots whose time
+    /// has come: a lost disk is noticed even while nothing reads from it. Blocking (a few
+    /// syscalls per root).
+    pub fn check_roots(&self) {
+        for root in self.roots.iter() {
+            if root.problem().is_some() {
+                root.usable();
+            } else if let Err(e) = root.probe() {
+                root.mark_unhealthy(e.to_string());
+            }
+        }
+    }
+
     /// Probes every unhealthy root now instead of waiting for its re-probe time (e.g. after
     /// an operator replaced a disk).
     pub fn probe_roots(&self) {
@@ -550,6 +568,8 @@ const _: () = {
 mod format_proptests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_removal;
 #[cfg(test)]
 mod tests_roots;
 #[cfg(test)]

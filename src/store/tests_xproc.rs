@@ -87,6 +87,13 @@ fn child_process_helper() {
             std::thread::sleep(Duration::from_secs(60));
             drop(claim);
         }
+        // Open the shared blob (as a reader would), say so, and keep it open until killed.
+        "hold" => {
+            let blob = s.open_blob(&claim_id()).unwrap().unwrap();
+            fs::write(std::path::Path::new(root).join("held"), b"1").unwrap();
+            std::thread::sleep(Duration::from_secs(60));
+            drop(blob);
+        }
         other => panic!("unknown child mode {other}"),
     }
 }
@@ -237,4 +244,44 @@ fn claiming_hundreds_of_blocks_takes_one_extra_descriptor() {
     drop(claims);
     assert!(other.try_claim_block(100).unwrap().is_some());
     assert!(blob.try_claim_block(101).unwrap().is_some());
+}
+
+// ---- Eviction across processes ----------------------------------------------------------------
+
+#[test]
+fn a_blob_another_process_has_open_is_not_removed_until_that_process_lets_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(&dir);
+    let data = content(4 * BS, 33);
+    let blob = s
+        .create_blob(&claim_id(), data.len() as u64, BS, true)
+        .unwrap();
+    for block in 0..blob.block_count() {
+        fill_block(&blob, &data, block);
+    }
+    drop(blob);
+    let mut child = spawn_child("hold", dir.path());
+    let marker = dir.path().join("held");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !marker.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "child never opened the blob"
+        );
+        assert!(child.try_wait().unwrap().is_none(), "child exited early");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(s.is_in_use(&claim_id()).unwrap());
+    assert_eq!(
+        s.remove_unused(&claim_id()).unwrap(),
+        Removal::InUse { root: 0 },
+        "a blob another process reads must stay"
+    );
+    assert!(s.open_blob(&claim_id()).unwrap().is_some());
+    child.kill().unwrap(); // its locks go with it
+    child.wait().unwrap();
+    assert!(!s.is_in_use(&claim_id()).unwrap());
+    let removal = s.remove_unused(&claim_id()).unwrap();
+    assert!(removal.freed() >= data.len() as u64, "{removal:?}");
+    assert!(s.open_blob(&claim_id()).unwrap().is_none());
 }

@@ -24,6 +24,11 @@ pub trait UpstreamEvents: Send + Sync {
     fn all_down(&self) {}
     /// At least one upstream is up again after [`all_down`](Self::all_down).
     fn all_recovered(&self) {}
+    /// It answered 429 (its request budget is spent), to metadata calls, fills or the
+    /// pass-through alike (`rate_limited`).
+    fn rate_limited(&self, upstream: &str) {
+        let _ = upstream;
+    }
 }
 
 /// The default sink: ignores every event.

@@ -163,6 +163,12 @@ impl UpstreamChain {
         let latency = now.saturating_duration_since(request.started);
         let health = upstream.health();
         health.end(true, now);
+        if matches!(
+            outcome,
+            Outcome::Throttled(_) | Outcome::Failed(FailureKind::TooManyRequests)
+        ) {
+            self.events().rate_limited(&upstream.origin());
+        }
         let meters = upstream.meters();
         let transition = match outcome {
             Outcome::Answered => {

@@ -15,8 +15,10 @@ On failure, the tail of every running emulator/mirror log is printed.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -136,3 +138,33 @@ def pytest_runtest_makereport(item, call):
         procs = list(helpers.ACTIVE) + [p for p in helpers.STARTED[mark:] if p not in helpers.ACTIVE]
         for proc in procs:
             rep.sections.append((f"log tail: {proc.name} ({proc.log_path})", proc.log_tail(40)))
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """mount(size_mib) -> a fresh tmpfs of that size (skips the test if mounting is not
+    possible). Unmounted at teardown, after stopping any mirror still using it."""
+    mounted: list[Path] = []
+
+    def mount(size_mib: int) -> Path:
+        d = tmp_path / f"smallfs{len(mounted)}"
+        d.mkdir()
+        try:
+            r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mib}m,mode=0755", "tmpfs",
+                                str(d)], capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            pytest.skip(f"cannot mount a small tmpfs to fill: {e}")
+        if r.returncode != 0:
+            pytest.skip(f"cannot mount a small tmpfs to fill (uid {os.geteuid()}): "
+                        f"{(r.stderr or r.stdout).strip() or r.returncode}")
+        mounted.append(d)
+        return d
+
+    yield mount
+    for d in reversed(mounted):
+        for proc in list(helpers.ACTIVE):
+            if isinstance(proc, Mirror) and str(d) in json.dumps(proc.config()):
+                proc.stop()
+        r = subprocess.run(["umount", str(d)], capture_output=True, text=True, timeout=30)
+        if r.returncode != 0:
+            subprocess.run(["umount", "-l", str(d)], capture_output=True, timeout=30)

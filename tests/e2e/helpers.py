@@ -702,3 +702,22 @@ def crc32c(data: bytes) -> int:
     for b in data:
         crc = table[(crc ^ b) & 0xFF] ^ (crc >> 8)
     return crc ^ 0xFFFFFFFF
+
+
+def fill_up(directory: Path) -> Path:
+    """Writes a file until the file system is full (unbuffered); returns it."""
+    filler = directory / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        for chunk in (4 * MiB, 64 * 1024, 4096):
+            data = b"\xa5" * chunk
+            for _ in range(1 << 20):
+                try:
+                    if os.write(fd, data) < len(data):
+                        break
+                except OSError as e:
+                    assert e.errno in (28, 122), e      # ENOSPC, EDQUOT
+                    break
+    finally:
+        os.close(fd)
+    return filler

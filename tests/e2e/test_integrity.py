@@ -26,8 +26,8 @@ import pytest
 import requests
 
 import helpers
-from helpers import (MiB, BlobHeader, Mirror, blob_path, crc32c, flip_byte, read_blob_header,
-                     rendezvous_order, wait_until)
+from helpers import (MiB, BlobHeader, Mirror, blob_path, crc32c, fill_up, flip_byte,
+                     read_blob_header, rendezvous_order, wait_until)
 
 BIG = ("acme/big-model", "main", "big.bin")
 
@@ -446,55 +446,6 @@ def test_verify_repair_remakes_a_lost_replica(emu_factory, mirror_factory, tmp_p
 # --------------------------------------------------------------------------------------------
 # disk full
 # --------------------------------------------------------------------------------------------
-
-@pytest.fixture
-def small_fs(tmp_path):
-    """mount(size_mib) -> a fresh tmpfs of that size (skips the test if mounting is not
-    possible). Unmounted at teardown, after stopping any mirror still using it."""
-    mounted: list[Path] = []
-
-    def mount(size_mib: int) -> Path:
-        d = tmp_path / f"smallfs{len(mounted)}"
-        d.mkdir()
-        try:
-            r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mib}m,mode=0755", "tmpfs",
-                                str(d)], capture_output=True, text=True, timeout=30)
-        except (OSError, subprocess.TimeoutExpired) as e:
-            pytest.skip(f"cannot mount a small tmpfs to fill: {e}")
-        if r.returncode != 0:
-            pytest.skip(f"cannot mount a small tmpfs to fill (uid {os.geteuid()}): "
-                        f"{(r.stderr or r.stdout).strip() or r.returncode}")
-        mounted.append(d)
-        return d
-
-    yield mount
-    for d in reversed(mounted):
-        for proc in list(helpers.ACTIVE):
-            if isinstance(proc, Mirror) and str(d) in json.dumps(proc.config()):
-                proc.stop()
-        r = subprocess.run(["umount", str(d)], capture_output=True, text=True, timeout=30)
-        if r.returncode != 0:
-            subprocess.run(["umount", "-l", str(d)], capture_output=True, timeout=30)
-
-
-def fill_up(directory: Path) -> Path:
-    """Writes a file until the file system is full (unbuffered); returns it."""
-    filler = directory / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        for chunk in (4 * MiB, 64 * 1024, 4096):
-            data = b"\xa5" * chunk
-            for _ in range(1 << 20):
-                try:
-                    if os.write(fd, data) < len(data):
-                        break
-                except OSError as e:
-                    assert e.errno in (28, 122), e      # ENOSPC, EDQUOT
-                    break
-    finally:
-        os.close(fd)
-    return filler
-
 
 def assert_bytes_or_clean_error(d: Download, entry: dict, what: str) -> None:
     """All the bytes, correct, with a 200 — or a clean 5xx; never a short or wrong 200."""

@@ -88,6 +88,14 @@ impl FillState {
     }
 }
 
+impl Drop for BlobFill {
+    fn drop(&mut self) {
+        if let Some(observer) = self.ctx.observer() {
+            observer.released(&self.id);
+        }
+    }
+}
+
 /// One blob's fill: the block states, readers' demand, and the running segment fetches.
 pub struct BlobFill {
     id: BlobId,
@@ -155,6 +163,17 @@ impl BlobFill {
     fn with_current<T>(&self, copy: &CopyRef, f: impl FnOnce(&mut FillState) -> T) -> Option<T> {
         let mut st = self.state.lock();
         (st.generation == copy.generation).then(|| f(&mut st))
+    }
+
+    /// While the whole file is wanted and not complete yet: the root of the copy in use and
+    /// the content bytes still missing.
+    pub(super) fn pending(&self) -> Option<(usize, u64)> {
+        let st = self.state.lock();
+        if !st.completion.is_wanted() || st.blocks.is_complete() {
+            return None;
+        }
+        let held = st.file.allocated_estimate() - st.file.layout().data_offset();
+        Some((st.file.root_index(), self.size.saturating_sub(held)))
     }
 
     #[cfg(test)]

@@ -93,11 +93,19 @@ impl BlobFill {
         match self
             .ctx
             .low_priority
-            .run(move || store.replicate(&id))
+            .run(move || {
+                let made = store.replicate(&id)?;
+                Ok::<_, StoreError>((made, store.allocations(&id)))
+            })
             .await
         {
-            Ok(Ok(0)) => {}
-            Ok(Ok(made)) => log::info!("{}: made {made} replica(s)", self.id),
+            Ok(Ok((0, _))) => {}
+            Ok(Ok((made, copies))) => {
+                log::info!("{}: made {made} replica(s)", self.id);
+                if let Some(observer) = self.ctx.observer() {
+                    observer.copies(&self.id, self.size, &copies);
+                }
+            }
             Ok(Err(e)) => log::warn!("{}: replication failed: {e}", self.id),
             Err(e) => log::warn!("{}: replication failed: {e}", self.id),
         }
@@ -111,6 +119,9 @@ impl BlobFill {
             self.id
         );
         FillStats::add(&self.ctx.stats.verify_failures, 1);
+        if let Some(observer) = self.ctx.observer() {
+            observer.verify_failed(&self.id, &actual);
+        }
         let file = Arc::clone(&copy.file);
         let invalidated = blocking(move || {
             for block in 0..file.block_count() {

@@ -4,6 +4,7 @@ mod blocking;
 mod completion;
 mod failover;
 mod fds;
+mod observer;
 mod panics;
 mod priority;
 mod reload;
