@@ -81,7 +81,8 @@ impl App {
                 offline: config.offline,
             },
         );
-        let metrics = Metrics::new(fill.clone()).map_err(|e| StartError::Metrics(e.to_string()))?;
+        let metrics = Metrics::new(fill.clone(), Arc::clone(&store), Arc::clone(&upstream))
+            .map_err(|e| StartError::Metrics(e.to_string()))?;
         Ok(Arc::new(Self {
             config,
             upstream,

@@ -11,6 +11,7 @@ pub mod config;
 pub mod fetch;
 pub mod hf;
 pub mod import;
+pub mod logging;
 pub mod meta;
 pub mod proxy;
 pub mod store;

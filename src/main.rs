@@ -84,6 +84,7 @@ fn load_config(path: Option<&PathBuf>) -> Result<Config, String> {
 }
 
 fn serve(config: Config, upgrade: bool) -> Result<(), String> {
+    hubcache::logging::configure(config.log.format, config.log.level);
     let app = App::new(config.clone()).map_err(|e| e.to_string())?;
     let mut server_conf = ServerConf {
         threads: config.server.threads,
@@ -100,6 +101,9 @@ fn serve(config: Config, upgrade: bool) -> Result<(), String> {
     };
     let mut server = Server::new_with_opt_and_conf(opt, server_conf);
     server.bootstrap();
+    if let Some(admin) = hubcache::admin::service(&app) {
+        server.add_service(admin);
+    }
     let mut service = http_proxy_service(&server.configuration, HubProxy::new(app));
     service.add_tcp(&config.listen.to_string());
     server.add_service(service);
@@ -172,10 +176,7 @@ fn tune_allocator() {
 
 fn main() -> ExitCode {
     tune_allocator();
-    env_logger::Builder::from_env(
-        env_logger::Env::default().default_filter_or("info,pingora=warn,pingora_core=warn"),
-    )
-    .init();
+    hubcache::logging::init();
     let cli = Cli::parse();
     match cli.command {
         Command::CheckConfig { file } => match Config::load(&file) {

@@ -23,7 +23,7 @@ use pingora::cache::{CacheMeta, Storage};
 use pingora::http::ResponseHeader;
 use pingora::{Error, ErrorType, Result};
 
-use crate::fetch::{BlobFill, BlobReader, BlobSource, FillEngine};
+use crate::fetch::{BlobFill, BlobReader, BlobSource, FillEngine, ReadTally};
 use crate::store::BlobId;
 
 /// Bytes handed to Pingora per `read_body` call.
@@ -40,6 +40,8 @@ pub struct ServedBlob {
     pub source: Option<BlobSource>,
     /// An already opened fill (the proxy opens it to check the first byte before answering).
     pub fill: Option<Arc<BlobFill>>,
+    /// Counts the bytes served, by where they came from (for metrics and the access log).
+    pub tally: Arc<ReadTally>,
 }
 
 impl ServedBlob {
@@ -73,12 +75,15 @@ impl Storage for BlobStorage {
         let fresh_until = now + Duration::from_secs(365 * 24 * 3600);
         let meta = CacheMeta::new(fresh_until, now, 0, 0, blob.response_header()?);
         let hit = BlobHit {
-            reader: blob.engine.reader(
-                blob.id.clone(),
-                blob.size,
-                blob.source.clone(),
-                blob.fill.clone(),
-            ),
+            reader: blob
+                .engine
+                .reader(
+                    blob.id.clone(),
+                    blob.size,
+                    blob.source.clone(),
+                    blob.fill.clone(),
+                )
+                .with_tally(Some(Arc::clone(&blob.tally))),
         };
         Ok(Some((meta, Box::new(hit))))
     }

@@ -42,6 +42,7 @@ pub mod defaults {
     pub const GRACE_PERIOD: Duration = Duration::from_secs(10);
     pub const UPGRADE_SOCK: &str = "/tmp/hubcache_upgrade.sock";
     pub const PID_FILE: &str = "/tmp/hubcache.pid";
+    pub const ADMIN_LISTEN: &str = "127.0.0.1:8091";
 
     /// The default for `server.threads` (`auto`): the number of CPUs this process may use.
     pub fn threads() -> usize {
@@ -68,6 +69,8 @@ pub struct Config {
     pub upstreams: Vec<UpstreamConfig>,
     pub fill: FillConfig,
     pub server: ServerConfig,
+    pub admin: AdminConfig,
+    pub log: LogConfig,
 }
 
 /// `cache:` — where and how blobs are stored.
@@ -344,6 +347,142 @@ impl Default for ServerConfig {
     }
 }
 
+/// `admin:` — the admin listener (metrics, status page, admin API).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// Where the admin listener serves; `None` (`admin.listen: null`): no admin listener.
+    pub listen: Option<SocketAddr>,
+    /// Bearer token mutating admin calls must carry; `None`: none asked.
+    pub token: Option<AdminToken>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: Some(
+                defaults::ADMIN_LISTEN
+                    .parse()
+                    .expect("the default admin address parses"),
+            ),
+            token: None,
+        }
+    }
+}
+
+/// `admin.token`: a secret, never printed (its `Debug` says only that it is set).
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken(String);
+
+impl AdminToken {
+    /// A token (already checked to be non-empty, printable ASCII without spaces).
+    pub fn new(token: String) -> Self {
+        AdminToken(token)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AdminToken(<redacted>)")
+    }
+}
+
+/// `log:` — what hubcache writes to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub level: LogLevel,
+}
+
+/// `log.format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum LogFormat {
+    /// `text` (default): one human-readable line per message.
+    #[default]
+    Text,
+    /// `json`: one JSON object per line.
+    Json,
+}
+
+impl LogFormat {
+    pub const NAMES: [&'static str; 2] = ["text", "json"];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err(format!("\"{text}\" is not a log format (use text or json)")),
+        }
+    }
+}
+
+impl fmt::Display for LogFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `log.level`: the most detailed messages written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    /// The default: one access-log line per request, and everything more important.
+    #[default]
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    pub const NAMES: [&'static str; 5] = ["error", "warn", "info", "debug", "trace"];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        }
+    }
+}
+
+impl FromStr for LogLevel {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "error" => Ok(LogLevel::Error),
+            "warn" => Ok(LogLevel::Warn),
+            "info" => Ok(LogLevel::Info),
+            "debug" => Ok(LogLevel::Debug),
+            "trace" => Ok(LogLevel::Trace),
+            _ => Err(format!(
+                "\"{text}\" is not a log level (use error, warn, info, debug or trace)"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for LogLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The built-in defaults; the same as [`Config::embedded_default`](super::Config::embedded_default).
 impl Default for Config {
     fn default() -> Self {
@@ -360,6 +499,8 @@ impl Default for Config {
                 .collect(),
             fill: FillConfig::default(),
             server: ServerConfig::default(),
+            admin: AdminConfig::default(),
+            log: LogConfig::default(),
         }
     }
 }
@@ -383,6 +524,12 @@ mod tests {
         }
         for name in Trust::NAMES {
             assert_eq!(name.parse::<Trust>().unwrap().to_string(), name);
+        }
+        for name in LogFormat::NAMES {
+            assert_eq!(name.parse::<LogFormat>().unwrap().to_string(), name);
+        }
+        for name in LogLevel::NAMES {
+            assert_eq!(name.parse::<LogLevel>().unwrap().to_string(), name);
         }
         assert!("Fsync".parse::<Durability>().is_err());
         assert!("on-demand".parse::<FillMode>().is_err());
@@ -443,6 +590,17 @@ mod tests {
         let err = Config::from_yaml_str("upstreams: [{url: http://a, forward_token: yes please}]")
             .unwrap_err();
         assert_eq!(err.key_path(), Some("upstreams[0].forward_token"), "{err}");
+    }
+
+    #[test]
+    fn admin_token_debug_never_shows_the_token() {
+        let admin = AdminConfig {
+            token: Some(AdminToken::new("s3cret-admin".into())),
+            ..AdminConfig::default()
+        };
+        let shown = format!("{admin:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("redacted"), "{shown}");
     }
 
     #[test]

@@ -48,6 +48,10 @@ pub struct FillStats {
     pub no_space: AtomicU64,
     /// Client ranges streamed from upstream without caching (cache full).
     pub uncached_streams: AtomicU64,
+    /// Readers waiting for a block now (a gauge).
+    pub readers_waiting: AtomicU64,
+    /// Bytes read from committed blocks after their page checksums were checked.
+    pub verified_read_bytes: AtomicU64,
 }
 
 impl FillStats {
@@ -57,6 +61,10 @@ impl FillStats {
 
     pub(super) fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(super) fn sub(counter: &AtomicU64, n: u64) {
+        counter.fetch_sub(n, Ordering::Relaxed);
     }
 }
 

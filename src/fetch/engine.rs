@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::context::{FillContext, FillSettings, FillStats};
-use super::fill::BlobFill;
+use super::fill::{BlobFill, FillProgress};
 use super::reader::BlobReader;
 use super::registry::Registry;
 use super::{BlobSource, DirectStream, FetchError};
@@ -37,6 +37,36 @@ impl FillEngine {
     /// Number of blobs with a live fill (readers, fetches or a background completion).
     pub fn live_fills(&self) -> usize {
         self.registry.len()
+    }
+
+    /// The progress of every fill fetching bytes or with readers waiting, largest first.
+    pub fn active_fills(&self) -> Vec<FillProgress> {
+        let mut active: Vec<FillProgress> = self
+            .registry
+            .all()
+            .iter()
+            .map(|fill| fill.snapshot())
+            .filter(FillProgress::is_active)
+            .collect();
+        active.sort_by(|a, b| b.size.cmp(&a.size).then_with(|| a.blob.cmp(&b.blob)));
+        active
+    }
+
+    /// The upstream (index in the chain) blob `id`'s bytes were last located on, if it has a
+    /// live fill.
+    pub fn upstream_of(&self, id: &BlobId) -> Option<usize> {
+        self.registry
+            .live(id)
+            .and_then(|fill| fill.snapshot().upstream)
+    }
+
+    /// Upstream connections in use by fills now.
+    pub fn connections_in_use(&self) -> usize {
+        self.ctx
+            .settings
+            .connections_total
+            .max(1)
+            .saturating_sub(self.ctx.connections.available_permits())
     }
 
     /// A reader of `[0, size)` of blob `id`: from the store through its fill, or (when the

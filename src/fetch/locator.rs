@@ -7,6 +7,7 @@
 //! that others are entitled to.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -35,6 +36,9 @@ pub(super) struct Locator {
     sources: Mutex<Sources>,
     /// The last location found; the async mutex makes one locate per blob at a time.
     cached: tokio::sync::Mutex<Option<(Location, Instant)>>,
+    /// Index of the upstream the last location is on (`usize::MAX`: none yet), readable
+    /// without waiting for a locate in progress.
+    last_upstream: AtomicUsize,
 }
 
 impl Locator {
@@ -45,7 +49,21 @@ impl Locator {
                 ..Sources::default()
             }),
             cached: tokio::sync::Mutex::new(None),
+            last_upstream: AtomicUsize::new(usize::MAX),
         }
+    }
+
+    /// The upstream (index in the chain) the bytes were last located on.
+    pub(super) fn last_upstream(&self) -> Option<usize> {
+        let index = self.last_upstream.load(Ordering::Relaxed);
+        (index != usize::MAX).then_some(index)
+    }
+
+    /// The repo (`models/org/name`) and path the bytes are fetched as, for status pages.
+    pub(super) fn describe(&self) -> Option<(String, String)> {
+        let sources = self.sources.lock();
+        let source = sources.current.as_ref()?;
+        Some((source.repo.to_string(), source.path.as_str().to_string()))
     }
 
     pub(super) fn has_source(&self) -> bool {
@@ -98,6 +116,8 @@ impl Locator {
                 .await?
             {
                 Ok(location) => {
+                    self.last_upstream
+                        .store(location.upstream, Ordering::Relaxed);
                     *cached = Some((location.clone(), Instant::now()));
                     return Ok(location);
                 }

@@ -38,8 +38,8 @@ pub use context::{FillSettings, FillStats};
 pub use direct::DirectStream;
 pub use engine::FillEngine;
 pub use error::FetchError;
-pub use fill::BlobFill;
-pub use reader::BlobReader;
+pub use fill::{BlobFill, CacheShare, FillProgress, ReadSource};
+pub use reader::{BlobReader, ReadTally};
 
 use crate::hf::{self, Repo, RepoPath, Revision};
 

@@ -3,12 +3,39 @@
 //! the range from upstream uncached. A seek starts over: from the store again, and a new
 //! uncached stream if the cache is still full.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::{BlobFill, BlobSource, DirectStream, FetchError, FillEngine};
+use super::{BlobFill, BlobSource, DirectStream, FetchError, FillEngine, ReadSource};
 use crate::store::BlobId;
+
+/// Bytes one request read, by where they came from: blocks already on disk when it asked
+/// (`cache`), or blocks fetched while it waited and uncached streams (`upstream`).
+#[derive(Debug, Default)]
+pub struct ReadTally {
+    cache: AtomicU64,
+    upstream: AtomicU64,
+}
+
+impl ReadTally {
+    fn add(&self, source: ReadSource, n: u64) {
+        let counter = match source {
+            ReadSource::Cache => &self.cache,
+            ReadSource::Upstream => &self.upstream,
+        };
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// (bytes from the cache, bytes from upstream).
+    pub fn get(&self) -> (u64, u64) {
+        (
+            self.cache.load(Ordering::Relaxed),
+            self.upstream.load(Ordering::Relaxed),
+        )
+    }
+}
 
 pub struct BlobReader {
     engine: FillEngine,
@@ -21,6 +48,10 @@ pub struct BlobReader {
     direct: Option<DirectStream>,
     pos: u64,
     end: u64,
+    tally: Option<Arc<ReadTally>>,
+    /// Bytes before this offset belong to a block this reader waited for: they count as
+    /// fetched for it even when read after the block was committed.
+    upstream_until: u64,
 }
 
 impl BlobReader {
@@ -40,6 +71,20 @@ impl BlobReader {
             direct: None,
             pos: 0,
             end: size,
+            tally: None,
+            upstream_until: 0,
+        }
+    }
+
+    /// Count what this reader reads, by where it came from, into `tally`.
+    pub fn with_tally(mut self, tally: Option<Arc<ReadTally>>) -> Self {
+        self.tally = tally;
+        self
+    }
+
+    fn count(&self, source: ReadSource, n: usize) {
+        if let Some(tally) = &self.tally {
+            tally.add(source, n as u64);
         }
     }
 
@@ -55,6 +100,7 @@ impl BlobReader {
         }
         self.pos = start;
         self.end = end;
+        self.upstream_until = 0;
         // An uncached stream serves the old range only.
         self.direct = None;
         Ok(())
@@ -88,6 +134,7 @@ impl BlobReader {
         let chunk = direct.next().await?;
         if let Some(bytes) = &chunk {
             self.pos += bytes.len() as u64;
+            self.count(ReadSource::Upstream, bytes.len());
         }
         Ok(chunk)
     }
@@ -111,10 +158,17 @@ impl BlobReader {
         Ok(fill)
     }
 
-    /// The next chunk from the store (through the fill engine).
+    /// The next chunk from the store (through the fill engine), counted by where it came from.
     async fn read_cached(&mut self, want: usize) -> Result<Bytes, FetchError> {
         let fill = self.fill().await?;
-        fill.read(self.pos, want).await
+        let (bytes, mut source) = fill.read_from(self.pos, want).await?;
+        if source == ReadSource::Upstream {
+            self.upstream_until = self.upstream_until.max(fill.block_end(self.pos));
+        } else if self.pos < self.upstream_until {
+            source = ReadSource::Upstream;
+        }
+        self.count(source, bytes.len());
+        Ok(bytes)
     }
 
     /// Switch to streaming the rest of the range from upstream without caching.

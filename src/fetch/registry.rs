@@ -47,6 +47,16 @@ impl Registry {
         (fill, true)
     }
 
+    /// Every live fill.
+    pub(super) fn all(&self) -> Vec<Arc<BlobFill>> {
+        self.fills
+            .lock()
+            .live
+            .values()
+            .filter_map(Weak::upgrade)
+            .collect()
+    }
+
     /// Number of live fills.
     pub(super) fn len(&self) -> usize {
         self.fills

@@ -98,7 +98,6 @@ impl Revisions {
             .update(repo, |refs| insert(refs, name, commit))
             .await;
     }
-
 }
 
 fn insert(refs: &mut RefsFile, name: &str, commit: &str) -> bool {

@@ -1,6 +1,7 @@
 //! Resolve requests: settle the file's metadata, then hand the bytes to the blob storage
 //! (see `cache`), which Pingora serves with its own Range/HEAD/conditional logic.
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use pingora::proxy::Session;
@@ -19,10 +20,14 @@ use crate::store::BlobId;
 pub struct FileAnswer {
     pub meta: FileMeta,
     pub served: Arc<ServedBlob>,
+    /// `hit`, `partial` or `miss`: how much of what a GET asked for was cached when it
+    /// arrived; `None` for a HEAD or an empty answer.
+    pub outcome: Option<&'static str>,
 }
 
-/// The first byte a GET needs: the start of its range, or 0.
-fn first_needed_byte(session: &Session, size: u64) -> Option<u64> {
+/// The bytes a GET needs: its range, or the whole file; `None` for nothing (an empty file,
+/// an unsatisfiable range).
+fn requested_range(session: &Session, size: u64) -> Option<Range<u64>> {
     if size == 0 {
         return None;
     }
@@ -32,9 +37,9 @@ fn first_needed_byte(session: &Session, size: u64) -> Option<u64> {
         .get("range")
         .and_then(|v| v.to_str().ok());
     match range.map(|r| hf::parse_single_range(r, size)) {
-        Some(RangeRequest::Satisfiable(r)) => Some(r.start),
+        Some(RangeRequest::Satisfiable(r)) => Some(r),
         Some(RangeRequest::Unsatisfiable) => None,
-        Some(RangeRequest::Ignore) | None => Some(0),
+        Some(RangeRequest::Ignore) | None => Some(0..size),
     }
 }
 
@@ -68,6 +73,12 @@ pub async fn resolve(
         }
     };
     let is_head = session.req_header().method == http::Method::HEAD;
+    let wanted = if is_head {
+        None
+    } else {
+        requested_range(session, meta.size)
+    };
+    let mut outcome = None;
     let served = if app.config.offline {
         match offline_blob(app, &id, &meta).await {
             Some(fill) => ServedBlob {
@@ -77,6 +88,7 @@ pub async fn resolve(
                 engine: app.fill.clone(),
                 source: None,
                 fill,
+                tally: Default::default(),
             },
             None => {
                 let error = HfError::entry_not_found(Some(&meta.commit));
@@ -101,14 +113,15 @@ pub async fn resolve(
             verifiable: meta.verifiable,
         };
         let mut fill = None;
-        if !is_head {
-            if let Some(first) = first_needed_byte(session, meta.size) {
-                match open_and_wait(app, &id, source.clone(), first).await {
-                    Ok(opened) => fill = opened,
-                    Err(error) => {
-                        respond_hf(session, &error).await?;
-                        return Ok(true);
-                    }
+        if let Some(range) = &wanted {
+            match open_and_wait(app, &id, source.clone(), range).await {
+                Ok((opened, share)) => {
+                    fill = opened;
+                    outcome = Some(share);
+                }
+                Err(error) => {
+                    respond_hf(session, &error).await?;
+                    return Ok(true);
                 }
             }
         }
@@ -119,11 +132,17 @@ pub async fn resolve(
             engine: app.fill.clone(),
             source: Some(source),
             fill,
+            tally: Default::default(),
         }
     };
+    if app.config.offline && wanted.is_some() {
+        // Offline, only complete files are served.
+        outcome = Some("hit");
+    }
     ctx.file = Some(FileAnswer {
         meta,
         served: Arc::new(served),
+        outcome,
     });
     Ok(false)
 }
@@ -163,15 +182,16 @@ fn fetch_failure(e: &FetchError) -> HfError {
     HfError::new(status, None, format!("hubcache: {message}"))
 }
 
-/// Open the blob's fill and wait until the first byte the client needs is readable, so an
-/// upstream that cannot deliver gets a clean 5xx instead of a 200 that breaks off.
-/// `Ok(None)` when the cache is full: the bytes are then streamed without caching.
+/// Open the blob's fill, note how much of `range` is cached, and wait until its first byte is
+/// readable, so an upstream that cannot deliver gets a clean 5xx instead of a 200 that breaks
+/// off. The fill is `None` when the cache is full: the bytes are then streamed without
+/// caching (a miss).
 async fn open_and_wait(
     app: &App,
     id: &BlobId,
     source: BlobSource,
-    first: u64,
-) -> Result<Option<Arc<BlobFill>>, HfError> {
+    range: &Range<u64>,
+) -> Result<(Option<Arc<BlobFill>>, &'static str), HfError> {
     let gateway = |e: FetchError| {
         log::warn!("{id}: cannot serve: {e}");
         fetch_failure(&e)
@@ -180,14 +200,15 @@ async fn open_and_wait(
         Ok(fill) => fill,
         Err(FetchError::NoSpace(reason)) => {
             log::warn!("{id}: cache full ({reason}); serving without caching");
-            return Ok(None);
+            return Ok((None, "miss"));
         }
         Err(e) => return Err(gateway(e)),
     };
-    match fill.wait_readable(first).await {
+    let outcome = fill.cached_share(range.start, range.end).outcome();
+    match fill.wait_readable(range.start).await {
         Ok(()) | Err(FetchError::NoSpace(_)) => {}
         Err(e) => return Err(gateway(e)),
     }
     fill.want_completion();
-    Ok(Some(fill))
+    Ok((Some(fill), outcome))
 }

@@ -2,6 +2,7 @@
 //! and block store, or pass it through. The HF knowledge lives in `hf`, the decisions in
 //! `meta` and `fetch`; this module only wires them into Pingora's phases.
 
+mod access;
 mod api;
 mod files;
 mod passthrough;
@@ -28,8 +29,12 @@ use respond::respond_hf;
 /// Per-request state.
 pub struct RequestCtx {
     started: Instant,
+    /// When the response header was ready (proxied and cached answers).
+    header_at: Option<Instant>,
     /// Route label for logs.
     route: &'static str,
+    /// `models/org/name` when the route names a repo (for logs and metrics).
+    repo: Option<String>,
     /// The client's Authorization header.
     auth: Option<String>,
     /// Absolute base URL clients use to reach us (for Link and Location rewriting).
@@ -94,7 +99,9 @@ impl ProxyHttp for HubProxy {
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
             started: Instant::now(),
+            header_at: None,
             route: "unparsed",
+            repo: None,
             auth: None,
             public_base: String::new(),
             file: None,
@@ -123,6 +130,7 @@ impl ProxyHttp for HubProxy {
             }
         };
         ctx.route = route.name();
+        ctx.repo = route.repo().map(ToString::to_string);
         let app = Arc::clone(&self.app);
         match &route {
             Route::Resolve {
@@ -132,15 +140,6 @@ impl ProxyHttp for HubProxy {
             } => files::resolve(&app, session, ctx, repo, revision, path).await,
             Route::ResolveCache { repo, commit, path } => {
                 files::resolve(&app, session, ctx, repo, commit, path).await
-            }
-            Route::Other if session.req_header().uri.path() == "/metrics" => {
-                let body = bytes::Bytes::from(app.metrics.render());
-                let headers = [(
-                    "content-type".to_string(),
-                    "text/plain; version=0.0.4".to_string(),
-                )];
-                respond::respond(session, 200, &headers, body).await?;
-                Ok(true)
             }
             Route::Other => {
                 if app.config.offline {
@@ -249,6 +248,7 @@ impl ProxyHttp for HubProxy {
         response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        ctx.header_at = Some(Instant::now());
         if let Some(file) = &ctx.file {
             let meta = &file.meta;
             response.remove_header("age");
@@ -306,32 +306,6 @@ impl ProxyHttp for HubProxy {
     }
 
     async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut RequestCtx) {
-        let status = session
-            .response_written()
-            .map(|r| r.status.as_u16())
-            .unwrap_or(0);
-        self.app
-            .metrics
-            .record_request(ctx.route, status, session.body_bytes_sent());
-        let req = session.req_header();
-        let elapsed = ctx.started.elapsed();
-        match error {
-            Some(e) => log::info!(
-                "{} {} {} {status} {}ms sent={} error={e}",
-                ctx.route,
-                req.method,
-                req.uri,
-                elapsed.as_millis(),
-                session.body_bytes_sent()
-            ),
-            None => log::info!(
-                "{} {} {} {status} {}ms sent={}",
-                ctx.route,
-                req.method,
-                req.uri,
-                elapsed.as_millis(),
-                session.body_bytes_sent()
-            ),
-        }
+        access::log_request(&self.app, session, error, ctx);
     }
 }

@@ -144,6 +144,7 @@ pub fn upstream_response(
     ctx: &mut RequestCtx,
 ) -> Result<()> {
     let status = resp.status.as_u16();
+    app.upstream.note_status(status);
     let idempotent = session.req_header().method.is_idempotent();
     let current = ctx.pass.current.and_then(|i| app.upstream.get(i)).cloned();
     if ctx.pass.redirect.is_none() {

@@ -44,6 +44,7 @@ mod fsutil;
 mod locks;
 mod replica;
 mod root;
+mod usage;
 mod verify;
 
 use std::collections::hash_map::DefaultHasher;
@@ -70,6 +71,7 @@ pub use format::{
 };
 pub use fsutil::{atomic_write, FsSpace};
 pub use root::RootStatus;
+pub use usage::RootUsage;
 pub use verify::{Problem, VerifyReport};
 
 /// I/O errors on one root's copies within a minute before [`Store::failover`] marks the root

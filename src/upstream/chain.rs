@@ -176,6 +176,8 @@ pub struct UpstreamChain {
     /// `(path, Authorization)` -> where its bytes were, learned from recent HEADs. In memory
     /// only, briefly: signed CDN URLs expire.
     recent: parking_lot::Mutex<std::collections::HashMap<String, (Location, std::time::Instant)>>,
+    /// 429 answers received from any upstream (metadata, fills and pass-through).
+    rate_limited: std::sync::atomic::AtomicU64,
 }
 
 enum Hop {
@@ -194,7 +196,21 @@ impl UpstreamChain {
             upstreams,
             offline,
             recent: parking_lot::Mutex::new(std::collections::HashMap::new()),
+            rate_limited: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    /// Count an upstream answer's status (429s are counted as rate limits).
+    pub fn note_status(&self, status: u16) {
+        if status == StatusCode::TOO_MANY_REQUESTS.as_u16() {
+            self.rate_limited
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// 429 answers received from upstreams so far.
+    pub fn rate_limited(&self) -> u64 {
+        self.rate_limited.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn recent_key(path_and_query: &str, auth: Option<&str>) -> String {
@@ -358,6 +374,7 @@ impl UpstreamChain {
                 Err(e) => return Ok(Hop::Fail(classify(e))),
             };
             let status = response.status();
+            self.note_status(status.as_u16());
             if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
                 let retry_after = response
                     .headers()
@@ -469,6 +486,7 @@ impl UpstreamChain {
                 url = target;
                 continue;
             }
+            self.note_status(response.status().as_u16());
             return Ok(response);
         }
         Err(AttemptFailure::Connect(format!(

@@ -1,0 +1,171 @@
+//! The admin listener: a Pingora listening service of its own (its socket is handed over in a
+//! graceful upgrade like the public one) that answers the [`Router`]'s routes.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use http::header::{CACHE_CONTROL, CONTENT_LENGTH};
+use http::{HeaderValue, StatusCode};
+use pingora::apps::http_app::{HttpServer, ServeHttp};
+use pingora::protocols::http::ServerSession;
+use pingora::services::listening::Service;
+
+use super::auth::{check_write, Refusal};
+use super::router::{error, Access, AdminRequest, Found, Response, Router};
+use super::routes;
+use crate::app::App;
+
+/// Largest admin request body.
+pub const MAX_BODY: usize = 1 << 20;
+
+/// The admin listener's HTTP application.
+pub struct AdminApp {
+    app: Arc<App>,
+    router: Router,
+}
+
+impl AdminApp {
+    /// The app with the built-in routes (metrics, status page, status JSON, log level).
+    pub fn new(app: Arc<App>) -> Self {
+        let router = routes::builtin(&app);
+        Self { app, router }
+    }
+
+    /// Add more routes (warm-up jobs, cache maintenance, ...).
+    pub fn router_mut(&mut self) -> &mut Router {
+        &mut self.router
+    }
+
+    /// The configured admin token, if any.
+    fn token(&self) -> Option<&str> {
+        self.app.config.admin.token.as_ref().map(|t| t.expose())
+    }
+
+    /// Answer one request (also used by tests without a socket).
+    pub async fn answer(&self, mut request: AdminRequest, body: BodySource<'_>) -> Response {
+        let (access, handler, params) = match self.router.find(&request.method, &request.path) {
+            Found::Route {
+                access,
+                handler,
+                params,
+            } => (access, handler, params),
+            Found::MethodNotAllowed(allowed) => {
+                let mut response = error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+                let allow: Vec<&str> = allowed.iter().map(|m| m.as_str()).collect();
+                if let Ok(value) = HeaderValue::from_str(&allow.join(", ")) {
+                    response.headers_mut().insert(http::header::ALLOW, value);
+                }
+                return response;
+            }
+            Found::NotFound => return error(StatusCode::NOT_FOUND, "no such admin route"),
+        };
+        if access == Access::Write {
+            match check_write(&request.headers, self.token()) {
+                Ok(()) => {}
+                Err(Refusal::Unauthorized) => {
+                    let mut response = error(
+                        StatusCode::UNAUTHORIZED,
+                        "this admin call needs Authorization: Bearer <admin.token>",
+                    );
+                    response.headers_mut().insert(
+                        http::header::WWW_AUTHENTICATE,
+                        HeaderValue::from_static("Bearer realm=\"hubcache admin\""),
+                    );
+                    return response;
+                }
+                Err(Refusal::CrossSite) => {
+                    return error(
+                        StatusCode::FORBIDDEN,
+                        "refused: a mutating admin call from another site (Origin), or to a \
+                         host name without admin.token set",
+                    )
+                }
+            }
+        }
+        request.body = match body.read().await {
+            Ok(body) => body,
+            Err(response) => return response,
+        };
+        Router::call(handler, request, params).await
+    }
+}
+
+/// Where a request's body comes from.
+pub enum BodySource<'a> {
+    Session(&'a mut ServerSession),
+    Bytes(Bytes),
+}
+
+impl BodySource<'_> {
+    async fn read(self) -> Result<Bytes, Response> {
+        let session = match self {
+            BodySource::Bytes(bytes) => return Ok(bytes),
+            BodySource::Session(session) => session,
+        };
+        let mut body = BytesMut::new();
+        loop {
+            match session.read_request_body().await {
+                Ok(Some(chunk)) => {
+                    if body.len() + chunk.len() > MAX_BODY {
+                        return Err(error(StatusCode::PAYLOAD_TOO_LARGE, "body too large"));
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(None) => return Ok(body.freeze()),
+                Err(e) => {
+                    return Err(error(
+                        StatusCode::BAD_REQUEST,
+                        &format!("cannot read the body: {}", e.etype().as_str()),
+                    ))
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl ServeHttp for AdminApp {
+    async fn response(&self, session: &mut ServerSession) -> Response {
+        let header = session.req_header();
+        let request = AdminRequest::new(
+            header.method.clone(),
+            header.uri.path(),
+            header.uri.query(),
+            header.headers.clone(),
+        );
+        let mut response = self.answer(request, BodySource::Session(session)).await;
+        let headers = response.headers_mut();
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        headers.insert(
+            "x-content-type-options",
+            HeaderValue::from_static("nosniff"),
+        );
+        let len = response.body().len();
+        response
+            .headers_mut()
+            .insert(CONTENT_LENGTH, HeaderValue::from(len));
+        response
+    }
+}
+
+/// The admin listening service for `app` (its listener at `admin.listen`), or `None` when
+/// `admin.listen` is null.
+pub fn service(app: &Arc<App>) -> Option<Service<HttpServer<AdminApp>>> {
+    let admin = &app.config.admin;
+    let listen = admin.listen?;
+    if admin.token.is_none() && !listen.ip().is_loopback() {
+        log::warn!(
+            "admin listener on {listen} without admin.token: anyone who reaches it can call \
+             mutating admin routes"
+        );
+    }
+    let mut service = Service::new(
+        "hubcache admin".to_string(),
+        HttpServer::new_app(AdminApp::new(Arc::clone(app))),
+    );
+    service.add_tcp(&listen.to_string());
+    service.threads = Some(1);
+    log::info!("admin listener on {listen} (metrics, status page, admin API)");
+    Some(service)
+}
