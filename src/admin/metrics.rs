@@ -25,7 +25,7 @@ use crate::upstream::UpstreamChain;
 
 pub use repos::EXPORTED_REPOS;
 pub use requests::{status_class, RequestSample};
-pub use store::{RootReport, StoreUsage, USAGE_MAX_AGE};
+pub use store::{usage_max_age, RootReport, StoreUsage};
 
 /// The metrics and recent activity of one hubcache instance.
 pub struct Metrics {
@@ -127,7 +127,7 @@ impl Metrics {
         });
     }
 
-    /// Walk the storage roots again if the last walk is stale (see [`USAGE_MAX_AGE`]).
+    /// Walk the storage roots again if the last walk is stale (see [`usage_max_age`]).
     pub async fn refresh(&self) {
         self.store_usage.refresh().await;
     }

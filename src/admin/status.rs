@@ -32,7 +32,7 @@ struct RootStatusJson {
     capacity_bytes: Option<u64>,
     free_bytes: Option<u64>,
     reserve_bytes: Option<u64>,
-    /// The cache's own allocated bytes (walked at most every 30 s).
+    /// The cache's own allocated bytes (a directory walk, every 2 s to 5 min).
     used_bytes: Option<u64>,
     blobs: Option<u64>,
     accepts_new_blobs: bool,

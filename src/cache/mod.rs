@@ -42,6 +42,8 @@ pub struct ServedBlob {
     pub fill: Option<Arc<BlobFill>>,
     /// Counts the bytes served, by where they came from (for metrics and the access log).
     pub tally: Arc<ReadTally>,
+    /// The byte ranges that were cached when the request arrived (`None`: not known).
+    pub cached_at_open: Option<Arc<Vec<std::ops::Range<u64>>>>,
 }
 
 impl ServedBlob {
@@ -83,7 +85,7 @@ impl Storage for BlobStorage {
                     blob.source.clone(),
                     blob.fill.clone(),
                 )
-                .with_tally(Some(Arc::clone(&blob.tally))),
+                .with_tally(Some(Arc::clone(&blob.tally)), blob.cached_at_open.clone()),
         };
         Ok(Some((meta, Box::new(hit))))
     }

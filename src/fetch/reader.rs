@@ -3,6 +3,7 @@
 //! the range from upstream uncached. A seek starts over: from the store again, and a new
 //! uncached stream if the cache is still full.
 
+use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -49,9 +50,9 @@ pub struct BlobReader {
     pos: u64,
     end: u64,
     tally: Option<Arc<ReadTally>>,
-    /// Bytes before this offset belong to a block this reader waited for: they count as
-    /// fetched for it even when read after the block was committed.
-    upstream_until: u64,
+    /// Byte ranges whose blocks were on disk when the request arrived (`None`: unknown, the
+    /// fill says per read): bytes elsewhere count as fetched for this request.
+    cached_at_open: Option<Arc<Vec<Range<u64>>>>,
 }
 
 impl BlobReader {
@@ -72,13 +73,19 @@ impl BlobReader {
             pos: 0,
             end: size,
             tally: None,
-            upstream_until: 0,
+            cached_at_open: None,
         }
     }
 
-    /// Count what this reader reads, by where it came from, into `tally`.
-    pub fn with_tally(mut self, tally: Option<Arc<ReadTally>>) -> Self {
+    /// Count what this reader reads, by where it came from, into `tally`: from the cache only
+    /// within `cached_at_open` (the byte ranges present when the request arrived), if given.
+    pub fn with_tally(
+        mut self,
+        tally: Option<Arc<ReadTally>>,
+        cached_at_open: Option<Arc<Vec<Range<u64>>>>,
+    ) -> Self {
         self.tally = tally;
+        self.cached_at_open = cached_at_open;
         self
     }
 
@@ -100,7 +107,6 @@ impl BlobReader {
         }
         self.pos = start;
         self.end = end;
-        self.upstream_until = 0;
         // An uncached stream serves the old range only.
         self.direct = None;
         Ok(())
@@ -162,10 +168,10 @@ impl BlobReader {
     async fn read_cached(&mut self, want: usize) -> Result<Bytes, FetchError> {
         let fill = self.fill().await?;
         let (bytes, mut source) = fill.read_from(self.pos, want).await?;
-        if source == ReadSource::Upstream {
-            self.upstream_until = self.upstream_until.max(fill.block_end(self.pos));
-        } else if self.pos < self.upstream_until {
-            source = ReadSource::Upstream;
+        if let Some(cached) = &self.cached_at_open {
+            if !cached.iter().any(|run| run.contains(&self.pos)) {
+                source = ReadSource::Upstream;
+            }
         }
         self.count(source, bytes.len());
         Ok(bytes)

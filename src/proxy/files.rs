@@ -11,7 +11,7 @@ use super::respond::{respond_failure, respond_hf};
 use super::RequestCtx;
 use crate::app::App;
 use crate::cache::ServedBlob;
-use crate::fetch::{BlobFill, BlobSource, FetchError};
+use crate::fetch::{BlobFill, BlobSource, CacheShare, FetchError};
 use crate::hf::{self, HfError, RangeRequest, Repo, RepoPath, Revision};
 use crate::meta::FileMeta;
 use crate::store::BlobId;
@@ -89,6 +89,7 @@ pub async fn resolve(
                 source: None,
                 fill,
                 tally: Default::default(),
+                cached_at_open: None,
             },
             None => {
                 let error = HfError::entry_not_found(Some(&meta.commit));
@@ -113,11 +114,13 @@ pub async fn resolve(
             verifiable: meta.verifiable,
         };
         let mut fill = None;
+        let mut cached_at_open = None;
         if let Some(range) = &wanted {
             match open_and_wait(app, &id, source.clone(), range).await {
                 Ok((opened, share)) => {
                     fill = opened;
-                    outcome = Some(share);
+                    outcome = Some(share.outcome());
+                    cached_at_open = Some(Arc::new(share.cached));
                 }
                 Err(error) => {
                     respond_hf(session, &error).await?;
@@ -133,6 +136,7 @@ pub async fn resolve(
             source: Some(source),
             fill,
             tally: Default::default(),
+            cached_at_open,
         }
     };
     if app.config.offline && wanted.is_some() {
@@ -191,7 +195,7 @@ async fn open_and_wait(
     id: &BlobId,
     source: BlobSource,
     range: &Range<u64>,
-) -> Result<(Option<Arc<BlobFill>>, &'static str), HfError> {
+) -> Result<(Option<Arc<BlobFill>>, CacheShare), HfError> {
     let gateway = |e: FetchError| {
         log::warn!("{id}: cannot serve: {e}");
         fetch_failure(&e)
@@ -200,15 +204,20 @@ async fn open_and_wait(
         Ok(fill) => fill,
         Err(FetchError::NoSpace(reason)) => {
             log::warn!("{id}: cache full ({reason}); serving without caching");
-            return Ok((None, "miss"));
+            // Nothing is read from the cache: a miss.
+            let nothing = CacheShare {
+                total: 1,
+                ..CacheShare::default()
+            };
+            return Ok((None, nothing));
         }
         Err(e) => return Err(gateway(e)),
     };
-    let outcome = fill.cached_share(range.start, range.end).outcome();
+    let share = fill.cached_share(range.start, range.end);
     match fill.wait_readable(range.start).await {
         Ok(()) | Err(FetchError::NoSpace(_)) => {}
         Err(e) => return Err(gateway(e)),
     }
     fill.want_completion();
-    Ok((Some(fill), outcome))
+    Ok((Some(fill), share))
 }

@@ -1,6 +1,6 @@
 //! Store gauges per storage root: file-system capacity and free space (`statvfs`), the cache's
-//! own allocated bytes and blob count (a directory walk, refreshed at most every
-//! [`USAGE_MAX_AGE`] off the async runtime), and health.
+//! own allocated bytes and blob count (a directory walk off the async runtime, repeated when
+//! asked for and older than [`usage_max_age`] of the last walk's duration), and health.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,8 +12,19 @@ use prometheus::{IntGaugeVec, Opts};
 
 use crate::store::{RootStatus, RootUsage, Store};
 
-/// How old the walked usage may be before a scrape or status call walks again.
-pub const USAGE_MAX_AGE: Duration = Duration::from_secs(30);
+/// The walked usage is refreshed when older than this many times the last walk took...
+const WALK_COST_FACTOR: u32 = 100;
+/// ...but never more often than this...
+const USAGE_MIN_AGE: Duration = Duration::from_secs(2);
+/// ...and at least this often.
+const USAGE_MAX_AGE: Duration = Duration::from_secs(300);
+
+/// How old the walked usage may be before a scrape or status call walks again: a hundred
+/// times what the last walk took (so walking costs at most about 1% of one core), from 2 s
+/// (a small cache) to 5 min (a huge one).
+pub fn usage_max_age(last_walk: Duration) -> Duration {
+    (last_walk * WALK_COST_FACTOR).clamp(USAGE_MIN_AGE, USAGE_MAX_AGE)
+}
 /// How long a caller waits for a walk before answering with what it has.
 const USAGE_WAIT: Duration = Duration::from_secs(5);
 
@@ -28,6 +39,8 @@ pub struct RootReport {
 #[derive(Default)]
 struct Walked {
     at: Option<Instant>,
+    /// How long the last walk took.
+    took: Duration,
     usage: Vec<Option<RootUsage>>,
     running: bool,
 }
@@ -46,12 +59,13 @@ impl StoreUsage {
         }
     }
 
-    /// Walk the roots again if the last walk is older than [`USAGE_MAX_AGE`] (one walk at a
+    /// Walk the roots again if the last walk is older than [`usage_max_age`] (one walk at a
     /// time, on the blocking pool), waiting for it at most a few seconds.
     pub async fn refresh(&self) {
         {
             let mut walked = self.walked.lock();
-            let fresh = walked.at.is_some_and(|at| at.elapsed() < USAGE_MAX_AGE);
+            let max_age = usage_max_age(walked.took);
+            let fresh = walked.at.is_some_and(|at| at.elapsed() < max_age);
             if fresh || walked.running {
                 return;
             }
@@ -60,6 +74,7 @@ impl StoreUsage {
         let store = Arc::clone(&self.store);
         let walked = Arc::clone(&self.walked);
         let task = tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
             let roots = store.root_paths().len();
             let usage: Vec<Option<RootUsage>> = (0..roots)
                 .map(|i| match store.usage_of_root(i) {
@@ -73,6 +88,7 @@ impl StoreUsage {
             let mut w = walked.lock();
             w.usage = usage;
             w.at = Some(Instant::now());
+            w.took = started.elapsed();
             w.running = false;
         });
         if tokio::time::timeout(USAGE_WAIT, task).await.is_err() {
@@ -115,13 +131,13 @@ const ROOT_GAUGES: &[RootGauge] = &[
     ),
     (
         "hubcache_store_used_bytes",
-        "Bytes the cache's blob files occupy on the root (allocated, sparse files count what \
-         they hold; walked at most every 30 s)",
+        "Bytes the cache's blob files occupy on the root (allocated: sparse files count what \
+         they hold; measured by a directory walk, at most every 2 s to 5 min)",
         |r| r.usage.map(|u| u.allocated_bytes),
     ),
     (
         "hubcache_store_blobs",
-        "Blob files on the root (walked at most every 30 s)",
+        "Blob files on the root (measured with hubcache_store_used_bytes)",
         |r| r.usage.map(|u| u.blobs),
     ),
     (
@@ -171,5 +187,23 @@ impl Collector for StoreCollector {
                 vec.collect().into_iter().next()
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn walks_repeat_at_a_hundred_times_their_cost_within_bounds() {
+        assert_eq!(usage_max_age(Duration::ZERO), Duration::from_secs(2));
+        assert_eq!(
+            usage_max_age(Duration::from_millis(50)),
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            usage_max_age(Duration::from_secs(10)),
+            Duration::from_secs(300)
+        );
     }
 }

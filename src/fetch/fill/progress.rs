@@ -2,6 +2,7 @@
 //! page and metrics), how much of a range was cached when a request opened it, and where the
 //! bytes of a read came from.
 
+use std::ops::Range;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,15 +53,19 @@ impl FillProgress {
 }
 
 /// How much of the blocks a byte range needs were present when it was asked for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct CacheShare {
+    /// Blocks present.
     pub present: u64,
+    /// Blocks the range needs.
     pub total: u64,
+    /// The byte ranges of the present blocks (runs of adjacent blocks merged).
+    pub cached: Vec<Range<u64>>,
 }
 
 impl CacheShare {
     /// `hit` (all present), `partial` (some) or `miss` (none).
-    pub fn outcome(self) -> &'static str {
+    pub fn outcome(&self) -> &'static str {
         if self.present >= self.total {
             "hit"
         } else if self.present == 0 {
@@ -125,29 +130,29 @@ impl BlobFill {
         }
     }
 
-    /// How many of the blocks holding bytes `[start, end)` are present now.
+    /// Which of the blocks holding bytes `[start, end)` are present now.
     pub fn cached_share(&self, start: u64, end: u64) -> CacheShare {
         let st = self.state.lock();
         let file = &st.file;
+        let mut share = CacheShare::default();
         if end <= start || start >= self.size {
-            return CacheShare {
-                present: 0,
-                total: 0,
-            };
+            return share;
         }
         let first = file.block_of(start);
         let last = file.block_of(end.min(self.size) - 1);
-        let present = (first..=last).filter(|&b| file.is_present(b)).count() as u64;
-        CacheShare {
-            present,
-            total: last - first + 1,
+        share.total = last - first + 1;
+        for block in first..=last {
+            if !file.is_present(block) {
+                continue;
+            }
+            share.present += 1;
+            let span = file.block_span(block);
+            match share.cached.last_mut() {
+                Some(run) if run.end == span.start => run.end = span.end,
+                _ => share.cached.push(span),
+            }
         }
-    }
-
-    /// The end of the block holding `offset`.
-    pub fn block_end(&self, offset: u64) -> u64 {
-        let st = self.state.lock();
-        st.file.block_span(st.file.block_of(offset)).end
+        share
     }
 
     /// Count a reader as waiting until the guard is dropped.
