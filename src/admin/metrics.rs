@@ -158,11 +158,10 @@ impl Metrics {
     }
 
     pub fn totals(&self, fill: &FillStats) -> Totals {
-        let (served_cache_bytes, served_upstream_bytes) = self.requests.served();
         let (hits, partial_hits, misses) = self.requests.outcomes();
         Totals {
-            served_cache_bytes,
-            served_upstream_bytes,
+            served_cache_bytes: FillStats::get(&fill.served_cache_bytes),
+            served_upstream_bytes: FillStats::get(&fill.served_upstream_bytes),
             upstream_fill_bytes: FillStats::get(&fill.upstream_bytes),
             hits,
             partial_hits,
@@ -327,7 +326,6 @@ mod tests {
             status: 200,
             body_bytes: 300,
             outcome: Some("partial"),
-            served: Some((100, 200)),
             ..RequestSample::default()
         };
         metrics.record(&sample);
@@ -342,8 +340,7 @@ mod tests {
         });
         let text = String::from_utf8(metrics.render()).unwrap();
         for line in [
-            r#"hubcache_served_bytes_total{source="cache"} 300"#,
-            r#"hubcache_served_bytes_total{source="upstream"} 600"#,
+            r#"hubcache_served_bytes_total{source="cache"} 0"#,
             r#"hubcache_cache_requests_total{outcome="partial"} 3"#,
             r#"hubcache_cache_requests_total{outcome="hit"} 0"#,
             r#"hubcache_repo_requests_total{repo="models/acme/x"} 1"#,

@@ -52,6 +52,10 @@ pub struct FillStats {
     pub readers_waiting: AtomicU64,
     /// Bytes read from committed blocks after their page checksums were checked.
     pub verified_read_bytes: AtomicU64,
+    /// File bytes handed to clients from blocks on disk when the request arrived.
+    pub served_cache_bytes: AtomicU64,
+    /// File bytes handed to clients that were fetched while they waited (or streamed uncached).
+    pub served_upstream_bytes: AtomicU64,
 }
 
 impl FillStats {

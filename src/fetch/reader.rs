@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::{BlobFill, BlobSource, DirectStream, FetchError, FillEngine, ReadSource};
+use super::{BlobFill, BlobSource, DirectStream, FetchError, FillEngine, FillStats, ReadSource};
 use crate::store::BlobId;
 
 /// Bytes one request read, by where they came from: blocks already on disk when it asked
@@ -92,6 +92,12 @@ impl BlobReader {
     fn count(&self, source: ReadSource, n: usize) {
         if let Some(tally) = &self.tally {
             tally.add(source, n as u64);
+            let stats = self.engine.stats();
+            let counter = match source {
+                ReadSource::Cache => &stats.served_cache_bytes,
+                ReadSource::Upstream => &stats.served_upstream_bytes,
+            };
+            FillStats::add(counter, n as u64);
         }
     }
 

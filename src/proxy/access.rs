@@ -63,7 +63,6 @@ pub(super) fn log_request(app: &App, session: &Session, error: Option<&Error>, c
         duration,
         first_byte: ctx.header_at.map(|at| at.duration_since(ctx.started)),
         outcome: ctx.file.as_ref().and_then(|f| f.outcome),
-        served,
         upstream: upstream.as_deref(),
         error: own_error,
     });

@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 
-import pytest
-
-from helpers import MiB, VALID, _listening_inodes, stream_sha256, wait_until
+from helpers import MiB, parse_metrics, stream_sha256, wait_until
 
 TOKEN = "adm-Tok3n-for-tests"
 BIG = ("acme/big-model", "main", "big.bin")
@@ -34,6 +31,12 @@ def listening_ports(pid: int) -> set[int]:
                 if parts[3] == "0A" and parts[9] in fds:
                     ports.add(int(parts[1].rsplit(":", 1)[1], 16))
     return ports
+
+
+def wait_metric(mirror, name: str, labels: str, value: float) -> None:
+    """Wait for a per-request counter: a request is counted just after its answer is sent."""
+    wait_until(lambda: mirror.metric(name, labels) == value, 10, interval=0.1,
+               what=f"{name}{{{labels}}} == {value} (now {mirror.metric(name, labels)})")
 
 
 def test_metrics_status_and_admin_api_are_only_on_the_admin_port(mirror):
@@ -118,19 +121,19 @@ def test_metrics_move_with_traffic_cold_then_warm(own_emu, mirror_factory):
     cold_cache = m.metric("hubcache_served_bytes_total", 'source="cache"')
     cold_upstream = m.metric("hubcache_served_bytes_total", 'source="upstream"')
     assert cold_cache == 0 and cold_upstream == entry["size"], (cold_cache, cold_upstream)
-    assert m.metric("hubcache_cache_requests_total", 'outcome="miss"') == 1
+    wait_metric(m, "hubcache_cache_requests_total", 'outcome="miss"', 1)
     assert m.metric("hubcache_upstream_fill_bytes_total") == entry["size"]
     # Warm: every byte comes from the cache, and the request is a hit.
     assert stream_sha256(url) == (200, entry["sha256"], entry["size"])
     assert m.metric("hubcache_served_bytes_total", 'source="cache"') == entry["size"]
     assert m.metric("hubcache_served_bytes_total", 'source="upstream"') == entry["size"]
-    assert m.metric("hubcache_cache_requests_total", 'outcome="hit"') == 1
+    wait_metric(m, "hubcache_cache_requests_total", 'outcome="hit"', 1)
     assert m.metric("hubcache_upstream_fill_bytes_total") == entry["size"]
     # A range over cached and missing blocks would be partial; here the whole file is cached,
     # so a range of it is a hit too.
     r = m.get("/{}/resolve/{}/{}".format(*BIG), headers={"Range": "bytes=100-199"})
     assert r.status_code == 206
-    assert m.metric("hubcache_cache_requests_total", 'outcome="hit"') == 2
+    wait_metric(m, "hubcache_cache_requests_total", 'outcome="hit"', 2)
     text = m.metrics_text()
     assert m.metric("hubcache_requests_total", 'route="resolve",status="2xx"') == 3
     assert 'hubcache_repo_requests_total{repo="models/acme/big-model"} 3' in text
@@ -156,7 +159,7 @@ def test_a_range_over_some_cached_blocks_is_a_partial_hit(own_emu, mirror_factor
         assert m.get(path, headers={"Range": f"bytes={first}-{last}"}).status_code == 206
         # The next request sees the blocks this one fetched committed.
         wait_until(lambda: m.status()["fills"] == [], 30, what="the fill to settle")
-    assert m.metric("hubcache_cache_requests_total", 'outcome="miss"') == 2
+    wait_metric(m, "hubcache_cache_requests_total", 'outcome="miss"', 2)
     assert m.metric("hubcache_cache_requests_total", 'outcome="partial"') == 1
     assert m.metric("hubcache_served_bytes_total", 'source="cache"') == MiB
     assert m.metric("hubcache_served_bytes_total", 'source="upstream"') == 100 + MiB + 10
@@ -166,6 +169,9 @@ def test_upstream_429s_and_our_429s_are_counted(own_emu, mirror_factory):
     m = mirror_factory(own_emu)
     own_emu.fault(kind="status", status=429, host="hub", match="/api/models/acme/tiny-model", count=3)
     answers = [m.get("/api/models/acme/tiny-model").status_code for _ in range(3)]
+    wait_until(lambda: sum(v for (name, labels), v in parse_metrics(m.metrics_text()).items()
+                           if name == "hubcache_requests_total" and 'route="repo_info"' in labels) == 3,
+               10, interval=0.1, what="the three requests to be counted")
     assert m.metric("hubcache_rate_limited_total", 'side="upstream"') >= 1
     assert m.metric("hubcache_rate_limited_total", 'side="client"') == answers.count(429)
     errors = m.status()["recent_errors"]

@@ -1,9 +1,10 @@
-//! Fill engine gauges read at scrape time: fills in flight, readers waiting, upstream
-//! connections in use; and the bytes read after a checksum check.
+//! Fill engine metrics read at scrape time: fills in flight, readers waiting, upstream
+//! connections in use; file bytes served by source (counted as they are read, so a long
+//! download moves them all along); bytes read after a checksum check.
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
-use prometheus::{IntCounter, IntGauge};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts};
 
 use crate::fetch::{FillEngine, FillStats};
 
@@ -33,6 +34,16 @@ const VERIFIED_READ: (&str, &str) = (
     "Bytes read from committed blocks after their page checksums were checked",
 );
 
+const SERVED: (&str, &str) = (
+    "hubcache_served_bytes_total",
+    "File bytes served to clients, by source: cache (blocks on disk when the request arrived) \
+     or upstream (blocks fetched while the client waited, or streamed uncached)",
+);
+
+fn served_vec() -> prometheus::Result<IntCounterVec> {
+    IntCounterVec::new(Opts::new(SERVED.0, SERVED.1), &["source"])
+}
+
 pub(super) struct FillGauges {
     fill: FillEngine,
     descs: Vec<Desc>,
@@ -46,6 +57,7 @@ impl FillGauges {
         }
         let counter = IntCounter::new(VERIFIED_READ.0, VERIFIED_READ.1)?;
         descs.extend(counter.desc().into_iter().cloned());
+        descs.extend(served_vec()?.desc().into_iter().cloned());
         Ok(Self { fill, descs })
     }
 }
@@ -64,9 +76,21 @@ impl Collector for FillGauges {
                 gauge.collect().into_iter().next()
             })
             .collect();
+        let stats = self.fill.stats();
         if let Ok(counter) = IntCounter::new(VERIFIED_READ.0, VERIFIED_READ.1) {
-            counter.inc_by(FillStats::get(&self.fill.stats().verified_read_bytes));
+            counter.inc_by(FillStats::get(&stats.verified_read_bytes));
             families.extend(counter.collect());
+        }
+        if let Ok(served) = served_vec() {
+            for (source, counter) in [
+                ("cache", &stats.served_cache_bytes),
+                ("upstream", &stats.served_upstream_bytes),
+            ] {
+                served
+                    .with_label_values(&[source])
+                    .inc_by(FillStats::get(counter));
+            }
+            families.extend(served.collect());
         }
         families
     }

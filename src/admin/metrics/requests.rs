@@ -1,6 +1,5 @@
 //! Per-request metrics, recorded by the proxy's logging phase: requests by route and status
-//! class, latency histograms, body bytes, where file bytes came from, cache outcomes, and the
-//! 429s hubcache answered.
+//! class, latency histograms, body bytes, cache outcomes, and the 429s hubcache answered.
 
 use std::time::Duration;
 
@@ -28,8 +27,6 @@ pub struct RequestSample<'a> {
     pub first_byte: Option<Duration>,
     /// `hit`, `partial` or `miss` for a GET of file bytes.
     pub outcome: Option<&'a str>,
-    /// File bytes read (from the cache, from upstream).
-    pub served: Option<(u64, u64)>,
     /// The upstream origin used, if any.
     pub upstream: Option<&'a str>,
     /// What went wrong (no URL queries in it), when something did on hubcache's or an
@@ -54,7 +51,6 @@ pub(super) struct RequestMetrics {
     duration: HistogramVec,
     first_byte: HistogramVec,
     response_bytes: IntCounterVec,
-    served_bytes: IntCounterVec,
     outcomes: IntCounterVec,
     rate_limited_sent: IntCounterVec,
 }
@@ -91,12 +87,6 @@ impl RequestMetrics {
                 "Response body bytes sent to clients, by route",
                 &["route"],
             )?,
-            served_bytes: counter_vec(
-                "hubcache_served_bytes_total",
-                "File bytes served to clients, by source: cache (on disk when asked for) or \
-                 upstream (fetched while the client waited, or streamed uncached)",
-                &["source"],
-            )?,
             outcomes: counter_vec(
                 "hubcache_cache_requests_total",
                 "File GETs by what was cached of the range they asked for when they arrived: \
@@ -115,13 +105,9 @@ impl RequestMetrics {
         registry.register(Box::new(metrics.duration.clone()))?;
         registry.register(Box::new(metrics.first_byte.clone()))?;
         registry.register(Box::new(metrics.response_bytes.clone()))?;
-        registry.register(Box::new(metrics.served_bytes.clone()))?;
         registry.register(Box::new(metrics.outcomes.clone()))?;
         registry.register(Box::new(metrics.rate_limited_sent.clone()))?;
         // Every label value exists from the start, so a rate over it is never "no data".
-        for source in ["cache", "upstream"] {
-            metrics.served_bytes.with_label_values(&[source]);
-        }
         for outcome in ["hit", "partial", "miss"] {
             metrics.outcomes.with_label_values(&[outcome]);
         }
@@ -148,14 +134,6 @@ impl RequestMetrics {
         self.response_bytes
             .with_label_values(&[route])
             .inc_by(sample.body_bytes);
-        if let Some((cache, upstream)) = sample.served {
-            self.served_bytes
-                .with_label_values(&["cache"])
-                .inc_by(cache);
-            self.served_bytes
-                .with_label_values(&["upstream"])
-                .inc_by(upstream);
-        }
         if let Some(outcome) = sample.outcome {
             self.outcomes.with_label_values(&[outcome]).inc();
         }
@@ -171,14 +149,6 @@ impl RequestMetrics {
         if total > now {
             counter.inc_by(total - now);
         }
-    }
-
-    /// (bytes served from the cache, from upstream).
-    pub(super) fn served(&self) -> (u64, u64) {
-        (
-            self.served_bytes.with_label_values(&["cache"]).get(),
-            self.served_bytes.with_label_values(&["upstream"]).get(),
-        )
     }
 
     /// Requests counted by outcome: (hit, partial, miss).
