@@ -381,6 +381,33 @@ mod tests {
     }
 
     #[test]
+    fn docs_list_every_exported_metric() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = metrics(dir.path());
+        metrics.record_request("resolve", 200, 1);
+        metrics.activity().record_repo("models/a/b", 1);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(metrics.refresh());
+        let text = String::from_utf8(metrics.render()).unwrap();
+        let docs = include_str!("../../docs/metrics.md");
+        let names: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split(' ').next())
+            .collect();
+        assert!(names.len() >= 30, "{names:?}");
+        for name in names {
+            assert!(
+                docs.contains(&format!("| `{name}` |")),
+                "docs/metrics.md does not list {name}"
+            );
+        }
+    }
+
+    #[test]
     fn other_parts_can_register_collectors() {
         let dir = tempfile::tempdir().unwrap();
         let metrics = metrics(dir.path());
