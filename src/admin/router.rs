@@ -69,10 +69,25 @@ impl AdminRequest {
             .map(|(_, v)| v.into_owned())
     }
 
-    /// The body as JSON of type `T`, or a 400 answer saying why not.
-    pub fn json<T: DeserializeOwned>(&self) -> Result<T, Response> {
-        serde_json::from_slice(&self.body)
-            .map_err(|e| error(StatusCode::BAD_REQUEST, &format!("invalid JSON body: {e}")))
+    /// The body as JSON of type `T`, or a 400 saying why not.
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, Reject> {
+        serde_json::from_slice(&self.body).map_err(|e| Reject {
+            status: StatusCode::BAD_REQUEST,
+            message: format!("invalid JSON body: {e}"),
+        })
+    }
+}
+
+/// A request refused before its handler's work: becomes a JSON error answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reject {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl From<Reject> for Response {
+    fn from(reject: Reject) -> Response {
+        error(reject.status, &reject.message)
     }
 }
 
@@ -320,9 +335,8 @@ mod tests {
         let value: serde_json::Value = req.json().unwrap();
         assert_eq!(value["level"], "debug");
         req.body = Bytes::from_static(b"{nope");
-        assert_eq!(
-            req.json::<serde_json::Value>().unwrap_err().status(),
-            StatusCode::BAD_REQUEST
-        );
+        let reject = req.json::<serde_json::Value>().unwrap_err();
+        assert_eq!(reject.status, StatusCode::BAD_REQUEST);
+        assert_eq!(Response::from(reject).status(), StatusCode::BAD_REQUEST);
     }
 }

@@ -67,7 +67,7 @@ fn set_log_level(req: &AdminRequest) -> Response {
         Some(name) => name,
         None => match req.json::<LevelBody>() {
             Ok(body) => body.level,
-            Err(response) => return response,
+            Err(reject) => return reject.into(),
         },
     };
     match name.parse::<LogLevel>() {

@@ -12,7 +12,7 @@ use pingora::protocols::http::ServerSession;
 use pingora::services::listening::Service;
 
 use super::auth::{check_write, Refusal};
-use super::router::{error, Access, AdminRequest, Found, Response, Router};
+use super::router::{error, Access, AdminRequest, Found, Reject, Response, Router};
 use super::routes;
 use crate::app::App;
 
@@ -85,7 +85,7 @@ impl AdminApp {
         }
         request.body = match body.read().await {
             Ok(body) => body,
-            Err(response) => return response,
+            Err(reject) => return reject.into(),
         };
         Router::call(handler, request, params).await
     }
@@ -98,7 +98,7 @@ pub enum BodySource<'a> {
 }
 
 impl BodySource<'_> {
-    async fn read(self) -> Result<Bytes, Response> {
+    async fn read(self) -> Result<Bytes, Reject> {
         let session = match self {
             BodySource::Bytes(bytes) => return Ok(bytes),
             BodySource::Session(session) => session,
@@ -108,16 +108,19 @@ impl BodySource<'_> {
             match session.read_request_body().await {
                 Ok(Some(chunk)) => {
                     if body.len() + chunk.len() > MAX_BODY {
-                        return Err(error(StatusCode::PAYLOAD_TOO_LARGE, "body too large"));
+                        return Err(Reject {
+                            status: StatusCode::PAYLOAD_TOO_LARGE,
+                            message: format!("the body is over {MAX_BODY} bytes"),
+                        });
                     }
                     body.extend_from_slice(&chunk);
                 }
                 Ok(None) => return Ok(body.freeze()),
                 Err(e) => {
-                    return Err(error(
-                        StatusCode::BAD_REQUEST,
-                        &format!("cannot read the body: {}", e.etype().as_str()),
-                    ))
+                    return Err(Reject {
+                        status: StatusCode::BAD_REQUEST,
+                        message: format!("cannot read the body: {}", e.etype().as_str()),
+                    })
                 }
             }
         }
@@ -168,4 +171,85 @@ pub fn service(app: &Arc<App>) -> Option<Service<HttpServer<AdminApp>>> {
     service.threads = Some(1);
     log::info!("admin listener on {listen} (metrics, status page, admin API)");
     Some(service)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{AdminToken, Config};
+    use http::{HeaderMap, Method};
+
+    fn app(dir: &std::path::Path, token: Option<&str>) -> Arc<App> {
+        let mut config = Config::from_yaml_str("offline: true\nupstreams: []\n").unwrap();
+        config.cache.dir = Some(dir.to_path_buf());
+        config.admin.token = token.map(|t| AdminToken::new(t.to_string()));
+        App::new(config).unwrap()
+    }
+
+    fn request(method: Method, path: &str, headers: &[(&str, &str)]) -> AdminRequest {
+        let mut map = HeaderMap::new();
+        map.insert("host", HeaderValue::from_static("127.0.0.1:8091"));
+        for (k, v) in headers {
+            map.insert(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        let (path, query) = path
+            .split_once('?')
+            .map_or((path, None), |(p, q)| (p, Some(q)));
+        AdminRequest::new(method, path, query, map)
+    }
+
+    #[tokio::test]
+    async fn the_token_guards_writes_and_never_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let admin = AdminApp::new(app(dir.path(), Some("t0ken")));
+        let body = || BodySource::Bytes(Bytes::from_static(b"{\"level\":\"info\"}"));
+        let post = |headers: &[(&str, &str)]| request(Method::POST, "/api/log-level", headers);
+        let denied = admin.answer(post(&[]), body()).await;
+        assert_eq!(denied.status(), StatusCode::UNAUTHORIZED);
+        assert!(denied
+            .headers()
+            .contains_key(http::header::WWW_AUTHENTICATE));
+        let wrong = admin
+            .answer(post(&[("authorization", "Bearer t0ke")]), body())
+            .await;
+        assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+        let ok = admin
+            .answer(post(&[("authorization", "Bearer t0ken")]), body())
+            .await;
+        assert_eq!(ok.status(), StatusCode::OK);
+        for path in ["/metrics", "/api/status", "/", "/healthz", "/api/log-level"] {
+            let read = admin
+                .answer(
+                    request(Method::GET, path, &[]),
+                    BodySource::Bytes(Bytes::new()),
+                )
+                .await;
+            assert_eq!(read.status(), StatusCode::OK, "{path}");
+        }
+    }
+
+    #[tokio::test]
+    async fn unknown_routes_and_methods_are_404_and_405() {
+        let dir = tempfile::tempdir().unwrap();
+        let admin = AdminApp::new(app(dir.path(), None));
+        let empty = || BodySource::Bytes(Bytes::new());
+        let missing = admin
+            .answer(request(Method::GET, "/nope", &[]), empty())
+            .await;
+        assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+        let wrong = admin
+            .answer(request(Method::DELETE, "/metrics", &[]), empty())
+            .await;
+        assert_eq!(wrong.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(wrong.headers()[http::header::ALLOW], "GET");
+        let status = admin
+            .answer(request(Method::GET, "/api/status", &[]), empty())
+            .await;
+        let json: serde_json::Value = serde_json::from_slice(status.body()).unwrap();
+        assert_eq!(json["offline"], true);
+        assert_eq!(json["jobs"], serde_json::json!([]));
+    }
 }

@@ -13,6 +13,8 @@
 
 pub mod env;
 mod error;
+mod operate;
+mod operate_raw;
 mod raw;
 mod schema;
 pub mod units;
@@ -141,7 +143,7 @@ fn null_means_off(path: &str, key: &Value) -> bool {
     let Some(key) = key.as_str() else {
         return false;
     };
-    raw::NULL_MEANS_OFF.iter().any(|full| {
+    operate_raw::NULL_MEANS_OFF.iter().any(|full| {
         full.strip_suffix(key)
             .and_then(|prefix| prefix.strip_suffix('.'))
             .is_some_and(|prefix| prefix == path)
@@ -311,62 +313,6 @@ mod tests {
         assert_eq!(c.admin.token, None);
         assert_eq!(c.log.format, LogFormat::Text);
         assert_eq!(c.log.level, LogLevel::Info);
-    }
-
-    #[test]
-    fn admin_listen_null_disables_the_admin_listener() {
-        assert_eq!(parse("admin:\n  listen: null\n").admin.listen, None);
-        assert_eq!(parse("admin: {listen: ~}").admin.listen, None);
-        // Leaving the key out (or the whole section empty) keeps the default.
-        let default = AdminConfig::default().listen;
-        assert_eq!(parse("admin:\n").admin.listen, default);
-        assert_eq!(parse("admin: {token: abc}").admin.listen, default);
-        assert_eq!(
-            parse("admin: {listen: '[::1]:9100'}").admin.listen,
-            Some("[::1]:9100".parse().unwrap())
-        );
-    }
-
-    #[test]
-    fn bad_admin_keys_are_rejected_with_path_and_reason() {
-        assert_rejected(
-            "admin: {listen: localhost:8091}",
-            "admin.listen",
-            "not an ip:port",
-        );
-        assert_rejected("admin: {listen: 8091}", "admin.listen", "found 8091");
-        assert_rejected("admin: {token: ''}", "admin.token", "is empty");
-        assert_rejected("admin: {token: 'a b'}", "admin.token", "printable ASCII");
-        assert_rejected("admin: {tokn: x}", "admin.tokn", "unknown key");
-        assert_rejected(
-            "admin: {token: '${HUBCACHE_TEST_SURELY_UNSET_VARIABLE}'}",
-            "admin.token",
-            "environment variable HUBCACHE_TEST_SURELY_UNSET_VARIABLE is not set",
-        );
-    }
-
-    #[test]
-    fn admin_token_expands_environment_references() {
-        // PATH is set in every environment the tests run in (and has no spaces here).
-        let path = std::env::var("PATH").unwrap();
-        let c = parse("admin: {token: 'x${PATH}'}");
-        assert_eq!(c.admin.token.unwrap().expose(), format!("x{path}"));
-        let c = parse("admin: {token: 'lit$${PATH}'}");
-        assert_eq!(c.admin.token.unwrap().expose(), "lit${PATH}");
-    }
-
-    #[test]
-    fn log_keys_parse_and_bad_values_are_named() {
-        let c = parse("log: {format: json, level: debug}");
-        assert_eq!(
-            c.log,
-            LogConfig {
-                format: LogFormat::Json,
-                level: LogLevel::Debug
-            }
-        );
-        assert_rejected("log: {format: xml}", "log.format", "use text or json");
-        assert_rejected("log: {level: verbose}", "log.level", "use error, warn");
     }
 
     #[test]

@@ -13,11 +13,11 @@ use std::path::{Component, Path, PathBuf};
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
-use super::env;
 use super::error::ConfigError;
+use super::operate_raw::{RawAdmin, RawLog};
 use super::schema::{
-    defaults, AdminConfig, AdminToken, CacheConfig, Config, Durability, FillConfig, FillMode,
-    LogConfig, LogFormat, LogLevel, ServerConfig, Trust, UpstreamConfig,
+    defaults, CacheConfig, Config, Durability, FillConfig, FillMode, LogConfig, ServerConfig,
+    Trust, UpstreamConfig,
 };
 use super::units::{ByteSize, HumanDuration};
 
@@ -35,31 +35,6 @@ pub(crate) struct RawConfig {
     server: Option<RawServer>,
     admin: Option<RawAdmin>,
     log: Option<RawLog>,
-}
-
-/// Keys whose explicit `null` means "off" rather than "the default" (the config loader keeps
-/// these nulls; every other one is dropped).
-pub(crate) const NULL_MEANS_OFF: &[&str] = &["admin.listen"];
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(
-    deny_unknown_fields,
-    expecting = "a mapping of admin settings (listen, token)"
-)]
-struct RawAdmin {
-    #[serde(default)]
-    listen: AdminListen,
-    token: Option<TokenValue>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(
-    deny_unknown_fields,
-    expecting = "a mapping of log settings (format, level)"
-)]
-struct RawLog {
-    format: Option<Named<LogFormat>>,
-    level: Option<Named<LogLevel>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -172,19 +147,6 @@ impl RawConfig {
             admin,
             log,
         })
-    }
-}
-
-impl RawAdmin {
-    fn into_config(self) -> AdminConfig {
-        AdminConfig {
-            listen: match self.listen {
-                AdminListen::Default => AdminConfig::default().listen,
-                AdminListen::Off => None,
-                AdminListen::At(addr) => Some(addr),
-            },
-            token: self.token.map(|t| AdminToken::new(t.0)),
-        }
     }
 }
 
@@ -387,7 +349,7 @@ pub(crate) fn normalize_root(path: &Path) -> PathBuf {
 }
 
 /// Deserialises a string value through `parse`, which returns the reason on failure.
-fn deserialize_parsed<'de, D, T>(
+pub(super) fn deserialize_parsed<'de, D, T>(
     deserializer: D,
     expecting: &'static str,
     parse: fn(&str) -> Result<T, String>,
@@ -436,82 +398,6 @@ impl<'de> Deserialize<'de> for Listen {
                      127.0.0.1:8090 or [::]:8090; host names are not accepted)"
                 )
             })
-        })
-    }
-}
-
-/// `admin.listen`: left out (the default address), `null` (no admin listener), or an address.
-#[derive(Debug, Default)]
-enum AdminListen {
-    #[default]
-    Default,
-    Off,
-    At(SocketAddr),
-}
-
-impl<'de> Deserialize<'de> for AdminListen {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct AdminListenVisitor;
-        impl Visitor<'_> for AdminListenVisitor {
-            type Value = AdminListen;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an ip:port address such as 127.0.0.1:8091, or null for none")
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<AdminListen, E> {
-                Ok(AdminListen::Off)
-            }
-            fn visit_none<E: de::Error>(self) -> Result<AdminListen, E> {
-                Ok(AdminListen::Off)
-            }
-            fn visit_str<E: de::Error>(self, text: &str) -> Result<AdminListen, E> {
-                text.parse::<SocketAddr>()
-                    .map(AdminListen::At)
-                    .map_err(|_| {
-                        E::custom(format!(
-                            "\"{text}\" is not an ip:port socket address (e.g. 127.0.0.1:8091; \
-                         null for no admin listener)"
-                        ))
-                    })
-            }
-            fn visit_u64<E: de::Error>(self, n: u64) -> Result<AdminListen, E> {
-                Err(E::custom(format!(
-                    "expected an ip:port address such as 127.0.0.1:8091, found {n}"
-                )))
-            }
-            fn visit_i64<E: de::Error>(self, n: i64) -> Result<AdminListen, E> {
-                Err(E::custom(format!(
-                    "expected an ip:port address such as 127.0.0.1:8091, found {n}"
-                )))
-            }
-            fn visit_bool<E: de::Error>(self, b: bool) -> Result<AdminListen, E> {
-                Err(E::custom(format!(
-                    "expected an ip:port address such as 127.0.0.1:8091 (or null), found {b}"
-                )))
-            }
-        }
-        d.deserialize_any(AdminListenVisitor)
-    }
-}
-
-/// `admin.token`: `${ENV}` references expanded; the result must be usable in an
-/// `Authorization: Bearer` header. Errors never show the value.
-#[derive(Debug)]
-struct TokenValue(String);
-
-impl<'de> Deserialize<'de> for TokenValue {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        deserialize_parsed(d, "a token string", |text| {
-            let token = env::expand_from_process(text)?;
-            if token.is_empty() {
-                return Err("is empty (give a token, or null for none)".to_string());
-            }
-            if !token.bytes().all(|b| b.is_ascii_graphic()) {
-                return Err(
-                    "must be printable ASCII without spaces (it is sent in an HTTP header)"
-                        .to_string(),
-                );
-            }
-            Ok(TokenValue(token))
         })
     }
 }
@@ -714,9 +600,9 @@ impl<'de> Deserialize<'de> for Threads {
 
 /// An enum read by its `FromStr` name (`fsync`, `on_demand`, ...).
 #[derive(Debug)]
-struct Named<T>(T);
+pub(super) struct Named<T>(pub(super) T);
 
-trait NamedEnum: std::str::FromStr<Err = String> {
+pub(super) trait NamedEnum: std::str::FromStr<Err = String> {
     const EXPECTING: &'static str;
 }
 
@@ -730,14 +616,6 @@ impl NamedEnum for FillMode {
 
 impl NamedEnum for Trust {
     const EXPECTING: &'static str = "origin or mirror";
-}
-
-impl NamedEnum for LogFormat {
-    const EXPECTING: &'static str = "text or json";
-}
-
-impl NamedEnum for LogLevel {
-    const EXPECTING: &'static str = "error, warn, info, debug or trace";
 }
 
 impl<'de, T: NamedEnum> Deserialize<'de> for Named<T> {

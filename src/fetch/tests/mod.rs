@@ -5,4 +5,5 @@ mod completion;
 mod fds;
 mod panics;
 mod priority;
+mod progress;
 mod tokens;
