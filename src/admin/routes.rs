@@ -22,11 +22,15 @@ pub fn builtin(app: &Arc<App>) -> Router {
         let a = Arc::clone(&a);
         async move {
             a.metrics.refresh().await;
-            with_body(
-                StatusCode::OK,
-                "text/plain; version=0.0.4; charset=utf-8",
-                a.metrics.render(),
-            )
+            // statvfs and root probes may touch a slow disk: off the admin thread.
+            match off_thread(move || a.metrics.render()).await {
+                Ok(text) => with_body(
+                    StatusCode::OK,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    text,
+                ),
+                Err(response) => response,
+            }
         }
     });
     let a = Arc::clone(app);
@@ -34,7 +38,10 @@ pub fn builtin(app: &Arc<App>) -> Router {
         let a = Arc::clone(&a);
         async move {
             a.metrics.refresh().await;
-            json(StatusCode::OK, &status::collect(&a))
+            match off_thread(move || status::collect(&a)).await {
+                Ok(status) => json(StatusCode::OK, &status),
+                Err(response) => response,
+            }
         }
     });
     router.get("/healthz", |_| async {
@@ -43,6 +50,16 @@ pub fn builtin(app: &Arc<App>) -> Router {
     router.get("/api/log-level", |_| async { log_level_answer() });
     router.post("/api/log-level", |req| async move { set_log_level(&req) });
     router
+}
+
+/// Run `f` on the blocking pool; a panic in it becomes a 500.
+async fn off_thread<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Response> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        log::error!("admin handler failed: {e}");
+        error(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+    })
 }
 
 fn log_level_answer() -> Response {
