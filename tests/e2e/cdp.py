@@ -185,8 +185,21 @@ class Browser:
         return result["result"].get("value")
 
     def wait_for(self, expression: str, timeout: float, what: str | None = None):
-        return helpers.wait_until(lambda: self.evaluate(expression), timeout, interval=0.2,
-                                  what=what or expression)
+        """Poll `expression` until it is truthy. While the page is still loading (no body yet)
+        an expression may throw: that counts as "not yet"."""
+        errors: list[str] = []
+
+        def attempt():
+            try:
+                return self.evaluate(expression)
+            except RuntimeError as err:
+                errors[:] = [str(err)[:300]]
+                return None
+
+        try:
+            return helpers.wait_until(attempt, timeout, interval=0.2, what=what or expression)
+        except TimeoutError as err:
+            raise TimeoutError(f"{err} (last error: {errors[0] if errors else 'none'})") from None
 
     def exceptions(self) -> list[dict]:
         """JavaScript exceptions the page threw so far."""

@@ -40,7 +40,7 @@ def test_the_status_page_shows_a_fill_while_it_happens(emu_factory, mirror_facto
     download.start()
     try:
         browser.navigate(m.admin_url + "/?interval=300")
-        browser.wait_for("Number(document.body.dataset.polls) > 0", 15, "the page's first poll")
+        browser.wait_for("document.body && Number(document.body.dataset.polls) > 0", 15, "the page's first poll")
         first = browser.wait_for(f"{FILL_ROW} && Number({FILL_ROW}.dataset.present) > 0 && "
                                  f"Number({FILL_ROW}.dataset.present)", 20, "a fill row with bytes")
         later = browser.wait_for(f"{FILL_ROW} && Number({FILL_ROW}.dataset.present) > {first} && "
@@ -73,7 +73,7 @@ def test_the_status_page_shows_a_fill_while_it_happens(emu_factory, mirror_facto
 
 def test_the_status_page_says_when_hubcache_is_unreachable(mirror, browser):
     browser.navigate(mirror.admin_url + "/?interval=250")
-    browser.wait_for("Number(document.body.dataset.polls) > 0", 15, "the page's first poll")
+    browser.wait_for("document.body && Number(document.body.dataset.polls) > 0", 15, "the page's first poll")
     mirror.stop()
     state = browser.wait_for("document.getElementById('poll-state').className === 'stale' && "
                              "document.getElementById('poll-state').innerText", 15, "the stale marker")
