@@ -167,7 +167,7 @@ fn build_plugins(config: &Config) -> Result<Plugins, String> {
 }
 
 fn serve(config: Config, config_path: Option<&PathBuf>, upgrade: bool) -> Result<(), String> {
-    hubcache::logging::init(&config.log_level);
+    hubcache::logging::configure(config.log.format, config.log.level);
     let life = Lifecycle::prepare(&config, config_path.map(PathBuf::as_path), upgrade)
         .map_err(|e| e.to_string())?;
     let plugins = build_plugins(&config)?;
@@ -198,6 +198,9 @@ fn serve(config: Config, config_path: Option<&PathBuf>, upgrade: bool) -> Result
     let gate = Gate::new(proxy, conn_settings(&config.server));
     let mut service = Service::new("hubcache".to_string(), gate);
     service.add_listener(listener(&config));
+    if let Some(admin) = hubcache::admin::service(&app) {
+        server.add_service(admin);
+    }
     server.add_service(service);
     server.add_service(background_service(
         "cache service",
@@ -402,7 +405,7 @@ fn tune_allocator() {
 
 fn main() -> ExitCode {
     tune_allocator();
-    hubcache::logging::init(&Default::default());
+    hubcache::logging::init();
     let cli = Cli::parse();
     match cli.command {
         Command::CheckConfig { file } => match load_checked(&file) {

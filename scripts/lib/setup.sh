@@ -17,6 +17,12 @@ ensure_download_tools() {
   ensure_command aria2c aria2 "the e2e suite downloads with aria2c -x 8"
 }
 
+# Headless Chromium for the status page test (tests/e2e/test_status_page.py): Debian's package,
+# driven over the DevTools protocol; no browser download of its own.
+ensure_browser() {
+  ensure_command chromium chromium "the e2e suite renders the admin status page in headless Chromium"
+}
+
 # ensure_command COMMAND DEBIAN_PACKAGE WHY: install the package when the command is missing.
 ensure_command() {
   local command="$1" package="$2" why="$3"

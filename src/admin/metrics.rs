@@ -1,45 +1,74 @@
-//! Prometheus metrics: request counters recorded by the proxy, plus the fill engine's and
-//! store's counters read at scrape time. Labels are low-cardinality (route, status class):
-//! no repo names, no client addresses.
+//! Prometheus metrics, exported on the admin listener's `/metrics`: request metrics recorded
+//! by the proxy, and collectors that read the fill engine, the store, the upstream chain and
+//! the process at scrape time. Labels are low-cardinality (route, status class, outcome,
+//! storage root; repo names only for the bounded top 10): never a client address.
+//!
+//! Other parts add their own collectors with [`Metrics::register`]. Every metric is listed in
+//! `docs/metrics.md`.
+
+mod fills;
+mod process;
+mod repos;
+mod requests;
+mod store;
+
+use std::sync::Arc;
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
-use prometheus::{Encoder, IntCounter, IntCounterVec, Opts, Registry, TextEncoder};
+use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
+use super::activity::{now_ms, Activity, RecentError};
 use crate::fetch::{FillEngine, FillStats};
+use crate::store::Store;
+
+pub use repos::EXPORTED_REPOS;
+pub use requests::{status_class, RequestSample};
+pub use store::{usage_max_age, RootReport, StoreUsage};
 
 /// The values of `hubcache_config_reloads_total{result}` (shown from 0).
 pub const RELOAD_RESULTS: [&str; 3] = ["ok", "invalid", "failed"];
 
-/// The metrics of one hubcache instance.
+/// The metrics and recent activity of one hubcache instance.
 pub struct Metrics {
     registry: Registry,
-    requests: IntCounterVec,
-    response_bytes: IntCounterVec,
+    requests: requests::RequestMetrics,
     reloads: IntCounterVec,
+    activity: Arc<Activity>,
+    store_usage: Arc<StoreUsage>,
+    started_ms: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
 #[error("metrics: {0}")]
 pub struct MetricsError(#[from] prometheus::Error);
 
+/// Totals the status page shows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Totals {
+    pub served_cache_bytes: u64,
+    pub served_upstream_bytes: u64,
+    pub upstream_fill_bytes: u64,
+    pub hits: u64,
+    pub partial_hits: u64,
+    pub misses: u64,
+    pub upstream_rate_limited: u64,
+}
+
 impl Metrics {
-    pub fn new(fill: FillEngine) -> Result<Self, MetricsError> {
+    pub fn new(fill: FillEngine, store: Arc<Store>) -> Result<Self, MetricsError> {
         let registry = Registry::new();
-        let requests = IntCounterVec::new(
-            Opts::new(
-                "hubcache_requests_total",
-                "Requests answered, by route and status class",
-            ),
-            &["route", "status"],
-        )?;
-        let response_bytes = IntCounterVec::new(
-            Opts::new(
-                "hubcache_response_body_bytes_total",
-                "Response body bytes sent to clients, by route",
-            ),
-            &["route"],
-        )?;
+        let requests = requests::RequestMetrics::new(&registry)?;
+        let activity = Arc::new(Activity::default());
+        let store_usage = Arc::new(StoreUsage::new(store));
+        registry.register(Box::new(FillCollector::new(fill.clone())?))?;
+        registry.register(Box::new(fills::FillGauges::new(fill)?))?;
+        registry.register(Box::new(store::StoreCollector::new(Arc::clone(
+            &store_usage,
+        ))?))?;
+        registry.register(Box::new(repos::RepoCollector::new(Arc::clone(&activity))?))?;
+        registry.register(Box::new(process::ProcessCollector::new()?))?;
+        registry.register(Box::new(crate::upstream::metrics_collector()))?;
         let reloads = IntCounterVec::new(
             Opts::new(
                 "hubcache_config_reloads_total",
@@ -51,15 +80,22 @@ impl Metrics {
             reloads.with_label_values(&[result]);
         }
         registry.register(Box::new(reloads.clone()))?;
-        registry.register(Box::new(requests.clone()))?;
-        registry.register(Box::new(response_bytes.clone()))?;
-        registry.register(Box::new(FillCollector::new(fill)?))?;
-        registry.register(Box::new(crate::upstream::metrics_collector()))?;
+        let build = IntGauge::with_opts(
+            Opts::new(
+                "hubcache_build_info",
+                "Always 1; the version label says which hubcache runs",
+            )
+            .const_label("version", env!("CARGO_PKG_VERSION")),
+        )?;
+        build.set(1);
+        registry.register(Box::new(build))?;
         Ok(Self {
             registry,
             requests,
-            response_bytes,
             reloads,
+            activity,
+            store_usage,
+            started_ms: now_ms(),
         })
     }
 
@@ -68,34 +104,85 @@ impl Metrics {
         self.reloads.with_label_values(&[result]).inc();
     }
 
-    /// Adds a collector read at every scrape (eviction, alert sinks, ...).
+    /// Add a collector (another part's metrics) to what `/metrics` exports.
     pub fn register(&self, collector: Box<dyn Collector>) -> Result<(), MetricsError> {
         Ok(self.registry.register(collector)?)
     }
 
-    /// Count one answered request.
-    pub fn record_request(&self, route: &str, status: u16, body_bytes: usize) {
-        let class = match status {
-            0 => "none",
-            100..=199 => "1xx",
-            200..=299 => "2xx",
-            300..=399 => "3xx",
-            400..=499 => "4xx",
-            _ => "5xx",
-        };
-        self.requests.with_label_values(&[route, class]).inc();
-        self.response_bytes
-            .with_label_values(&[route])
-            .inc_by(body_bytes as u64);
+    /// Count one answered request, its repo and, if it failed on hubcache's or an upstream's
+    /// side, remember it among the recent errors.
+    pub fn record(&self, sample: &RequestSample<'_>) {
+        self.requests.record(sample);
+        if let Some(repo) = sample.repo {
+            if (200..400).contains(&sample.status) {
+                self.activity.record_repo(repo, sample.body_bytes);
+            }
+        }
+        if sample.status >= 500 || sample.status == 429 || sample.error.is_some() {
+            self.activity.record_error(RecentError {
+                at_ms: now_ms(),
+                method: sample.method.to_string(),
+                route: sample.route.to_string(),
+                repo: sample.repo.map(str::to_string),
+                path: sample.path.to_string(),
+                status: sample.status,
+                error: sample.error.map(str::to_string),
+                upstream: sample.upstream.map(str::to_string),
+            });
+        }
     }
 
-    /// The Prometheus text exposition of every metric.
+    /// Count one answered request (route, status and body bytes only).
+    pub fn record_request(&self, route: &str, status: u16, body_bytes: usize) {
+        self.record(&RequestSample {
+            route,
+            status,
+            body_bytes: body_bytes as u64,
+            ..RequestSample::default()
+        });
+    }
+
+    /// Walk the storage roots again if the last walk is stale (see [`usage_max_age`]).
+    pub async fn refresh(&self) {
+        self.store_usage.refresh().await;
+    }
+
+    /// The Prometheus text exposition of every metric (store usage as last walked).
     pub fn render(&self) -> Vec<u8> {
+        self.requests
+            .set_upstream_rate_limited(crate::upstream::rate_limited_total());
         let mut out = Vec::new();
         if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
             log::warn!("cannot encode metrics: {e}");
         }
         out
+    }
+
+    pub fn activity(&self) -> &Activity {
+        &self.activity
+    }
+
+    /// Health, space and usage of every storage root.
+    pub fn roots(&self) -> Vec<RootReport> {
+        self.store_usage.report()
+    }
+
+    /// When this instance started (ms since the Unix epoch).
+    pub fn started_ms(&self) -> u64 {
+        self.started_ms
+    }
+
+    pub fn totals(&self, fill: &FillStats) -> Totals {
+        let (hits, partial_hits, misses) = self.requests.outcomes();
+        Totals {
+            served_cache_bytes: FillStats::get(&fill.served_cache_bytes),
+            served_upstream_bytes: FillStats::get(&fill.served_upstream_bytes),
+            upstream_fill_bytes: FillStats::get(&fill.upstream_bytes),
+            hits,
+            partial_hits,
+            misses,
+            upstream_rate_limited: crate::upstream::rate_limited_total(),
+        }
     }
 }
 
@@ -194,13 +281,11 @@ impl Collector for FillCollector {
 mod tests {
     use super::*;
     use crate::fetch::{FillMode, FillSettings};
-    use crate::store::{Durability, Store};
-    use crate::upstream::UpstreamChain;
-    use std::sync::Arc;
+    use crate::store::Durability;
 
     fn engine(dir: &std::path::Path) -> FillEngine {
         let store = Arc::new(Store::open(dir, Durability::Os).unwrap());
-        let upstream = Arc::new(UpstreamChain::new(&[], true).unwrap());
+        let upstream = Arc::new(crate::upstream::UpstreamChain::new(&[], true).unwrap());
         FillEngine::new(
             store,
             upstream,
@@ -217,10 +302,15 @@ mod tests {
         )
     }
 
+    fn metrics(dir: &std::path::Path) -> Metrics {
+        let store = Arc::new(Store::open(dir, Durability::Os).unwrap());
+        Metrics::new(engine(dir), store).unwrap()
+    }
+
     #[test]
     fn rendered_metrics_include_requests_and_fill_counters() {
         let dir = tempfile::tempdir().unwrap();
-        let metrics = Metrics::new(engine(dir.path())).unwrap();
+        let metrics = metrics(dir.path());
         metrics.record_request("resolve", 206, 1000);
         metrics.record_request("resolve", 404, 10);
         let text = String::from_utf8(metrics.render()).unwrap();
@@ -231,25 +321,114 @@ mod tests {
         assert!(text.contains(r#"hubcache_requests_total{route="resolve",status="4xx"} 1"#));
         assert!(text.contains(r#"hubcache_response_body_bytes_total{route="resolve"} 1010"#));
         assert!(text.contains("hubcache_verify_failures_total 0"));
+        assert!(text
+            .contains(r#"hubcache_request_duration_seconds_bucket{route="resolve",le="0.001"} 2"#));
+        assert!(text.contains("hubcache_fills_in_flight 0"));
+        assert!(text.contains("process_resident_memory_bytes "));
+        assert!(text.contains(r#"hubcache_build_info{version=""#));
     }
 
     #[test]
-    fn config_reloads_are_counted_by_result_from_zero() {
+    fn samples_move_served_bytes_outcomes_repos_and_errors() {
         let dir = tempfile::tempdir().unwrap();
-        let metrics = Metrics::new(engine(dir.path())).unwrap();
-        metrics.record_reload("invalid");
+        let metrics = metrics(dir.path());
+        let sample = RequestSample {
+            method: "GET",
+            route: "resolve",
+            repo: Some("models/acme/x"),
+            path: "/acme/x/resolve/main/a.bin",
+            status: 200,
+            body_bytes: 300,
+            outcome: Some("partial"),
+            ..RequestSample::default()
+        };
+        metrics.record(&sample);
+        metrics.record(&RequestSample {
+            status: 502,
+            error: Some("upstream gave up"),
+            ..sample.clone()
+        });
+        metrics.record(&RequestSample {
+            status: 429,
+            ..sample.clone()
+        });
         let text = String::from_utf8(metrics.render()).unwrap();
+        for line in [
+            r#"hubcache_served_bytes_total{source="cache"} 0"#,
+            r#"hubcache_cache_requests_total{outcome="partial"} 3"#,
+            r#"hubcache_cache_requests_total{outcome="hit"} 0"#,
+            r#"hubcache_repo_requests_total{repo="models/acme/x"} 1"#,
+            r#"hubcache_rate_limited_total{side="client"} 1"#,
+            r#"hubcache_rate_limited_total{side="upstream"} 0"#,
+        ] {
+            assert!(text.contains(line), "{line} missing:\n{text}");
+        }
+        let errors = metrics.activity().recent_errors();
+        assert_eq!(
+            errors.iter().map(|e| e.status).collect::<Vec<_>>(),
+            [429, 502]
+        );
+        assert_eq!(errors[1].error.as_deref(), Some("upstream gave up"));
+    }
+
+    #[test]
+    fn store_usage_appears_per_root_after_a_refresh() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = metrics(dir.path());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(metrics.refresh());
+        let text = String::from_utf8(metrics.render()).unwrap();
+        let root = dir.path().display().to_string();
         assert!(
-            text.contains(r#"hubcache_config_reloads_total{result="invalid"} 1"#),
+            text.contains(&format!(r#"hubcache_store_used_bytes{{root="{root}"}} 0"#)),
             "{text}"
         );
-        assert!(
-            text.contains(r#"hubcache_config_reloads_total{result="ok"} 0"#),
-            "{text}"
-        );
-        assert!(
-            text.contains(r#"hubcache_config_reloads_total{result="failed"} 0"#),
-            "{text}"
-        );
+        assert!(text.contains(&format!(
+            r#"hubcache_store_root_healthy{{root="{root}"}} 1"#
+        )));
+        assert!(text.contains(&format!(
+            r#"hubcache_store_capacity_bytes{{root="{root}"}} "#
+        )));
+    }
+
+    #[test]
+    fn docs_list_every_exported_metric() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = metrics(dir.path());
+        metrics.record_request("resolve", 200, 1);
+        metrics.activity().record_repo("models/a/b", 1);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(metrics.refresh());
+        let text = String::from_utf8(metrics.render()).unwrap();
+        let docs = include_str!("../../docs/metrics.md");
+        let names: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split(' ').next())
+            .collect();
+        assert!(names.len() >= 30, "{names:?}");
+        for name in names {
+            assert!(
+                docs.contains(&format!("| `{name}` |")),
+                "docs/metrics.md does not list {name}"
+            );
+        }
+    }
+
+    #[test]
+    fn other_parts_can_register_collectors() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = metrics(dir.path());
+        let extra = IntCounter::new("hubcache_test_extra_total", "test").unwrap();
+        extra.inc_by(3);
+        metrics.register(Box::new(extra)).unwrap();
+        let text = String::from_utf8(metrics.render()).unwrap();
+        assert!(text.contains("hubcache_test_extra_total 3"), "{text}");
     }
 }

@@ -35,9 +35,10 @@ pub fn plan(running: &Config, file: Config) -> Plan {
         upstreams,
         fill,
         server,
-        log_level,
         watch_config,
         plugins,
+        admin,
+        log,
     } = file;
     let applied = &mut plan.applied;
     let (changed, upgrade) = (&mut plan.changed, &mut plan.needs_upgrade);
@@ -54,7 +55,9 @@ pub fn plan(running: &Config, file: Config) -> Plan {
     );
     take("auth_ttl", &mut applied.auth_ttl, auth_ttl, changed);
     take("upstreams", &mut applied.upstreams, upstreams, changed);
-    take("log_level", &mut applied.log_level, log_level, changed);
+    take("log", &mut applied.log, log, changed);
+    // The admin listener is a socket; its token is read by the admin service at start.
+    keep("admin", &running.admin, &admin, upgrade);
     plugin_keys(&mut applied.plugins, plugins, changed, upgrade);
     take(
         "watch_config",
@@ -304,7 +307,7 @@ mod tests {
         let running = parse("upstreams: [{url: http://a:1}, {url: http://b:1}]");
         let file = parse(
             "offline: true\nrevision_ttl: 5s\nauth_ttl: 1m\npublic_url: http://m:1\n\
-             log_level: debug\nwatch_config: true\nupstreams: [{url: http://b:1}, {url: http://a:1, timeout: 2s}]\n\
+             log: {level: debug}\nwatch_config: true\nupstreams: [{url: http://b:1}, {url: http://a:1, timeout: 2s}]\n\
              fill: {mode: on_demand, segment: 1MiB, connections_per_file: 2, \
              connections_total: 3, read_ahead: 0, background_fills: 1}",
         );
@@ -318,7 +321,7 @@ mod tests {
                 "revision_ttl",
                 "auth_ttl",
                 "upstreams",
-                "log_level",
+                "log",
                 "watch_config",
                 "fill.mode",
                 "fill.segment",

@@ -90,7 +90,8 @@ impl App {
             upstream,
             current.map(|s| Arc::clone(&s.fill)),
         );
-        let metrics = Metrics::new(fill.clone()).map_err(|e| StartError::Metrics(e.to_string()))?;
+        let metrics = Metrics::new(fill.clone(), Arc::clone(&store))
+            .map_err(|e| StartError::Metrics(e.to_string()))?;
         Ok(Arc::new(Self {
             settings,
             store,

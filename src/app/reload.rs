@@ -144,8 +144,8 @@ impl App {
         if !Arc::ptr_eq(&before.fill, &now.fill) {
             self.fill.follow_settings();
         }
-        if before.config.log_level != now.config.log_level {
-            crate::logging::apply(&now.config.log_level);
+        if before.config.log != now.config.log {
+            crate::logging::configure(now.config.log.format, now.config.log.level);
         }
     }
 }

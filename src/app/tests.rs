@@ -132,7 +132,10 @@ fn reordered_upstreams_keep_their_objects_and_other_sections_are_reused() {
     app.reload(
         None,
         Ok(Config {
-            log_level: crate::config::LogLevel::parse("debug").unwrap(),
+            log: crate::config::LogConfig {
+                level: crate::config::LogLevel::Debug,
+                ..after.config.log
+            },
             ..after.config.clone()
         }),
     );

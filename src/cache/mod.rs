@@ -23,7 +23,7 @@ use pingora::cache::{CacheMeta, Storage};
 use pingora::http::ResponseHeader;
 use pingora::{Error, ErrorType, Result};
 
-use crate::fetch::{BlobFill, BlobReader, BlobSource, FillEngine};
+use crate::fetch::{BlobFill, BlobReader, BlobSource, FillEngine, ReadTally};
 use crate::store::BlobId;
 
 /// Bytes handed to Pingora per `read_body` call.
@@ -43,6 +43,10 @@ pub struct ServedBlob {
     /// Which download this request belongs to (client address and agent), so that the range
     /// requests of one download count as one read of the blob.
     pub download: Option<u64>,
+    /// Counts the bytes served, by where they came from (for metrics and the access log).
+    pub tally: Arc<ReadTally>,
+    /// The byte ranges that were cached when the request arrived (`None`: not known).
+    pub cached_at_open: Option<Arc<Vec<std::ops::Range<u64>>>>,
 }
 
 impl ServedBlob {
@@ -75,12 +79,15 @@ impl Storage for BlobStorage {
         // Blobs are immutable: fresh "forever" (a year is plenty; nothing is stored).
         let fresh_until = now + Duration::from_secs(365 * 24 * 3600);
         let meta = CacheMeta::new(fresh_until, now, 0, 0, blob.response_header()?);
-        let mut reader = blob.engine.reader(
-            blob.id.clone(),
-            blob.size,
-            blob.source.clone(),
-            blob.fill.clone(),
-        );
+        let mut reader = blob
+            .engine
+            .reader(
+                blob.id.clone(),
+                blob.size,
+                blob.source.clone(),
+                blob.fill.clone(),
+            )
+            .with_tally(Some(Arc::clone(&blob.tally)), blob.cached_at_open.clone());
         if let Some(download) = blob.download {
             reader.count_as(download);
         }

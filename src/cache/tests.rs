@@ -31,6 +31,8 @@ fn a_seek_after_falling_back_to_an_uncached_stream_serves_the_new_range() {
             source: Some(source("full.bin", size, None)),
             fill: None,
             download: None,
+            tally: Default::default(),
+            cached_at_open: None,
         });
         let mut key = CacheKey::new("", "full.bin");
         key.extensions.insert(Arc::clone(&served));

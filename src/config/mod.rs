@@ -13,7 +13,8 @@
 
 pub mod env;
 mod error;
-mod log_level;
+mod operate;
+mod operate_raw;
 pub mod plugins;
 mod plugins_raw;
 mod raw;
@@ -29,11 +30,11 @@ use serde_path_to_error::Segment;
 use serde_yaml::Value;
 
 pub use error::ConfigError;
-pub use log_level::LogLevel;
 pub use plugins::{AlertConfig, EvictionConfig, PluginsConfig, RepoGlob, Share};
 pub use schema::{
-    defaults, CacheConfig, Config, Durability, FillConfig, FillMode, HealthConfig, ServerConfig,
-    Trust, UpstreamConfig, UpstreamProxy,
+    defaults, AdminConfig, AdminToken, CacheConfig, Config, Durability, FillConfig, FillMode,
+    HealthConfig, LogConfig, LogFormat, LogLevel, ServerConfig, Trust, UpstreamConfig,
+    UpstreamProxy,
 };
 pub use units::{ByteSize, HumanDuration};
 
@@ -112,7 +113,7 @@ impl Config {
 fn tidy(value: &mut Value, path: &mut String) -> Result<(), ConfigError> {
     match value {
         Value::Mapping(map) => {
-            map.retain(|_, v| !v.is_null());
+            map.retain(|k, v| !v.is_null() || null_means_off(path, k));
             for (key, child) in map.iter_mut() {
                 let Value::String(key) = key else {
                     let at = if path.is_empty() { TOP_LEVEL } else { path };
@@ -142,6 +143,18 @@ fn tidy(value: &mut Value, path: &mut String) -> Result<(), ConfigError> {
         _ => {}
     }
     Ok(())
+}
+
+/// Whether `key` under the mapping at `path` is one whose `null` means "off".
+fn null_means_off(path: &str, key: &Value) -> bool {
+    let Some(key) = key.as_str() else {
+        return false;
+    };
+    operate_raw::NULL_MEANS_OFF.iter().any(|full| {
+        full.strip_suffix(key)
+            .and_then(|prefix| prefix.strip_suffix('.'))
+            .is_some_and(|prefix| prefix == path)
+    })
 }
 
 fn describe(value: &Value) -> String {
@@ -306,7 +319,6 @@ mod tests {
         assert_eq!(c.server.runtime_dir, None);
         assert_eq!(c.server.upgrade_sock, None);
         assert_eq!(c.server.pid_file, None);
-        assert_eq!(c.log_level.as_str(), "info");
         assert!(!c.watch_config);
         assert_eq!(c.server.max_connections, 4096);
         assert_eq!(c.server.header_timeout, Duration::from_secs(20));
@@ -314,6 +326,13 @@ mod tests {
         assert_eq!(c.server.body_timeout, Duration::from_secs(30));
         assert_eq!(c.server.send_timeout, Duration::from_secs(60));
         assert_eq!(c.server.tcp_keepalive, Duration::from_secs(60));
+        assert_eq!(
+            c.admin.listen,
+            Some("127.0.0.1:8091".parse::<SocketAddr>().unwrap())
+        );
+        assert_eq!(c.admin.token, None);
+        assert_eq!(c.log.format, LogFormat::Text);
+        assert_eq!(c.log.level, LogLevel::Info);
     }
 
     #[test]
@@ -450,7 +469,7 @@ server:
   body_timeout: 7s
   send_timeout: 2m
   tcp_keepalive: 30s
-log_level: warn,hubcache=debug
+log: {level: debug, format: json}
 watch_config: true
 "#,
         );
@@ -523,7 +542,8 @@ watch_config: true
             }
         );
         assert_eq!(c.server.idle_timeout_secs(), 2);
-        assert_eq!(c.log_level.as_str(), "warn,hubcache=debug");
+        assert_eq!(c.log.level, LogLevel::Debug);
+        assert_eq!(c.log.format, LogFormat::Json);
         assert!(c.watch_config);
         assert_eq!(
             c.cache_roots(),
@@ -873,8 +893,6 @@ watch_config: true
             );
         }
         assert_rejected("server: {runtime_dir: ''}", "server.runtime_dir", "empty");
-        assert_rejected("log_level: verbose", "log_level", "is not a level");
-        assert_rejected("log_level: 3", "log_level", "expected a level");
         assert_rejected("cache: 5", "cache", "expected a mapping of cache settings");
     }
 

@@ -15,10 +15,10 @@ use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
 use super::error::ConfigError;
-use super::log_level::LogLevel;
+use super::operate_raw::{RawAdmin, RawLog};
 use super::schema::{
-    defaults, CacheConfig, Config, Durability, FillConfig, FillMode, HealthConfig, ServerConfig,
-    Trust, UpstreamConfig, UpstreamProxy,
+    defaults, CacheConfig, Config, Durability, FillConfig, FillMode, HealthConfig, LogConfig,
+    ServerConfig, Trust, UpstreamConfig, UpstreamProxy,
 };
 use super::units::{ByteSize, HumanDuration};
 
@@ -35,8 +35,9 @@ pub(crate) struct RawConfig {
     fill: Option<RawFill>,
     server: Option<RawServer>,
     plugins: Option<super::plugins_raw::RawPlugins>,
-    log_level: Option<RawLogLevel>,
     watch_config: Option<bool>,
+    admin: Option<RawAdmin>,
+    log: Option<RawLog>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -150,6 +151,12 @@ impl RawConfig {
         let fill = self.fill.unwrap_or_default().into_config()?;
         let server = self.server.unwrap_or_default().into_config()?;
         let plugins = self.plugins.unwrap_or_default().into_config()?;
+        let admin = self.admin.unwrap_or_default().into_config();
+        let log = self.log.unwrap_or_default();
+        let log = LogConfig {
+            format: log.format.map(|f| f.0).unwrap_or_default(),
+            level: log.level.map(|l| l.0).unwrap_or_default(),
+        };
 
         Ok(Config {
             listen: self
@@ -164,8 +171,9 @@ impl RawConfig {
             fill,
             server,
             plugins,
-            log_level: self.log_level.map(|l| l.0).unwrap_or_default(),
             watch_config: self.watch_config.unwrap_or(false),
+            admin,
+            log,
         })
     }
 }
@@ -465,7 +473,7 @@ pub(crate) fn normalize_root(path: &Path) -> PathBuf {
 }
 
 /// Deserialises a string value through `parse`, which returns the reason on failure.
-fn deserialize_parsed<'de, D, T>(
+pub(super) fn deserialize_parsed<'de, D, T>(
     deserializer: D,
     expecting: &'static str,
     parse: fn(&str) -> Result<T, String>,
@@ -651,20 +659,6 @@ impl<'de> Deserialize<'de> for ProbePath {
     }
 }
 
-/// `log_level`.
-#[derive(Debug)]
-struct RawLogLevel(LogLevel);
-
-impl<'de> Deserialize<'de> for RawLogLevel {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        deserialize_parsed(
-            d,
-            "a level such as info or debug, or directives such as warn,hubcache=debug",
-            |text| LogLevel::parse(text).map(RawLogLevel),
-        )
-    }
-}
-
 /// A file or directory path that is not empty.
 #[derive(Debug)]
 struct NonEmptyPath(PathBuf);
@@ -768,9 +762,9 @@ impl<'de> Deserialize<'de> for Threads {
 
 /// An enum read by its `FromStr` name (`fsync`, `on_demand`, ...).
 #[derive(Debug)]
-struct Named<T>(T);
+pub(super) struct Named<T>(pub(super) T);
 
-trait NamedEnum: std::str::FromStr<Err = String> {
+pub(super) trait NamedEnum: std::str::FromStr<Err = String> {
     const EXPECTING: &'static str;
 }
 

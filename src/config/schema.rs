@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use super::log_level::LogLevel;
+pub use super::operate::{AdminConfig, AdminToken, LogConfig, LogFormat, LogLevel};
 
 /// Built-in default values (the same as `conf/hubcache.yaml`).
 pub mod defaults {
@@ -65,6 +65,7 @@ pub mod defaults {
     pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
     pub const SEND_TIMEOUT: Duration = Duration::from_secs(60);
     pub const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
+    pub const ADMIN_LISTEN: &str = "127.0.0.1:8091";
 
     /// The default for `server.threads` (`auto`): the number of CPUs this process may use.
     pub fn threads() -> usize {
@@ -92,10 +93,10 @@ pub struct Config {
     pub fill: FillConfig,
     pub server: ServerConfig,
     pub plugins: super::plugins::PluginsConfig,
-    /// Which log lines are written (`RUST_LOG`, when set, wins).
-    pub log_level: LogLevel,
     /// Reload the config file when it changes (polled), as on SIGHUP.
     pub watch_config: bool,
+    pub admin: AdminConfig,
+    pub log: LogConfig,
 }
 
 /// `cache:` — where and how blobs are stored.
@@ -472,14 +473,16 @@ impl Default for Config {
             fill: FillConfig::default(),
             server: ServerConfig::default(),
             plugins: Default::default(),
-            log_level: LogLevel::default(),
             watch_config: false,
+            admin: AdminConfig::default(),
+            log: LogConfig::default(),
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::operate::{LogFormat, LogLevel};
     use super::*;
 
     #[test]
@@ -497,6 +500,12 @@ mod tests {
         }
         for name in Trust::NAMES {
             assert_eq!(name.parse::<Trust>().unwrap().to_string(), name);
+        }
+        for name in LogFormat::NAMES {
+            assert_eq!(name.parse::<LogFormat>().unwrap().to_string(), name);
+        }
+        for name in LogLevel::NAMES {
+            assert_eq!(name.parse::<LogLevel>().unwrap().to_string(), name);
         }
         assert!("Fsync".parse::<Durability>().is_err());
         assert!("on-demand".parse::<FillMode>().is_err());

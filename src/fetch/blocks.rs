@@ -126,6 +126,17 @@ impl BlockTable {
         self.presence.present_count() >= self.count()
     }
 
+    /// Bytes on disk of blocks being fetched (not yet committed).
+    pub(super) fn in_flight_written(&self) -> u64 {
+        self.transient
+            .values()
+            .map(|t| match t {
+                Transient::InFlight { written } => *written,
+                _ => 0,
+            })
+            .sum()
+    }
+
     /// Nothing is left to fetch or to wait for: every block is present or failed.
     pub(super) fn is_settled(&self) -> bool {
         let failed = self

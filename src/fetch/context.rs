@@ -54,6 +54,14 @@ pub struct FillStats {
     pub no_space: AtomicU64,
     /// Client ranges streamed from upstream without caching (cache full).
     pub uncached_streams: AtomicU64,
+    /// Readers waiting for a block now (a gauge).
+    pub readers_waiting: AtomicU64,
+    /// Bytes read from committed blocks after their page checksums were checked.
+    pub verified_read_bytes: AtomicU64,
+    /// File bytes handed to clients from blocks on disk when the request arrived.
+    pub served_cache_bytes: AtomicU64,
+    /// File bytes handed to clients that were fetched while they waited (or streamed uncached).
+    pub served_upstream_bytes: AtomicU64,
 }
 
 impl FillStats {
@@ -63,6 +71,10 @@ impl FillStats {
 
     pub(super) fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(super) fn sub(counter: &AtomicU64, n: u64) {
+        counter.fetch_sub(n, Ordering::Relaxed);
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 #[cfg(test)]
 use super::budget::BudgetPermit;
 use super::context::{FillContext, FillSettings, FillStats};
-use super::fill::BlobFill;
+use super::fill::{BlobFill, FillProgress};
 use super::reader::BlobReader;
 use super::registry::Registry;
 use super::{BlobSource, DirectStream, FetchError, FillObserver, Room};
@@ -121,6 +121,26 @@ impl FillEngine {
         if let Some(observer) = self.ctx.observer() {
             observer.read(id, download);
         }
+    }
+
+    /// The progress of every fill fetching bytes or with readers waiting, largest first.
+    pub fn active_fills(&self) -> Vec<FillProgress> {
+        let mut active: Vec<FillProgress> = self
+            .registry
+            .all()
+            .iter()
+            .map(|fill| fill.snapshot())
+            .filter(FillProgress::is_active)
+            .collect();
+        active.sort_by(|a, b| b.size.cmp(&a.size).then_with(|| a.blob.cmp(&b.blob)));
+        active
+    }
+
+    /// The upstream blob `id`'s bytes were last located on, if it has a live fill.
+    pub fn upstream_of(&self, id: &BlobId) -> Option<crate::upstream::UpstreamId> {
+        self.registry
+            .live(id)
+            .and_then(|fill| fill.snapshot().upstream)
     }
 
     /// A reader of `[0, size)` of blob `id`: from the store through its fill, or (when the

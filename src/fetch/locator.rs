@@ -35,6 +35,9 @@ pub(super) struct Locator {
     sources: Mutex<Sources>,
     /// The last location found; the async mutex makes one locate per blob at a time.
     cached: tokio::sync::Mutex<Option<(Location, Instant)>>,
+    /// Index of the upstream the last location is on (`usize::MAX`: none yet), readable
+    /// without waiting for a locate in progress.
+    last_upstream: parking_lot::Mutex<Option<UpstreamId>>,
 }
 
 impl Locator {
@@ -45,7 +48,20 @@ impl Locator {
                 ..Sources::default()
             }),
             cached: tokio::sync::Mutex::new(None),
+            last_upstream: parking_lot::Mutex::new(None),
         }
+    }
+
+    /// The upstream the bytes were last located on.
+    pub(super) fn last_upstream(&self) -> Option<UpstreamId> {
+        *self.last_upstream.lock()
+    }
+
+    /// The repo (`models/org/name`) and path the bytes are fetched as, for status pages.
+    pub(super) fn describe(&self) -> Option<(String, String)> {
+        let sources = self.sources.lock();
+        let source = sources.current.as_ref()?;
+        Some((source.repo.to_string(), source.path.as_str().to_string()))
     }
 
     pub(super) fn has_source(&self) -> bool {
@@ -100,6 +116,7 @@ impl Locator {
                 .await?
             {
                 Ok(location) => {
+                    *self.last_upstream.lock() = Some(location.upstream);
                     *cached = Some((location.clone(), Instant::now()));
                     return Ok(location);
                 }

@@ -40,9 +40,9 @@ pub use context::{FillSettings, FillStats};
 pub use direct::DirectStream;
 pub use engine::FillEngine;
 pub use error::FetchError;
-pub use fill::BlobFill;
+pub use fill::{BlobFill, CacheShare, FillProgress, ReadSource};
 pub use observer::{FillObserver, Room};
-pub use reader::BlobReader;
+pub use reader::{BlobReader, ReadTally};
 
 use crate::hf::{self, Repo, RepoPath, Revision};
 

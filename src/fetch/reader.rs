@@ -3,12 +3,40 @@
 //! the range from upstream uncached. A seek starts over: from the store again, and a new
 //! uncached stream if the cache is still full.
 
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::{BlobFill, BlobSource, DirectStream, FetchError, FillEngine};
+use super::{BlobFill, BlobSource, DirectStream, FetchError, FillEngine, FillStats, ReadSource};
 use crate::store::BlobId;
+
+/// Bytes one request read, by where they came from: blocks already on disk when it asked
+/// (`cache`), or blocks fetched while it waited and uncached streams (`upstream`).
+#[derive(Debug, Default)]
+pub struct ReadTally {
+    cache: AtomicU64,
+    upstream: AtomicU64,
+}
+
+impl ReadTally {
+    fn add(&self, source: ReadSource, n: u64) {
+        let counter = match source {
+            ReadSource::Cache => &self.cache,
+            ReadSource::Upstream => &self.upstream,
+        };
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// (bytes from the cache, bytes from upstream).
+    pub fn get(&self) -> (u64, u64) {
+        (
+            self.cache.load(Ordering::Relaxed),
+            self.upstream.load(Ordering::Relaxed),
+        )
+    }
+}
 
 pub struct BlobReader {
     engine: FillEngine,
@@ -23,6 +51,10 @@ pub struct BlobReader {
     end: u64,
     /// The download this reader serves, counted as a read of the blob with its first bytes.
     download: Option<u64>,
+    tally: Option<Arc<ReadTally>>,
+    /// Byte ranges whose blocks were on disk when the request arrived (`None`: unknown, the
+    /// fill says per read): bytes elsewhere count as fetched for this request.
+    cached_at_open: Option<Arc<Vec<Range<u64>>>>,
 }
 
 impl BlobReader {
@@ -43,6 +75,8 @@ impl BlobReader {
             pos: 0,
             end: size,
             download: None,
+            tally: None,
+            cached_at_open: None,
         }
     }
 
@@ -55,6 +89,30 @@ impl BlobReader {
     fn counted(&mut self) {
         if let Some(download) = self.download.take() {
             self.engine.note_read(&self.id, download);
+        }
+    }
+
+    /// Count what this reader reads, by where it came from, into `tally`: from the cache only
+    /// within `cached_at_open` (the byte ranges present when the request arrived), if given.
+    pub fn with_tally(
+        mut self,
+        tally: Option<Arc<ReadTally>>,
+        cached_at_open: Option<Arc<Vec<Range<u64>>>>,
+    ) -> Self {
+        self.tally = tally;
+        self.cached_at_open = cached_at_open;
+        self
+    }
+
+    fn count(&self, source: ReadSource, n: usize) {
+        if let Some(tally) = &self.tally {
+            tally.add(source, n as u64);
+            let stats = self.engine.stats();
+            let counter = match source {
+                ReadSource::Cache => &stats.served_cache_bytes,
+                ReadSource::Upstream => &stats.served_upstream_bytes,
+            };
+            FillStats::add(counter, n as u64);
         }
     }
 
@@ -104,6 +162,7 @@ impl BlobReader {
         let chunk = direct.next().await?;
         if let Some(bytes) = &chunk {
             self.pos += bytes.len() as u64;
+            self.count(ReadSource::Upstream, bytes.len());
         }
         Ok(chunk)
     }
@@ -127,10 +186,17 @@ impl BlobReader {
         Ok(fill)
     }
 
-    /// The next chunk from the store (through the fill engine).
+    /// The next chunk from the store (through the fill engine), counted by where it came from.
     async fn read_cached(&mut self, want: usize) -> Result<Bytes, FetchError> {
         let fill = self.fill().await?;
-        fill.read(self.pos, want).await
+        let (bytes, mut source) = fill.read_from(self.pos, want).await?;
+        if let Some(cached) = &self.cached_at_open {
+            if !cached.iter().any(|run| run.contains(&self.pos)) {
+                source = ReadSource::Upstream;
+            }
+        }
+        self.count(source, bytes.len());
+        Ok(bytes)
     }
 
     /// Switch to streaming the rest of the range from upstream without caching.

@@ -1,6 +1,7 @@
 //! Resolve requests: settle the file's metadata, then hand the bytes to the blob storage
 //! (see `cache`), which Pingora serves with its own Range/HEAD/conditional logic.
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use pingora::proxy::Session;
@@ -11,7 +12,7 @@ use super::RequestCtx;
 use crate::app::App;
 use crate::cache::ServedBlob;
 use crate::evict::DownloadId;
-use crate::fetch::{BlobFill, BlobSource, FetchError};
+use crate::fetch::{BlobFill, BlobSource, CacheShare, FetchError};
 use crate::hf::{self, HfError, RangeRequest, Repo, RepoPath, Revision};
 use crate::meta::FileMeta;
 use crate::store::BlobId;
@@ -20,10 +21,14 @@ use crate::store::BlobId;
 pub struct FileAnswer {
     pub meta: FileMeta,
     pub served: Arc<ServedBlob>,
+    /// `hit`, `partial` or `miss`: how much of what a GET asked for was cached when it
+    /// arrived; `None` for a HEAD or an empty answer.
+    pub outcome: Option<&'static str>,
 }
 
-/// The first byte a GET needs: the start of its range, or 0.
-fn first_needed_byte(session: &Session, size: u64) -> Option<u64> {
+/// The bytes a GET needs: its range, or the whole file; `None` for nothing (an empty file,
+/// an unsatisfiable range).
+fn requested_range(session: &Session, size: u64) -> Option<Range<u64>> {
     if size == 0 {
         return None;
     }
@@ -33,9 +38,9 @@ fn first_needed_byte(session: &Session, size: u64) -> Option<u64> {
         .get("range")
         .and_then(|v| v.to_str().ok());
     match range.map(|r| hf::parse_single_range(r, size)) {
-        Some(RangeRequest::Satisfiable(r)) => Some(r.start),
+        Some(RangeRequest::Satisfiable(r)) => Some(r),
         Some(RangeRequest::Unsatisfiable) => None,
-        Some(RangeRequest::Ignore) | None => Some(0),
+        Some(RangeRequest::Ignore) | None => Some(0..size),
     }
 }
 
@@ -97,6 +102,12 @@ pub async fn resolve(
     };
     let is_head = session.req_header().method == http::Method::HEAD;
     let download = Some(download_id(session));
+    let wanted = if is_head {
+        None
+    } else {
+        requested_range(session, meta.size)
+    };
+    let mut outcome = None;
     let served = if ctx.settings.config.offline {
         match offline_blob(app, &id, &meta).await {
             Some(fill) => ServedBlob {
@@ -107,6 +118,8 @@ pub async fn resolve(
                 source: None,
                 fill,
                 download,
+                tally: Default::default(),
+                cached_at_open: None,
             },
             None => {
                 let error = HfError::entry_not_found(Some(&meta.commit));
@@ -131,14 +144,17 @@ pub async fn resolve(
             verifiable: meta.verifiable,
         };
         let mut fill = None;
-        if !is_head {
-            if let Some(first) = first_needed_byte(session, meta.size) {
-                match open_and_wait(app, &id, source.clone(), first).await {
-                    Ok(opened) => fill = opened,
-                    Err(error) => {
-                        respond_hf(session, &error).await?;
-                        return Ok(true);
-                    }
+        let mut cached_at_open = None;
+        if let Some(range) = &wanted {
+            match open_and_wait(app, &id, source.clone(), range).await {
+                Ok((opened, share)) => {
+                    fill = opened;
+                    outcome = Some(share.outcome());
+                    cached_at_open = Some(Arc::new(share.cached));
+                }
+                Err(error) => {
+                    respond_hf(session, &error).await?;
+                    return Ok(true);
                 }
             }
         }
@@ -150,11 +166,18 @@ pub async fn resolve(
             source: Some(source),
             fill,
             download,
+            tally: Default::default(),
+            cached_at_open,
         }
     };
+    if ctx.settings.config.offline && wanted.is_some() {
+        // Offline, only complete files are served.
+        outcome = Some("hit");
+    }
     ctx.file = Some(FileAnswer {
         meta,
         served: Arc::new(served),
+        outcome,
     });
     Ok(false)
 }
@@ -194,15 +217,16 @@ fn fetch_failure(e: &FetchError) -> HfError {
     HfError::new(status, None, format!("hubcache: {message}"))
 }
 
-/// Open the blob's fill and wait until the first byte the client needs is readable, so an
-/// upstream that cannot deliver gets a clean 5xx instead of a 200 that breaks off.
-/// `Ok(None)` when the cache is full: the bytes are then streamed without caching.
+/// Open the blob's fill, note how much of `range` is cached, and wait until its first byte is
+/// readable, so an upstream that cannot deliver gets a clean 5xx instead of a 200 that breaks
+/// off. The fill is `None` when the cache is full: the bytes are then streamed without
+/// caching (a miss).
 async fn open_and_wait(
     app: &App,
     id: &BlobId,
     source: BlobSource,
-    first: u64,
-) -> Result<Option<Arc<BlobFill>>, HfError> {
+    range: &Range<u64>,
+) -> Result<(Option<Arc<BlobFill>>, CacheShare), HfError> {
     let gateway = |e: FetchError| {
         log::warn!("{id}: cannot serve: {e}");
         fetch_failure(&e)
@@ -211,14 +235,20 @@ async fn open_and_wait(
         Ok(fill) => fill,
         Err(FetchError::NoSpace(reason)) => {
             log::warn!("{id}: cache full ({reason}); serving without caching");
-            return Ok(None);
+            // Nothing is read from the cache: a miss.
+            let nothing = CacheShare {
+                total: 1,
+                ..CacheShare::default()
+            };
+            return Ok((None, nothing));
         }
         Err(e) => return Err(gateway(e)),
     };
-    match fill.wait_readable(first).await {
+    let share = fill.cached_share(range.start, range.end);
+    match fill.wait_readable(range.start).await {
         Ok(()) | Err(FetchError::NoSpace(_)) => {}
         Err(e) => return Err(gateway(e)),
     }
     fill.want_completion();
-    Ok(Some(fill))
+    Ok((Some(fill), share))
 }

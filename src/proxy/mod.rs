@@ -2,6 +2,7 @@
 //! and block store, or pass it through. The HF knowledge lives in `hf`, the decisions in
 //! `meta` and `fetch`; this module only wires them into Pingora's phases.
 
+mod access;
 mod api;
 mod checks;
 pub mod conn;
@@ -39,8 +40,12 @@ pub struct RequestCtx {
     settings: Arc<Settings>,
     /// Counts the request as in flight (a shutdown drains until none is left).
     _in_flight: InFlight,
+    /// When the response header was ready (proxied and cached answers).
+    header_at: Option<Instant>,
     /// Route label for logs.
     route: &'static str,
+    /// `models/org/name` when the route names a repo (for logs and metrics).
+    repo: Option<String>,
     /// The client's Authorization header.
     auth: Option<String>,
     /// Absolute base URL clients use to reach us (for Link and Location rewriting).
@@ -112,7 +117,9 @@ impl ProxyHttp for HubProxy {
             started: Instant::now(),
             settings: self.app.settings(),
             _in_flight: self.app.activity.begin(),
+            header_at: None,
             route: "unparsed",
+            repo: None,
             auth: None,
             public_base: String::new(),
             file: None,
@@ -177,6 +184,7 @@ impl ProxyHttp for HubProxy {
             }
         };
         ctx.route = route.name();
+        ctx.repo = route.repo().map(ToString::to_string);
         let app = Arc::clone(&self.app);
         match &route {
             Route::Resolve {
@@ -186,15 +194,6 @@ impl ProxyHttp for HubProxy {
             } => files::resolve(&app, session, ctx, repo, revision, path).await,
             Route::ResolveCache { repo, commit, path } => {
                 files::resolve(&app, session, ctx, repo, commit, path).await
-            }
-            Route::Other if session.req_header().uri.path() == "/metrics" => {
-                let body = bytes::Bytes::from(app.metrics.render());
-                let headers = [(
-                    "content-type".to_string(),
-                    "text/plain; version=0.0.4".to_string(),
-                )];
-                respond::respond(session, 200, &headers, body).await?;
-                Ok(true)
             }
             Route::Other => {
                 if ctx.settings.config.offline {
@@ -350,6 +349,7 @@ impl ProxyHttp for HubProxy {
             // reconnect after this answer instead of cutting its idle connection later.
             session.set_keepalive(None);
         }
+        ctx.header_at = Some(Instant::now());
         if let Some(file) = &ctx.file {
             let meta = &file.meta;
             response.remove_header("age");
@@ -428,32 +428,6 @@ impl ProxyHttp for HubProxy {
     }
 
     async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut RequestCtx) {
-        let status = session
-            .response_written()
-            .map(|r| r.status.as_u16())
-            .unwrap_or(0);
-        self.app
-            .metrics
-            .record_request(ctx.route, status, session.body_bytes_sent());
-        let req = session.req_header();
-        let elapsed = ctx.started.elapsed();
-        match error {
-            Some(e) => log::info!(
-                "{} {} {} {status} {}ms sent={} error={e}",
-                ctx.route,
-                req.method,
-                req.uri,
-                elapsed.as_millis(),
-                session.body_bytes_sent()
-            ),
-            None => log::info!(
-                "{} {} {} {status} {}ms sent={}",
-                ctx.route,
-                req.method,
-                req.uri,
-                elapsed.as_millis(),
-                session.body_bytes_sent()
-            ),
-        }
+        access::log_request(&self.app, session, error, ctx);
     }
 }

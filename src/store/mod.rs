@@ -45,6 +45,7 @@ mod locks;
 mod removal;
 mod replica;
 mod root;
+mod usage;
 mod verify;
 
 use std::collections::hash_map::DefaultHasher;
@@ -74,6 +75,7 @@ pub(crate) use fsutil::faults;
 pub use fsutil::{atomic_write, FsSpace};
 pub use removal::{ListedBlob, Removal};
 pub use root::RootStatus;
+pub use usage::RootUsage;
 pub use verify::{Problem, VerifyReport};
 
 /// I/O errors on one root's copies within a minute before [`Store::failover`] marks the root

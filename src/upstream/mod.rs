@@ -27,7 +27,7 @@ pub use metrics::{collector as metrics_collector, UpstreamCollector};
 pub use outbound::{Outbound, ProxyHop};
 pub use probe::ProbeService;
 pub use request::{asks_for_credentials, Body, Follow, HubRequest, HubResponse, Location};
-pub use select::{parse_retry_after, InFlight, Outcome};
+pub use select::{parse_retry_after, rate_limited_total, InFlight, Outcome};
 
 #[cfg(test)]
 mod chain_tests;

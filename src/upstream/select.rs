@@ -3,7 +3,7 @@
 //! [`UpstreamChain::finish`], which feed the upstream's [`Health`](super::health::Health), its
 //! metrics, the log, and the [`UpstreamEvents`](super::events::UpstreamEvents) sink.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -17,6 +17,15 @@ use super::id::UpstreamId;
 
 /// The longest `Retry-After` honoured (a longer one is cut to this).
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// 429 answers from any upstream since the process started (metadata, fills and
+/// pass-through; process-wide, so a chain rebuilt by a reload keeps counting).
+static RATE_LIMITED: AtomicU64 = AtomicU64::new(0);
+
+/// 429 answers received from upstreams since the process started.
+pub fn rate_limited_total() -> u64 {
+    RATE_LIMITED.load(Ordering::Relaxed)
+}
 
 /// How one request to an upstream ended, as far as its health is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,6 +176,7 @@ impl UpstreamChain {
             outcome,
             Outcome::Throttled(_) | Outcome::Failed(FailureKind::TooManyRequests)
         ) {
+            RATE_LIMITED.fetch_add(1, Ordering::Relaxed);
             self.events().rate_limited(&upstream.origin());
         }
         let meters = upstream.meters();

@@ -57,7 +57,7 @@ def download(mirror, repo: str, path: str, agent: str = "e2e", timeout: float = 
 
 
 def metrics(mirror) -> str:
-    return mirror.get("/metrics", timeout=10).text
+    return mirror.metrics_text()
 
 
 def metric(mirror, name: str, labels: str = "") -> float:

@@ -357,7 +357,9 @@ def upstream_entry(upstream) -> dict:
 
 
 class Mirror:
-    """One `hubcache serve` process with a generated config (JSON is valid YAML)."""
+    """One `hubcache serve` process with a generated config (JSON is valid YAML). Its admin
+    listener (metrics, status, admin API) gets a free port of its own (`admin_url`), unless the
+    overrides say `admin={"listen": None}`."""
 
     START_TIMEOUT = 20.0
 
@@ -377,12 +379,22 @@ class Mirror:
         self.overrides = overrides
         self.proc: subprocess.Popen | None = None
         self.port = 0
+        self.admin_port = 0
         self.http = session()
         self.start()
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def admin_enabled(self) -> bool:
+        admin = self.overrides.get("admin") or {}
+        return not ("listen" in admin and admin["listen"] is None)
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
 
     def config(self) -> dict:
         base = {
@@ -394,6 +406,7 @@ class Mirror:
             "revision_ttl": "60s",
             "server": {"threads": 2, "grace_period": "1s",
                        "runtime_dir": str(self.runtime_dir)},
+            "admin": {"listen": f"127.0.0.1:{self.admin_port}"},
         }
         return deep_merge(base, self.overrides)
 
@@ -405,6 +418,9 @@ class Mirror:
         last_error = ""
         for _attempt in range(3):
             self.port = port or free_port()
+            self.admin_port = free_port() if self.admin_enabled else 0
+            if self.admin_enabled and (self.overrides.get("admin") or {}).get("listen"):
+                self.admin_port = int(str(self.overrides["admin"]["listen"]).rsplit(":", 1)[1])
             self.config_path.write_text(json.dumps(self.config(), indent=2))
             log = open(self.log_path, "ab")
             log.write(f"\n===== start {self.name} on port {self.port} =====\n".encode())
@@ -425,7 +441,8 @@ class Mirror:
                 if self.proc.poll() is not None:
                     raise RuntimeError(f"hubcache exited with {self.proc.returncode} at start:\n"
                                        f"{tail(self.log_path)}")
-                if pid_listens_on(self.proc.pid, self.port):
+                if pid_listens_on(self.proc.pid, self.port) and (
+                        not self.admin_enabled or pid_listens_on(self.proc.pid, self.admin_port)):
                     return
                 if "is in use" in tail(self.log_path, 5):
                     last_error = f"port {self.port} in use"
@@ -498,6 +515,44 @@ class Mirror:
 
     def raw(self, method: str, raw_path: str, headers: dict | None = None, body: bytes | None = None):
         return raw_request(self.url, method, raw_path, headers, body)
+
+    # ---- the admin listener ----------------------------------------------------------------
+
+    def admin(self, method: str, path: str, **kw) -> requests.Response:
+        kw.setdefault("allow_redirects", False)
+        kw.setdefault("timeout", 30)
+        return self.http.request(method, self.admin_url + path, **kw)
+
+    def metrics_text(self) -> str:
+        r = self.admin("GET", "/metrics")
+        assert r.status_code == 200, f"admin /metrics: {r.status_code} {r.text[:300]}"
+        return r.text
+
+    def metric(self, name: str, labels: str = "") -> float:
+        """The value of one sample: `metric("hubcache_served_bytes_total", 'source="cache"')`;
+        0 when the series does not exist (yet)."""
+        return metrics_sample(self.metrics_text(), name, labels)
+
+    def status(self) -> dict:
+        r = self.admin("GET", "/api/status")
+        assert r.status_code == 200, f"admin /api/status: {r.status_code} {r.text[:300]}"
+        return r.json()
+
+
+def parse_metrics(text: str) -> dict[tuple[str, str], float]:
+    """{(name, labels as written): value} of a Prometheus text exposition."""
+    out = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        head, _, value = line.rpartition(" ")
+        name, _, labels = head.partition("{")
+        out[(name, labels.rstrip("}"))] = float(value)
+    return out
+
+
+def metrics_sample(text: str, name: str, labels: str = "") -> float:
+    return parse_metrics(text).get((name, labels), 0.0)
 
 
 # --------------------------------------------------------------------------------------------

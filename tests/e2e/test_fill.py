@@ -36,7 +36,7 @@ def cdn_ranges(emu, sha: str) -> list[tuple[int, int]]:
 
 
 def metric(mirror, name: str) -> float:
-    text = mirror.get("/metrics").text
+    text = mirror.metrics_text()
     m = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
     assert m, f"{name} missing from /metrics:\n{text}"
     return float(m.group(1))

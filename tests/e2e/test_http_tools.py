@@ -108,7 +108,8 @@ def test_aria2c_eight_connections_cold_then_warm(emu, mirror_factory, tmp_path):
         with open(mirror.log_path, "rb") as f:
             f.seek(log_start)
             log = f.read().decode("utf-8", "replace")
-        ranged = re.findall(rf"resolve GET {re.escape(resolve_path(repo, rev, path))} 206 ", log)
+        # Access-log lines: "GET resolve <repo> <path> <status> ..." (docs/admin.md#logs).
+        ranged = re.findall(rf"\] GET resolve \S+ {re.escape(resolve_path(repo, rev, path))} 206 ", log)
         assert len(ranged) >= 4, f"{phase}: aria2c made {len(ranged)} ranged requests, expected several"
         if phase == "cold":
             fetched = emu.cdn_bytes_for(entry["sha256"])

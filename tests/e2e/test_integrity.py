@@ -72,7 +72,7 @@ def assert_identical(d: Download, entry: dict, what: str = "download") -> None:
 
 
 def metric(mirror: Mirror, name: str) -> float:
-    text = mirror.get("/metrics", timeout=10).text
+    text = mirror.metrics_text()
     m = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
     assert m, f"{name} missing from /metrics:\n{text}"
     return float(m.group(1))

@@ -24,7 +24,7 @@ def reload(mirror, *args: str):
 
 def metric(mirror, name: str) -> float:
     """The value of one sample (`name` with its labels) in /metrics; 0 when absent."""
-    for line in mirror.get("/metrics").text.splitlines():
+    for line in mirror.metrics_text().splitlines():
         if line.startswith(name + " "):
             return float(line.rsplit(" ", 1)[1])
     return 0.0

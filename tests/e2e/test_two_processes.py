@@ -66,11 +66,16 @@ def test_graceful_upgrade_finishes_the_download_in_flight_and_hands_over_the_por
         time.sleep(0.5)  # the new process waits on the upgrade socket
         old.proc.send_signal(signal.SIGQUIT)
         wait_until(lambda: pid_listens_on(new.pid, old.port), 30, what="the new process to take the port")
+        # The admin listener's socket is handed over too.
+        wait_until(lambda: pid_listens_on(new.pid, old.admin_port), 30,
+                   what="the new process to take the admin port")
         download.join(120)
         assert results and results[0] == (200, entry["sha256"], entry["size"]), results
         # New connections are answered (by the new process once the old one has gone).
         r = requests.get(f"{old.url}/acme/tiny-model/resolve/main/config.json", timeout=30)
         assert r.status_code == 200
         assert stream_sha256(big_url(old))[1] == entry["sha256"]
+        r = requests.get(f"{old.admin_url}/api/status", timeout=30)
+        assert r.status_code == 200 and r.json()["listen"] == f"127.0.0.1:{old.port}"
     finally:
         stop_process(new, signal.SIGINT)

@@ -45,7 +45,7 @@ def real_requests(emu) -> list[dict]:
 
 
 def metric(m, name: str, **labels) -> float | None:
-    text = m.get("/metrics").text
+    text = m.metrics_text()
     want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
     for line in text.splitlines():
         match = re.fullmatch(rf"{name}(?:\{{(.*)\}})? (\S+)", line)

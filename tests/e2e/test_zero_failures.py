@@ -124,7 +124,7 @@ def test_reloads_and_upgrades_under_load_fail_no_request(emu_factory, mirror_fac
                     m.write_config(revision_ttl=f"{1 + reloads}s",
                                    fill={"read_ahead": f"{reloads + 1}MiB",
                                          "connections_total": 32 + reloads},
-                                   log_level="info" if reloads % 2 else "info,hubcache::fetch=debug")
+                                   log={"level": "info" if reloads % 2 else "debug"})
                     p = m.command("reload", "--pid-file", str(m.pid_file))
                     assert p.returncode == 0 and "reload ok" in p.stdout, p.stdout + p.stderr
                 outputs.append(p.stdout)

@@ -10,10 +10,12 @@
 
 mod completion;
 mod elsewhere;
+mod progress;
 mod read;
 mod schedule;
 mod verify;
 
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -27,6 +29,7 @@ use super::segment::CopyRef;
 use super::BlobSource;
 use crate::store::{BlobFile, BlobId};
 use completion::Completion;
+pub use progress::{CacheShare, FillProgress, ReadSource};
 
 /// After the cache ran out of space for a blob, its missing bytes are streamed uncached for
 /// this long before filling is tried again.
@@ -107,6 +110,11 @@ pub struct BlobFill {
     state: Mutex<FillState>,
     /// Bumped on every state change; readers and the completion wait on it.
     version: watch::Sender<u64>,
+    /// When this fill was set up, and the bytes present then (for its fetch rate).
+    created: Instant,
+    initial_bytes: u64,
+    /// Readers waiting for one of its blocks now.
+    waiting: AtomicUsize,
 }
 
 impl BlobFill {
@@ -117,6 +125,7 @@ impl BlobFill {
         ctx: Arc<FillContext>,
     ) -> Arc<Self> {
         let (version, _) = watch::channel(0);
+        let initial_bytes = progress::present_bytes(&file);
         Arc::new_cyclic(|me| Self {
             id,
             size: file.size(),
@@ -125,6 +134,9 @@ impl BlobFill {
             locator: Arc::new(Locator::new(source)),
             state: Mutex::new(FillState::new(file)),
             version,
+            created: Instant::now(),
+            initial_bytes,
+            waiting: AtomicUsize::new(0),
         })
     }
 

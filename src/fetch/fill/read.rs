@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::BlobFill;
+use super::{BlobFill, ReadSource};
 use crate::fetch::blocks::Block;
 use crate::fetch::context::{blocking, FillStats};
 use crate::fetch::FetchError;
@@ -38,10 +38,20 @@ impl BlobFill {
         self.readable(offset).await.map(|_| ())
     }
 
+    /// [`read_from`](Self::read_from) without saying where the bytes came from.
+    pub async fn read(self: &Arc<Self>, offset: u64, max: usize) -> Result<Bytes, FetchError> {
+        self.read_from(offset, max).await.map(|(bytes, _)| bytes)
+    }
+
     /// Read up to `max` bytes at `offset`: verified bytes from committed blocks, or bytes of
     /// a block in flight as soon as they are on disk. Waits for missing blocks. A block that
-    /// fails its checksum is fetched again; a copy on a failing disk is replaced.
-    pub async fn read(self: &Arc<Self>, offset: u64, max: usize) -> Result<Bytes, FetchError> {
+    /// fails its checksum is fetched again; a copy on a failing disk is replaced. Also says
+    /// whether the block was on disk when asked for, or had to be fetched.
+    pub async fn read_from(
+        self: &Arc<Self>,
+        offset: u64,
+        max: usize,
+    ) -> Result<(Bytes, ReadSource), FetchError> {
         if offset >= self.size {
             return Err(FetchError::OutOfRange {
                 blob: self.id.to_string(),
@@ -50,8 +60,10 @@ impl BlobFill {
             });
         }
         let mut retries = 0;
+        let mut waited = false;
         loop {
-            let (readable, file) = self.readable(offset).await?;
+            let (readable, file, waited_now) = self.readable(offset).await?;
+            waited |= waited_now;
             let (len, verify) = match readable {
                 Readable::Raw { until } => ((until - offset).min(max as u64) as usize, false),
                 Readable::Verified { until } => {
@@ -71,7 +83,17 @@ impl BlobFill {
             })
             .await?;
             let error = match result {
-                Ok(bytes) => return Ok(bytes),
+                Ok(bytes) => {
+                    if verify {
+                        FillStats::add(&self.ctx.stats.verified_read_bytes, bytes.len() as u64);
+                    }
+                    let source = if waited || !verify {
+                        ReadSource::Upstream
+                    } else {
+                        ReadSource::Cache
+                    };
+                    return Ok((bytes, source));
+                }
                 Err(e) => e,
             };
             if retries >= READ_RETRIES {
@@ -129,13 +151,15 @@ impl BlobFill {
     }
 
     /// Wait until `offset` is readable; demands its block (and the read-ahead) if missing.
+    /// The bool says whether it had to wait.
     async fn readable(
         self: &Arc<Self>,
         offset: u64,
-    ) -> Result<(Readable, Arc<BlobFile>), FetchError> {
+    ) -> Result<(Readable, Arc<BlobFile>, bool), FetchError> {
         let started = Instant::now();
         let mut changes = self.version.subscribe();
         let mut last_change = Instant::now();
+        let mut waiting = None;
         loop {
             changes.borrow_and_update();
             let (step, demanded) = self.check(offset, started)?;
@@ -143,8 +167,11 @@ impl BlobFill {
                 self.schedule();
             }
             match step {
-                Step::Ready(readable, file) => return Ok((readable, file)),
+                Step::Ready(readable, file) => return Ok((readable, file, waiting.is_some())),
                 Step::Wait => {
+                    if waiting.is_none() {
+                        waiting = Some(self.reader_waits());
+                    }
                     let left = STALL_TIMEOUT.saturating_sub(last_change.elapsed());
                     match tokio::time::timeout(left, changes.changed()).await {
                         Ok(Ok(())) => last_change = Instant::now(),

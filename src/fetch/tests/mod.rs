@@ -7,5 +7,6 @@ mod fds;
 mod observer;
 mod panics;
 mod priority;
+mod progress;
 mod reload;
 mod tokens;
