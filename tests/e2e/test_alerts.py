@@ -114,6 +114,8 @@ def test_rate_limited_upstream_is_reported_and_a_hanging_sink_slows_no_download(
     [alert] = ok.wait_for("rate_limited", timeout=30)
     assert alert["subject"].startswith(emu.hub), alert
     wait_until(lambda: len(hanging.requests) >= 1, 30, what="the hanging sink to be called")
+    # The 429 came with Retry-After: 1: the chain does not ask that upstream again before then.
+    time.sleep(1.5)
     # The stuck sink holds its connection; downloads go on as before (each within its
     # timeout, while the stuck sink's attempt is still open).
     for name in sorted(files):
