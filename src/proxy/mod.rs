@@ -405,6 +405,9 @@ impl ProxyHttp for HubProxy {
         }
         let code = match e.etype() {
             ErrorType::HTTPStatus(code) => *code,
+            // The client's request body stalled past `server.body_timeout` (Pingora's per-read
+            // timeout can fire before the whole-body deadline that answers 408 itself).
+            ErrorType::ReadTimedout if e.esource() != &pingora::ErrorSource::Upstream => 408,
             _ => match e.esource() {
                 pingora::ErrorSource::Upstream => 502,
                 pingora::ErrorSource::Downstream => match e.etype() {
