@@ -141,17 +141,8 @@ mod tests {
 
     fn alert(kind: EventKind, subject: &str, status: AlertStatus) -> Alert {
         let event = Event::new(kind, subject).with("status", 503);
-        Alert {
-            fingerprint: event.fingerprint(),
-            incident: kind.incident(),
-            severity: kind.incident().severity(),
-            status,
-            node: "node-a".into(),
-            starts_at: event.time,
-            ends_at: None,
-            event,
-            repeat: 0,
-        }
+        let starts_at = event.time;
+        Alert::new(event, status, "node-a", starts_at, 0)
     }
 
     fn build(config: PluginConfig) -> Arc<dyn AlertSink> {
