@@ -146,9 +146,7 @@ mod tests {
     }
 
     fn build(config: PluginConfig) -> Arc<dyn AlertSink> {
-        let mut registry = Registry::default();
-        register(&mut registry);
-        registry.build_sink(config).unwrap()
+        Registry::of(register).build_sink(config).unwrap()
     }
 
     #[tokio::test]
@@ -202,8 +200,7 @@ mod tests {
 
     #[test]
     fn unknown_level_is_rejected() {
-        let mut registry = Registry::default();
-        register(&mut registry);
+        let registry = Registry::of(register);
         let err = registry
             .build_sink(PluginConfig::new("log").with("level", "debug"))
             .unwrap_err();

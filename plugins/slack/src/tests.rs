@@ -18,9 +18,7 @@ fn one(kind: EventKind) -> Notification {
 }
 
 fn build(config: PluginConfig) -> Result<Arc<dyn AlertSink>, hubcache_plugin_api::PluginError> {
-    let mut registry = Registry::default();
-    register(&mut registry);
-    registry.build_sink(config)
+    Registry::of(register).build_sink(config)
 }
 
 #[tokio::test]

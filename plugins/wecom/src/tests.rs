@@ -19,9 +19,7 @@ fn one() -> Notification {
 }
 
 fn build(config: PluginConfig) -> Result<Arc<dyn AlertSink>, hubcache_plugin_api::PluginError> {
-    let mut registry = Registry::default();
-    register(&mut registry);
-    registry.build_sink(config)
+    Registry::of(register).build_sink(config)
 }
 
 fn ok_body() -> Reply {
