@@ -204,6 +204,25 @@ def test_bad_pairs_are_refused_at_start_naming_the_key(emu, mirror_factory, ca, 
                                  "key": str(other_key)})
 
 
+def test_an_expired_certificate_is_a_warning_and_still_served(emu, mirror_factory, ca, tmp_path,
+                                                                hubcache_bin):
+    cert, key = ca.expired_pair("expired")
+    f = tmp_path / "c.yaml"
+    f.write_text(json.dumps({"offline": True, "tls": {"listen": "127.0.0.1:2", "cert": str(cert),
+                                                      "key": str(key)}}))
+    p = subprocess.run([hubcache_bin, "check-config", str(f)], capture_output=True, text=True,
+                       timeout=30)
+    assert p.returncode == 0, p.stderr
+    assert "warning: tls.cert" in p.stderr and "expired on" in p.stderr, p.stderr
+    port = free_port()
+    m = mirror_factory(emu, tls={"listen": f"127.0.0.1:{port}", "cert": str(cert), "key": str(key)})
+    wait_until(lambda: pid_listens_on(m.proc.pid, port), 10, what="the TLS listener")
+    assert "expired on" in m.log_tail(50)
+    # Served as it is: a client that checks dates refuses it.
+    with pytest.raises(requests.exceptions.SSLError, match="expired"):
+        requests.get(f"https://127.0.0.1:{port}/", verify=str(ca.cert), timeout=10)
+
+
 def test_listen_null_serves_https_only(emu, ca, tmp_path, hubcache_bin, hf_home):
     cert, key = ca.server_pair("only")
     port = free_port()

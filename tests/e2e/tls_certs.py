@@ -47,6 +47,27 @@ class PrivateCa:
         return cert, key
 
 
+    def expired_pair(self, name: str) -> tuple[Path, Path]:
+        """A pair whose certificate was valid only on 2020-01-01 (`openssl ca` sets past dates)."""
+        key, csr, cert = (self.dir / f"{name}.key", self.dir / f"{name}.csr", self.dir / f"{name}.crt")
+        _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                 "-keyout", str(key), "-out", str(csr), "-subj", f"/CN={name}", cwd=self.dir)
+        db = self.dir / f"{name}-db"
+        db.mkdir()
+        (db / "index.txt").write_text("")
+        (db / "serial.txt").write_text("2001\n")
+        (db / "ca.cnf").write_text(
+            "[ca]\ndefault_ca = CA_default\n[CA_default]\ndatabase = index.txt\n"
+            "new_certs_dir = .\ndefault_md = sha256\npolicy = policy_any\nserial = serial.txt\n"
+            "x509_extensions = server\n[policy_any]\ncommonName = supplied\n"
+            "[server]\nsubjectAltName = IP:127.0.0.1,DNS:localhost\nbasicConstraints = CA:FALSE\n"
+            "extendedKeyUsage = serverAuth\n")
+        _openssl("ca", "-batch", "-config", "ca.cnf", "-in", str(csr), "-out", str(cert),
+                 "-startdate", "20200101000000Z", "-enddate", "20200102000000Z",
+                 "-keyfile", str(self.key), "-cert", str(self.cert), "-notext", cwd=db)
+        return cert, key
+
+
 def der(cert: Path) -> bytes:
     return ssl.PEM_cert_to_DER_cert(Path(cert).read_text())
 
