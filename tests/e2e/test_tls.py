@@ -300,3 +300,16 @@ def test_a_renewed_certificate_reaches_new_connections_while_a_download_continue
         t.join(timeout=90)
     assert received == [(big["size"], big["sha256"])]
     assert "tls: now serving the certificate of CN=renewed" in https.mirror.log_tail(200)
+
+
+def test_watch_config_picks_up_a_certificate_renewed_in_place(emu, mirror_factory, ca):
+    https = https_mirror(mirror_factory, emu, ca, watch_config=True)
+    tls = https.mirror.overrides["tls"]
+    assert served_certificate(https.port, ca.cert) == der(tls["cert"])
+    cert, key = ca.server_pair("renewed-by-acme", days=2)
+    os.replace(key, tls["key"])
+    os.replace(cert, tls["cert"])
+    renewed = der(tls["cert"])
+    wait_until(lambda: served_certificate(https.port, ca.cert) == renewed, 15,
+               what="watch_config to install the renewed certificate")
+    assert https.get(resolve_path(*TINY)).content == emu.file_bytes(*TINY)
