@@ -19,7 +19,8 @@ import pytest
 import requests
 
 from helpers import (MiB, VENV_BIN, client_env, expected_files, free_port, pid_listens_on,
-                     resolve_path, run_client, stop_process, tail, tree_files, wait_until)
+                     resolve_path, run_client, stop_pid, stop_process, tail, tree_files,
+                     wait_until)
 from tls_certs import PrivateCa, der, served_certificate
 
 TINY = ("acme/tiny-model", "main", "config.json")
@@ -313,3 +314,23 @@ def test_watch_config_picks_up_a_certificate_renewed_in_place(emu, mirror_factor
     wait_until(lambda: served_certificate(https.port, ca.cert) == renewed, 15,
                what="watch_config to install the renewed certificate")
     assert https.get(resolve_path(*TINY)).content == emu.file_bytes(*TINY)
+
+
+def test_a_binary_upgrade_hands_the_tls_port_over_with_the_certificate_on_disk(emu, mirror_factory,
+                                                                                 ca):
+    https = https_mirror(mirror_factory, emu, ca, server={"grace_period": "1h"})
+    old = https.mirror.serving_pid()
+    tls = https.mirror.overrides["tls"]
+    cert, key = ca.server_pair("after-upgrade")
+    os.replace(key, tls["key"])
+    os.replace(cert, tls["cert"])
+    p = https.mirror.command("upgrade", "--config", str(https.mirror.config_path))
+    new = https.mirror.serving_pid()
+    try:
+        assert p.returncode == 0, p.stdout + p.stderr
+        assert new != old and pid_listens_on(new, https.port)
+        https.mirror.proc.wait(30)
+        assert served_certificate(https.port, ca.cert) == der(tls["cert"])
+        assert https.get(resolve_path(*TINY)).content == emu.file_bytes(*TINY)
+    finally:
+        stop_pid(new)

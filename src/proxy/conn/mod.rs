@@ -190,6 +190,10 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Gate<A> {
     ) -> Option<Stream> {
         match Slot::take(&self.open, self.settings.max_connections) {
             Some(_slot) => self.serve(stream, shutdown).await,
+            // An HTTP/2 client cannot read a raw HTTP/1 answer: it is just closed.
+            None if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) => {
+                self.warn_over_limit();
+            }
             None => self.refuse(stream).await,
         }
         None
