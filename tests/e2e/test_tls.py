@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -176,6 +177,25 @@ def test_plain_http_on_the_tls_port_gets_a_clean_400_and_the_mirror_keeps_servin
     assert b"https://" in body
     assert https.mirror.running
     assert https.get("/").status_code == 200
+
+
+def test_over_max_connections_http1_over_tls_gets_503_and_http2_is_closed(emu, mirror_factory, ca):
+    https = https_mirror(mirror_factory, emu, ca, server={"max_connections": 1})
+    ctx = ssl.create_default_context(cafile=str(ca.cert))
+    ctx.set_alpn_protocols(["http/1.1"])
+    hold = ctx.wrap_socket(socket.create_connection(("127.0.0.1", https.port), timeout=10),
+                           server_hostname="127.0.0.1")
+    try:
+        # The held connection takes the only slot once its handshake is done.
+        wait_until(lambda: curl(https, "--http1.1", "-o", "/dev/null", "-w", "%{http_code}",
+                                https.url + "/").stdout == b"503", 10, what="the slot to be taken")
+        p = curl(https, "--http2", "-o", "/dev/null", "-w", "%{http_code}", https.url + "/")
+        assert p.returncode != 0 and p.stdout in (b"000", b""), (p.returncode, p.stdout, p.stderr)
+    finally:
+        hold.close()
+    wait_until(lambda: curl(https, "--http2", "-o", "/dev/null", "-w", "%{http_version} %{http_code}",
+                            https.url + "/").stdout == b"2 200", 10, what="the slot to be given back")
+    assert https.mirror.running
 
 
 def test_bad_pairs_are_refused_at_start_naming_the_key(emu, mirror_factory, ca, tmp_path, hubcache_bin):
