@@ -22,4 +22,5 @@ pub mod meta;
 pub mod plugins;
 pub mod proxy;
 pub mod store;
+pub mod tls;
 pub mod upstream;
