@@ -38,6 +38,7 @@ pub(crate) struct RawConfig {
     watch_config: Option<bool>,
     admin: Option<RawAdmin>,
     log: Option<RawLog>,
+    cluster: Option<super::cluster::RawCluster>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -152,6 +153,7 @@ impl RawConfig {
         let server = self.server.unwrap_or_default().into_config()?;
         let plugins = self.plugins.unwrap_or_default().into_config()?;
         let admin = self.admin.unwrap_or_default().into_config();
+        let cluster = self.cluster.map(|c| c.into_config()).transpose()?;
         let log = self.log.unwrap_or_default();
         let log = LogConfig {
             format: log.format.map(|f| f.0).unwrap_or_default(),
@@ -174,6 +176,7 @@ impl RawConfig {
             watch_config: self.watch_config.unwrap_or(false),
             admin,
             log,
+            cluster,
         })
     }
 }
@@ -527,7 +530,11 @@ impl<'de> Deserialize<'de> for Listen {
 }
 
 /// Parses an absolute http(s)/proxy URL and applies the rules common to all URL keys.
-fn parse_url(text: &str, schemes: &[&str], scheme_hint: &str) -> Result<url::Url, String> {
+pub(super) fn parse_url(
+    text: &str,
+    schemes: &[&str],
+    scheme_hint: &str,
+) -> Result<url::Url, String> {
     if text.is_empty() {
         return Err("is empty (give a URL, or remove the key)".to_string());
     }
@@ -565,7 +572,7 @@ fn parse_url(text: &str, schemes: &[&str], scheme_hint: &str) -> Result<url::Url
     Ok(url)
 }
 
-fn reject_credentials(url: &url::Url, text: &str) -> Result<(), String> {
+pub(super) fn reject_credentials(url: &url::Url, text: &str) -> Result<(), String> {
     if !url.username().is_empty() || url.password().is_some() {
         return Err(format!(
             "\"{text}\" contains credentials, which are not supported here \
