@@ -10,6 +10,7 @@ mod files;
 mod home;
 mod passthrough;
 mod respond;
+mod sibling;
 mod tunnel;
 
 use std::sync::Arc;
@@ -57,6 +58,8 @@ pub struct RequestCtx {
     home: bool,
     /// Set by the early checks: the error (and extra headers) the request is refused with.
     refusal: Option<(HfError, Vec<(String, String)>)>,
+    /// Set when a sibling's request is served (holds its stream slot).
+    sibling: Option<sibling::SiblingServe>,
 }
 
 impl RequestCtx {
@@ -126,6 +129,7 @@ impl ProxyHttp for HubProxy {
             pass: PassThrough::default(),
             home: false,
             refusal: None,
+            sibling: None,
         }
     }
 
@@ -171,6 +175,9 @@ impl ProxyHttp for HubProxy {
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
+        if sibling::is_sibling_path(session.req_header().uri.path()) {
+            return sibling::answer(&self.app, session, ctx).await;
+        }
         let route = {
             let req = session.req_header();
             hf::parse_route(req.method.as_str(), req.uri.path())
@@ -431,6 +438,7 @@ impl ProxyHttp for HubProxy {
     }
 
     async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut RequestCtx) {
+        sibling::logged(session, ctx);
         access::log_request(&self.app, session, error, ctx);
     }
 }
