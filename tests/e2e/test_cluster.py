@@ -12,7 +12,7 @@ import threading
 import time
 
 from cluster_helpers import SECRET, rendezvous_order, sibling_get, sign
-from helpers import MiB, resolve_path, stream_sha256, wait_until
+from helpers import VALID, MiB, resolve_path, sha256, stream_sha256, wait_until
 
 BIG = ("acme/big-model", "main", "big.bin")
 
@@ -133,3 +133,34 @@ def test_forged_unsigned_and_stale_sibling_requests_are_refused(emu, cluster_fac
     ping = sibling_get(node, "/_hubcache/sibling/ping", {})
     assert ping.status_code == 403
     assert node.metric("hubcache_sibling_requests_total", 'outcome="refused",role="owner"') >= 7
+
+
+GATED = "acme/gated-model"
+
+
+def test_gated_bytes_go_between_nodes_only_on_behalf_of_a_verified_token(emu, cluster_factory):
+    nodes = cluster_factory(emu, 3)
+    path = "model.safetensors"
+    entry = emu.file(GATED, "main", path)
+    owner = owner_of(nodes, entry["sha256"])
+    other = next(n for n in nodes if n is not owner)
+    # The owner learns from the hub that the repo is gated (its repo info says so).
+    assert owner.get(f"/api/models/{GATED}", headers=VALID).status_code == 200
+    assert owner.resolve("GET", GATED, "main", path).status_code == 401
+    # Alice, through a node that does not own the blob: byte-exact, the bytes via the owner.
+    r = other.resolve("GET", GATED, "main", path, headers=VALID)
+    assert r.status_code == 200
+    assert sha256(r.content) == entry["sha256"]
+    assert other.metric("hubcache_sibling_bytes_total", 'direction="received"') >= entry["size"]
+    assert emu.cdn_bytes_for(entry["sha256"]) <= entry["size"] * 1.05
+    # A signed request for the gated repo's blob without a client token: refused by the owner.
+    commit = emu.commit(GATED, "main")
+    pq = (f"/_hubcache/sibling/blob/{entry['sha256']}?repo=models%2Facme%2Fgated-model"
+          f"&commit={commit}&path={path}&size={entry['size']}&verifiable=1")
+    rng = "bytes=0-9"
+    anonymous = sibling_get(owner, pq, sign(SECRET, "GET", pq, rng, None))
+    assert anonymous.status_code == 403, anonymous.text
+    token = VALID["Authorization"]
+    with_token = sibling_get(owner, pq, sign(SECRET, "GET", pq, rng, token))
+    assert with_token.status_code == 206, with_token.text
+    assert with_token.content == emu.file_bytes(GATED, "main", path)[:10]
