@@ -100,7 +100,7 @@ pub async fn answer(app: &App, session: &mut Session, ctx: &mut RequestCtx) -> R
     let Some(id) = path.strip_prefix(BLOB_PREFIX) else {
         return plain(session, 404, "no such sibling route").await;
     };
-    let (id, source) = match parse_blob(id, &query, ctx.auth.clone()) {
+    let (id, source, cached_only) = match parse_blob(id, &query, ctx.auth.clone()) {
         Ok(parsed) => parsed,
         Err(reason) => return plain(session, 400, &reason).await,
     };
@@ -123,7 +123,7 @@ pub async fn answer(app: &App, session: &mut Session, ctx: &mut RequestCtx) -> R
         let message = format!("busy: {MAX_SERVED_STREAMS} sibling streams served already");
         return plain(session, 503, &message).await;
     };
-    serve(app, session, ctx, id, source).await?;
+    serve(app, session, ctx, id, source, cached_only).await?;
     if ctx.file.is_some() {
         SiblingStats::add(&stats.served, 1);
         ctx.sibling = Some(SiblingServe {
@@ -135,7 +135,11 @@ pub async fn answer(app: &App, session: &mut Session, ctx: &mut RequestCtx) -> R
     Ok(true)
 }
 
-fn parse_blob(id: &str, query: &str, auth: Option<String>) -> Result<(BlobId, BlobSource), String> {
+fn parse_blob(
+    id: &str,
+    query: &str,
+    auth: Option<String>,
+) -> Result<(BlobId, BlobSource, bool), String> {
     let id = BlobId::parse(id).map_err(|e| format!("blob id: {e}"))?;
     let query = BlobQuery::parse(query)?;
     let repo = Repo::parse(&query.repo).map_err(|e| format!("repo: {e}"))?;
@@ -151,17 +155,19 @@ fn parse_blob(id: &str, query: &str, auth: Option<String>) -> Result<(BlobId, Bl
         size: query.size,
         verifiable: query.verifiable,
     };
-    Ok((id, source))
+    Ok((id, source, query.cached_only))
 }
 
 /// Open the blob's fill for a sibling and hand it to the blob storage (which answers the
-/// Range); an error is answered here.
+/// Range); an error is answered here. `cached_only`: serve the range only if every block of
+/// it is on disk (404 otherwise), and fetch nothing.
 async fn serve(
     app: &App,
     session: &mut Session,
     ctx: &mut RequestCtx,
     id: BlobId,
     source: BlobSource,
+    cached_only: bool,
 ) -> Result<()> {
     let size = source.size;
     let is_head = session.req_header().method == http::Method::HEAD;
@@ -172,7 +178,21 @@ async fn serve(
     };
     let mut fill = None;
     let mut outcome = None;
-    if let Some(range) = &wanted {
+    if cached_only {
+        let cached = match (&wanted, app.fill.open_cached(&id).await) {
+            (Some(range), Ok(Some(opened))) => {
+                let whole = opened.cached_share(range.start, range.end).outcome() == "hit";
+                whole.then_some(opened)
+            }
+            _ => None,
+        };
+        let Some(opened) = cached else {
+            plain(session, 404, "not cached here").await?;
+            return Ok(());
+        };
+        fill = Some(opened);
+        outcome = Some("hit");
+    } else if let Some(range) = &wanted {
         let opened = match app.fill.open_for_sibling(&id, source.clone()).await {
             Ok(opened) => opened,
             Err(e) => {
@@ -204,7 +224,8 @@ async fn serve(
         id,
         size,
         engine: app.fill.clone(),
-        source: Some(source),
+        // A cached-only answer never fetches.
+        source: (!cached_only).then_some(source),
         fill,
         download: None,
         tally: Default::default(),

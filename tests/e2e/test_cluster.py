@@ -57,6 +57,7 @@ def test_twelve_cold_clients_on_three_nodes_fetch_the_file_from_the_origin_once(
         assert read == entry["size"]
         assert sha == entry["sha256"]
     fetched = emu.cdn_bytes_for(entry["sha256"])
+    print(f"origin bytes / file size, 12 clients on 3 nodes: {fetched / entry['size']:.3f}")
     assert fetched <= entry["size"] * 1.05, f"the origin served {fetched} bytes of {entry['size']}"
     # The non-owners got the bytes from the owner, and it says so on /metrics.
     owner = owner_of(nodes, entry["sha256"])
@@ -100,6 +101,7 @@ def test_the_owner_killed_mid_fill_leaves_the_other_nodes_clients_byte_exact(
         assert (status, read, sha) == (200, entry["size"], entry["sha256"])
     # The rest came from the origin once more at most, not once per node.
     fetched = emu.cdn_bytes_for(entry["sha256"])
+    print(f"origin bytes / file size, owner killed mid-fill: {fetched / entry['size']:.3f}")
     assert fetched <= entry["size"] * 2.1, f"the origin served {fetched} bytes"
 
 
@@ -164,3 +166,25 @@ def test_gated_bytes_go_between_nodes_only_on_behalf_of_a_verified_token(emu, cl
     with_token = sibling_get(owner, pq, sign(SECRET, "GET", pq, rng, token))
     assert with_token.status_code == 206, with_token.text
     assert with_token.content == emu.file_bytes(GATED, "main", path)[:10]
+
+
+def test_a_returning_owner_gets_the_blob_from_its_siblings_not_the_origin(
+        emu_factory, cluster_factory):
+    emu = emu_factory(big_size=24 * MiB)
+    nodes = cluster_factory(emu, 3)
+    entry = emu.file(*BIG)
+    owner = owner_of(nodes, entry["sha256"])
+    others = [n for n in nodes if n is not owner]
+    owner.stop()
+    # While the owner is away, the next node in rendezvous order owns the blob.
+    for n in others:
+        status, sha, read = stream_sha256(n.url + resolve_path(*BIG))
+        assert (status, read, sha) == (200, entry["size"], entry["sha256"])
+    assert emu.cdn_bytes_for(entry["sha256"]) <= entry["size"] * 1.05
+    # Back (same URL, same cache): it owns the blob again and fills it from the others.
+    owner.start()
+    status, sha, read = stream_sha256(owner.url + resolve_path(*BIG))
+    assert (status, read, sha) == (200, entry["size"], entry["sha256"])
+    assert owner.metric("hubcache_sibling_bytes_total", 'direction="received"') >= entry["size"]
+    fetched = emu.cdn_bytes_for(entry["sha256"])
+    assert fetched <= entry["size"] * 1.05, f"the origin served {fetched} bytes of {entry['size']}"

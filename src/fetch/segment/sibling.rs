@@ -1,7 +1,9 @@
 //! A segment's first try in a cluster: ask the blob's owner node for the blocks (a signed,
 //! ranged request; the owner streams blocks still in flight), then the next live node ranked
-//! above this one. Whatever they could not deliver is left for the upstream chain, from the
-//! byte where they stopped.
+//! above this one. When this node is the owner (or serves a sibling, and so must not make a
+//! sibling fetch), it asks the other live nodes only for blocks they already have (a node
+//! that returns finds there what was filled while it was away). Whatever they could not
+//! deliver is left for the upstream chain, from the byte where they stopped.
 
 use std::sync::Arc;
 
@@ -34,9 +36,6 @@ pub(super) async fn fetch_from_siblings(
     let Some(cluster) = segment.ctx.cluster() else {
         return Ok(());
     };
-    if !segment.locator.may_ask_siblings() {
-        return Ok(());
-    }
     let Some(source) = segment.locator.source() else {
         return Ok(());
     };
@@ -47,8 +46,18 @@ pub(super) async fn fetch_from_siblings(
         path: source.path.as_str().to_string(),
         size: source.size,
         verifiable: source.verifiable,
+        cached_only: false,
     };
     let owners = cluster.owners_before_self(&id);
+    let (owners, query) = if owners.is_empty() || !segment.locator.may_ask_siblings() {
+        let query = BlobQuery {
+            cached_only: true,
+            ..query
+        };
+        (cluster.live_peers(&id), query)
+    } else {
+        (owners, query)
+    };
     writer.from_sibling = true;
     let result = ask_owners(
         &cluster,
@@ -94,6 +103,9 @@ async fn ask_owners(
                     writer.pos
                 );
                 node.mark_failed();
+            }
+            Asked::Declined(_) if query.cached_only => {
+                SiblingStats::add(&stats.asked_not_cached, 1);
             }
             Asked::Declined(reason) => {
                 SiblingStats::add(&stats.asked_failed, 1);

@@ -202,6 +202,16 @@ impl Cluster {
         out
     }
 
+    /// Every live peer in rendezvous order of `key` (this node left out): whom to ask for
+    /// blocks they already have when this node owns `key` (or serves a sibling).
+    pub fn live_peers(&self, key: &str) -> Vec<Arc<Node>> {
+        self.order(key)
+            .into_iter()
+            .flatten()
+            .filter(|node| node.is_live())
+            .collect()
+    }
+
     /// The owner of `key`: the first live node in rendezvous order.
     pub fn owner(&self, key: &str) -> Owner {
         match self.owners_before_self(key).into_iter().next() {

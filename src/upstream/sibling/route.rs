@@ -1,5 +1,5 @@
 //! The sibling routes on the public listener, as both sides see them:
-//! `GET /_hubcache/sibling/blob/<id>?repo=&commit=&path=&size=&verifiable=` (ranged) and
+//! `GET /_hubcache/sibling/blob/<id>?repo=&commit=&path=&size=&verifiable=[&cached=1]` (ranged) and
 //! `GET /_hubcache/sibling/ping`.
 
 use std::borrow::Cow;
@@ -20,6 +20,8 @@ pub struct BlobQuery {
     pub path: String,
     pub size: u64,
     pub verifiable: bool,
+    /// Answer only from blocks already on disk (404 otherwise): never fetch for this request.
+    pub cached_only: bool,
 }
 
 impl BlobQuery {
@@ -31,6 +33,7 @@ impl BlobQuery {
             .append_pair("path", &self.path)
             .append_pair("size", &self.size.to_string())
             .append_pair("verifiable", if self.verifiable { "1" } else { "0" })
+            .append_pair("cached", if self.cached_only { "1" } else { "0" })
             .finish();
         format!("{BLOB_PREFIX}{id}?{query}")
     }
@@ -42,6 +45,7 @@ impl BlobQuery {
         let mut path = None;
         let mut size = None;
         let mut verifiable = None;
+        let mut cached = None;
         for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
             let slot = match key.as_ref() {
                 "repo" => &mut repo,
@@ -49,6 +53,7 @@ impl BlobQuery {
                 "path" => &mut path,
                 "size" => &mut size,
                 "verifiable" => &mut verifiable,
+                "cached" => &mut cached,
                 other => return Err(format!("unknown parameter {other:?}")),
             };
             *slot = Some(value);
@@ -64,6 +69,7 @@ impl BlobQuery {
             path: need(path, "path")?,
             size: size.parse().map_err(|_| format!("bad size {size:?}"))?,
             verifiable: need(verifiable, "verifiable")? == "1",
+            cached_only: cached.is_some_and(|c| c == "1"),
         })
     }
 }
@@ -80,6 +86,7 @@ mod tests {
             path: "dir/f&g=1.bin".into(),
             size: 123,
             verifiable: true,
+            cached_only: true,
         };
         let pq = q.path_and_query("abc");
         let (path, query) = pq.split_once('?').unwrap();

@@ -46,6 +46,7 @@ impl Collector for SiblingCollector {
         for (role, outcome, n) in [
             ("client", "ok", get(&STATS.asked_ok)),
             ("client", "failed", get(&STATS.asked_failed)),
+            ("client", "not_cached", get(&STATS.asked_not_cached)),
             ("owner", "served", get(&STATS.served)),
             ("owner", "refused", get(&STATS.refused)),
             ("owner", "busy", get(&STATS.busy)),

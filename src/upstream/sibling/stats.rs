@@ -12,6 +12,8 @@ pub struct SiblingStats {
     pub asked_ok: AtomicU64,
     /// Block requests this node sent that failed (no answer, refused, broke off).
     pub asked_failed: AtomicU64,
+    /// Requests for cached blocks only that the peer did not have (404).
+    pub asked_not_cached: AtomicU64,
     /// Bytes received from owners.
     pub received_bytes: AtomicU64,
     /// Sibling requests this node served.
@@ -29,6 +31,7 @@ impl SiblingStats {
         Self {
             asked_ok: AtomicU64::new(0),
             asked_failed: AtomicU64::new(0),
+            asked_not_cached: AtomicU64::new(0),
             received_bytes: AtomicU64::new(0),
             served: AtomicU64::new(0),
             refused: AtomicU64::new(0),
