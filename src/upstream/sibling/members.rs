@@ -323,6 +323,43 @@ mod tests {
     }
 
     #[test]
+    fn live_peers_are_every_other_live_node_in_rendezvous_order() {
+        let c = cluster(NODES[0], &NODES[1..]);
+        let key = "ab".repeat(32);
+        let order: Vec<String> = c
+            .order(&key)
+            .into_iter()
+            .flatten()
+            .map(|n| n.url().to_string())
+            .collect();
+        let live: Vec<String> = c
+            .live_peers(&key)
+            .iter()
+            .map(|n| n.url().to_string())
+            .collect();
+        assert_eq!(live, order);
+        assert_eq!(live.len(), 2);
+        c.peers()[0].mark_failed();
+        let live: Vec<String> = c
+            .live_peers(&key)
+            .iter()
+            .map(|n| n.url().to_string())
+            .collect();
+        assert_eq!(live, [NODES[2]]);
+    }
+
+    #[test]
+    fn rendezvous_weight_is_the_documented_sha256_prefix() {
+        // docs/cluster.md: first 8 bytes of sha256("hubcache-rendezvous-v1" 0 url 0 key).
+        let url = Url::parse("http://a:1").unwrap();
+        let mut h = Sha256::new();
+        h.update(b"hubcache-rendezvous-v1\0http://a:1/\0k");
+        let d = h.finalize();
+        let expected = u64::from_be_bytes(d[..8].try_into().unwrap());
+        assert_eq!(weight(&url, "k"), expected);
+    }
+
+    #[test]
     fn a_reload_keeps_the_health_of_peers_that_stay() {
         let c = cluster(NODES[0], &NODES[1..]);
         c.peers()[1].mark_failed();
