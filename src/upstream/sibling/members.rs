@@ -359,6 +359,19 @@ mod tests {
         assert_eq!(weight(&url, "k"), expected);
     }
 
+    #[tokio::test]
+    async fn sibling_streams_beyond_the_cap_are_refused_until_one_ends() {
+        let c = cluster(NODES[0], &NODES[1..]);
+        let wait = Duration::from_millis(20);
+        let mut held = Vec::new();
+        for _ in 0..MAX_SERVED_STREAMS {
+            held.push(c.serve_permit(wait).await.expect("a slot"));
+        }
+        assert!(c.serve_permit(wait).await.is_none());
+        held.pop();
+        assert!(c.serve_permit(wait).await.is_some());
+    }
+
     #[test]
     fn a_reload_keeps_the_health_of_peers_that_stay() {
         let c = cluster(NODES[0], &NODES[1..]);
