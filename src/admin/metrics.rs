@@ -69,6 +69,7 @@ impl Metrics {
         registry.register(Box::new(repos::RepoCollector::new(Arc::clone(&activity))?))?;
         registry.register(Box::new(process::ProcessCollector::new()?))?;
         registry.register(Box::new(crate::upstream::metrics_collector()))?;
+        registry.register(Box::new(crate::upstream::sibling::metrics_collector()?))?;
         let reloads = IntCounterVec::new(
             Opts::new(
                 "hubcache_config_reloads_total",

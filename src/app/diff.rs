@@ -42,6 +42,7 @@ pub fn plan(running: &Config, file: Config) -> Plan {
         plugins,
         admin,
         log,
+        cluster,
     } = file;
     let applied = &mut plan.applied;
     let (changed, upgrade) = (&mut plan.changed, &mut plan.needs_upgrade);
@@ -60,6 +61,8 @@ pub fn plan(running: &Config, file: Config) -> Plan {
     take("auth_ttl", &mut applied.auth_ttl, auth_ttl, changed);
     take("upstreams", &mut applied.upstreams, upstreams, changed);
     take("log", &mut applied.log, log, changed);
+    // The cluster membership is rebuilt with the settings (nodes keep their health).
+    take("cluster", &mut applied.cluster, cluster, changed);
     // The admin listener is a socket; its token is read by the admin service at start.
     keep("admin", &running.admin, &admin, upgrade);
     plugin_keys(&mut applied.plugins, plugins, changed, upgrade);

@@ -92,6 +92,7 @@ impl App {
             upstream,
             current.map(|s| Arc::clone(&s.fill)),
         );
+        fill.set_cluster(current.map(|s| s.cluster.clone()));
         let metrics = Metrics::new(fill.clone(), Arc::clone(&store))
             .map_err(|e| StartError::Metrics(e.to_string()))?;
         Ok(Arc::new(Self {

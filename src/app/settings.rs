@@ -7,6 +7,7 @@ use std::sync::Arc;
 use crate::config::{self, Config};
 use crate::fetch::{FillMode, FillSettings};
 use crate::meta::MetaSettings;
+use crate::upstream::sibling::Cluster;
 use crate::upstream::{UpstreamChain, UpstreamError};
 
 /// The config in effect and what was built from it.
@@ -23,6 +24,8 @@ pub struct Settings {
     pub upstream: Arc<UpstreamChain>,
     pub fill: Arc<FillSettings>,
     pub meta: Arc<MetaSettings>,
+    /// The sibling nodes (`cluster:`), `None` for a single node.
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 /// Why settings could not be built from a valid config (nothing is applied then).
@@ -30,6 +33,8 @@ pub struct Settings {
 pub enum BuildError {
     #[error("upstreams: {0}")]
     Upstream(#[from] UpstreamError),
+    #[error("cluster: {0}")]
+    Cluster(String),
 }
 
 impl Settings {
@@ -51,12 +56,23 @@ impl Settings {
         };
         let fill = reuse_or(previous.map(|p| &p.fill), fill_settings(&config));
         let meta = reuse_or(previous.map(|p| &p.meta), meta_settings(&config));
+        let cluster = match (&config.cluster, previous) {
+            (None, _) => None,
+            (Some(c), Some(p)) if p.config.cluster.as_ref() == Some(c) => p.cluster.clone(),
+            (Some(c), p) => {
+                let before = p.and_then(|p| p.cluster.as_deref());
+                Some(Arc::new(
+                    Cluster::new(c, before).map_err(BuildError::Cluster)?,
+                ))
+            }
+        };
         Ok(Settings {
             generation: previous.map_or(0, |p| p.generation + 1),
             config,
             upstream,
             fill,
             meta,
+            cluster,
         })
     }
 }

@@ -157,3 +157,42 @@ fn every_reload_result_is_a_metrics_label() {
     let names: Vec<&str> = ReloadResult::ALL.iter().map(|r| r.as_str()).collect();
     assert_eq!(names, RELOAD_RESULTS);
 }
+
+#[test]
+fn cluster_peers_change_live_and_peers_that_stay_keep_their_health() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = |peers: &str| {
+        format!("cluster: {{self: 'http://a:1', peers: [{peers}], secret: 0123456789abcdef}}")
+    };
+    let app = App::new(config(dir.path(), &cluster("'http://b:1', 'http://c:1'"))).unwrap();
+    let before = app.settings().cluster.clone().expect("a cluster");
+    before.peers()[1].mark_failed();
+    // Unchanged section: the same cluster object.
+    let report = app.reload(
+        None,
+        Ok(config(
+            dir.path(),
+            &format!("{}\nauth_ttl: 1m", cluster("'http://b:1', 'http://c:1'")),
+        )),
+    );
+    assert_eq!(report.result, ReloadResult::Ok, "{report:?}");
+    let same = app.settings().cluster.clone().expect("a cluster");
+    assert!(Arc::ptr_eq(&before, &same));
+    // Peers changed: applied at once, `c` still skipped, `d` live.
+    let report = app.reload(
+        None,
+        Ok(config(dir.path(), &cluster("'http://c:1', 'http://d:1'"))),
+    );
+    assert_eq!(report.result, ReloadResult::Ok, "{report:?}");
+    assert!(report.changed.iter().any(|k| k == "cluster"), "{report:?}");
+    let after = app.settings().cluster.clone().expect("a cluster");
+    let peers: Vec<(&str, bool)> = after
+        .peers()
+        .iter()
+        .map(|n| (n.url().as_str(), n.is_live()))
+        .collect();
+    assert_eq!(peers, [("http://c:1/", false), ("http://d:1/", true)]);
+    // Section removed: a single node again.
+    app.reload(None, Ok(config(dir.path(), "")));
+    assert!(app.settings().cluster.is_none());
+}

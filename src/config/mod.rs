@@ -11,6 +11,7 @@
 //! dropped) → private `raw` structs through `serde_path_to_error` (unknown keys, bad single
 //! values, each with its key path) → [`Config`] (defaults applied, rules across keys checked).
 
+mod cluster;
 pub mod env;
 mod error;
 mod operate;
@@ -30,6 +31,7 @@ use std::path::{Path, PathBuf};
 use serde_path_to_error::Segment;
 use serde_yaml::Value;
 
+pub use cluster::{ClusterConfig, ClusterSecret};
 pub use error::ConfigError;
 pub use plugins::{AlertConfig, EvictionConfig, PluginsConfig, RepoGlob, Share};
 pub use schema::{

@@ -39,6 +39,7 @@ pub(crate) struct RawConfig {
     watch_config: Option<bool>,
     admin: Option<RawAdmin>,
     log: Option<RawLog>,
+    cluster: Option<super::cluster::RawCluster>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -159,6 +160,7 @@ impl RawConfig {
             Config::default().listen,
             admin.listen,
         )?;
+        let cluster = self.cluster.map(|c| c.into_config()).transpose()?;
         let log = self.log.unwrap_or_default();
         let log = LogConfig {
             format: log.format.map(|f| f.0).unwrap_or_default(),
@@ -180,6 +182,7 @@ impl RawConfig {
             watch_config: self.watch_config.unwrap_or(false),
             admin,
             log,
+            cluster,
         })
     }
 }
@@ -516,7 +519,11 @@ where
 }
 
 /// Parses an absolute http(s)/proxy URL and applies the rules common to all URL keys.
-fn parse_url(text: &str, schemes: &[&str], scheme_hint: &str) -> Result<url::Url, String> {
+pub(super) fn parse_url(
+    text: &str,
+    schemes: &[&str],
+    scheme_hint: &str,
+) -> Result<url::Url, String> {
     if text.is_empty() {
         return Err("is empty (give a URL, or remove the key)".to_string());
     }
@@ -554,7 +561,7 @@ fn parse_url(text: &str, schemes: &[&str], scheme_hint: &str) -> Result<url::Url
     Ok(url)
 }
 
-fn reject_credentials(url: &url::Url, text: &str) -> Result<(), String> {
+pub(super) fn reject_credentials(url: &url::Url, text: &str) -> Result<(), String> {
     if !url.username().is_empty() || url.password().is_some() {
         return Err(format!(
             "\"{text}\" contains credentials, which are not supported here \

@@ -100,6 +100,8 @@ pub struct Config {
     pub watch_config: bool,
     pub admin: AdminConfig,
     pub log: LogConfig,
+    /// `cluster:` — sibling nodes; `None` for a single node.
+    pub cluster: Option<super::ClusterConfig>,
 }
 
 /// `cache:` — where and how blobs are stored.
@@ -480,6 +482,7 @@ impl Default for Config {
             watch_config: false,
             admin: AdminConfig::default(),
             log: LogConfig::default(),
+            cluster: None,
         }
     }
 }

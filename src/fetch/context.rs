@@ -14,6 +14,7 @@ use super::lowprio::LowPriority;
 use super::{FetchError, FillMode, FillObserver};
 use crate::live::Live;
 use crate::store::{Store, StoreError};
+use crate::upstream::sibling::Cluster;
 use crate::upstream::UpstreamChain;
 
 /// Tunables of the fill engine.
@@ -38,6 +39,8 @@ pub struct FillSettings {
 pub struct FillStats {
     /// Body bytes received from upstreams and written to the store.
     pub upstream_bytes: AtomicU64,
+    /// Body bytes received from sibling nodes (`cluster:`) and written to the store.
+    pub sibling_bytes: AtomicU64,
     /// Blocks committed to the store.
     pub blocks_filled: AtomicU64,
     /// Upstream responses rejected (bad `Content-Range`, `200` to a range).
@@ -98,6 +101,8 @@ pub(super) struct FillContext {
     pub(super) low_priority: LowPriority,
     /// Told about opened, stored, read and released blobs (set once, by the eviction service).
     pub(super) observer: OnceLock<Arc<dyn FillObserver>>,
+    /// The sibling nodes to ask before the upstream chain (set once, by the app).
+    pub(super) cluster: OnceLock<Live<Option<Arc<Cluster>>>>,
 }
 
 impl FillContext {
@@ -117,12 +122,18 @@ impl FillContext {
             stats: FillStats::default(),
             low_priority: LowPriority::new(LOW_PRIORITY_THREADS),
             observer: OnceLock::new(),
+            cluster: OnceLock::new(),
         }
     }
 
     /// The upstream chain as configured now.
     pub(super) fn upstream(&self) -> Arc<UpstreamChain> {
         self.upstream.get()
+    }
+
+    /// The sibling nodes as configured now (`None`: a single node).
+    pub(super) fn cluster(&self) -> Option<Arc<Cluster>> {
+        self.cluster.get().and_then(Live::get)
     }
 
     /// The settings as configured now.

@@ -167,6 +167,27 @@ impl FillEngine {
         DirectStream::open(&self.ctx.upstream(), source, start, end).await
     }
 
+    /// Ask the owner node of each blob (`cluster:`) for its bytes before the upstream chain.
+    /// Set once; false if it was set already.
+    pub fn set_cluster(
+        &self,
+        cluster: crate::live::Live<Option<Arc<crate::upstream::sibling::Cluster>>>,
+    ) -> bool {
+        self.ctx.cluster.set(cluster).is_ok()
+    }
+
+    /// The fill of blob `id` for a sibling's request: like [`open`](Self::open), but this
+    /// fill never asks a sibling itself (a sibling request is never forwarded again).
+    pub async fn open_for_sibling(
+        &self,
+        id: &BlobId,
+        source: BlobSource,
+    ) -> Result<Arc<BlobFill>, FetchError> {
+        let fill = self.open(id, source).await?;
+        fill.forbid_siblings();
+        Ok(fill)
+    }
+
     /// The fill of blob `id`, creating its file (empty) if it is not cached yet.
     pub async fn open(&self, id: &BlobId, source: BlobSource) -> Result<Arc<BlobFill>, FetchError> {
         if let Some(fill) = self.registry.live(id) {

@@ -38,6 +38,8 @@ pub(super) struct Locator {
     /// Index of the upstream the last location is on (`usize::MAX`: none yet), readable
     /// without waiting for a locate in progress.
     last_upstream: parking_lot::Mutex<Option<UpstreamId>>,
+    /// A sibling asked for this blob: never ask a sibling for it in turn.
+    no_siblings: std::sync::atomic::AtomicBool,
 }
 
 impl Locator {
@@ -49,6 +51,7 @@ impl Locator {
             }),
             cached: tokio::sync::Mutex::new(None),
             last_upstream: parking_lot::Mutex::new(None),
+            no_siblings: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -62,6 +65,22 @@ impl Locator {
         let sources = self.sources.lock();
         let source = sources.current.as_ref()?;
         Some((source.repo.to_string(), source.path.as_str().to_string()))
+    }
+
+    /// How the bytes are fetched now (the first reader's file, the token in use).
+    pub(super) fn source(&self) -> Option<BlobSource> {
+        self.sources.lock().current.clone()
+    }
+
+    /// From now on the fill never asks a sibling (it serves one).
+    pub(super) fn forbid_siblings(&self) {
+        self.no_siblings
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether the fill may ask a sibling for bytes.
+    pub(super) fn may_ask_siblings(&self) -> bool {
+        !self.no_siblings.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub(super) fn has_source(&self) -> bool {

@@ -227,6 +227,11 @@ impl Meta {
         self.inner.access.files_public(repo).await
     }
 
+    /// Whether an origin said the repo's files are gated or private.
+    pub async fn files_protected(&self, repo: &Repo) -> bool {
+        self.inner.access.is_protected(repo, Scope::Files).await
+    }
+
     async fn fetch_file(
         &self,
         repo: &Repo,

@@ -28,7 +28,7 @@ pub struct FileAnswer {
 
 /// The bytes a GET needs: its range, or the whole file; `None` for nothing (an empty file,
 /// an unsatisfiable range).
-fn requested_range(session: &Session, size: u64) -> Option<Range<u64>> {
+pub(super) fn requested_range(session: &Session, size: u64) -> Option<Range<u64>> {
     if size == 0 {
         return None;
     }

@@ -11,6 +11,7 @@ mod home;
 mod origin;
 mod passthrough;
 mod respond;
+mod sibling;
 mod tunnel;
 
 use std::sync::Arc;
@@ -58,6 +59,8 @@ pub struct RequestCtx {
     home: bool,
     /// Set by the early checks: the error (and extra headers) the request is refused with.
     refusal: Option<(HfError, Vec<(String, String)>)>,
+    /// Set when a sibling's request is served (holds its stream slot).
+    sibling: Option<sibling::SiblingServe>,
 }
 
 impl RequestCtx {
@@ -110,6 +113,7 @@ impl ProxyHttp for HubProxy {
             pass: PassThrough::default(),
             home: false,
             refusal: None,
+            sibling: None,
         }
     }
 
@@ -155,6 +159,9 @@ impl ProxyHttp for HubProxy {
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
+        if sibling::is_sibling_path(session.req_header().uri.path()) {
+            return sibling::answer(&self.app, session, ctx).await;
+        }
         let route = {
             let req = session.req_header();
             hf::parse_route(req.method.as_str(), req.uri.path())
@@ -415,6 +422,7 @@ impl ProxyHttp for HubProxy {
     }
 
     async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut RequestCtx) {
+        sibling::logged(session, ctx);
         access::log_request(&self.app, session, error, ctx);
     }
 }

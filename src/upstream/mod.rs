@@ -17,6 +17,7 @@ mod outbound;
 mod probe;
 mod request;
 mod select;
+pub mod sibling;
 
 pub use chain::{Upstream, UpstreamChain};
 pub use error::{Attempt, AttemptFailure, UpstreamError};

@@ -7,6 +7,7 @@
   dir; every mirror it started is stopped (SIGINT, by PID) at teardown. Upstreams are emulators,
   URLs or dicts (`{"url": emu, "trust": "mirror"}`); an emulator plays huggingface.co, so it is
   declared `trust: origin` unless the dict says otherwise.
+- `cluster_factory`: starts N mirrors listing each other as `cluster` peers (sibling tests).
 - `mirror`: a fresh mirror in front of the session emulator.
 - `shared_mirror`: one long-lived mirror in front of the session emulator, for tests that do not
   care about cache state.
@@ -90,6 +91,26 @@ def mirror_factory(tmp_path, hubcache_bin):
         return m
 
     yield make
+    for m in started:
+        m.stop()
+
+
+@pytest.fixture
+def cluster_factory(tmp_path, hubcache_bin):
+    """start(upstream, n, **overrides) -> n hubcache nodes in one cluster (see
+    cluster_helpers); every node started is stopped at teardown."""
+    import cluster_helpers
+
+    started: list[Mirror] = []
+    counter = iter(range(1000))
+
+    def start(upstream, n: int = 3, **overrides) -> list[Mirror]:
+        nodes = cluster_helpers.start_cluster(hubcache_bin, tmp_path / f"cluster{next(counter)}",
+                                              upstream, n, **overrides)
+        started.extend(nodes)
+        return nodes
+
+    yield start
     for m in started:
         m.stop()
 

@@ -153,6 +153,11 @@ impl BlobFill {
         self.state.lock().blocks.is_complete()
     }
 
+    /// This fill serves a sibling: it never asks a sibling for bytes itself.
+    pub(super) fn forbid_siblings(&self) {
+        self.locator.forbid_siblings();
+    }
+
     /// A later reader offers how to fetch this blob (its token is kept in reserve).
     pub(super) fn offer_source(&self, source: BlobSource) {
         self.locator.offer(source);

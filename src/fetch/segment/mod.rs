@@ -10,6 +10,7 @@
 
 mod claims;
 mod response;
+mod sibling;
 mod writer;
 
 pub(super) use response::{check_response, skip_prefix};
@@ -184,6 +185,10 @@ async fn fetch_segment(segment: &Segment) -> Result<(), (u64, FetchError)> {
         file.block_span(claimed.fetch.start).start,
         claimed.claims,
     );
+    // In a cluster, the blob's owner node first; the upstream chain for what it leaves.
+    sibling::fetch_from_siblings(segment, &mut writer, end)
+        .await
+        .map_err(|e| (writer.block(), e))?;
     let mut failures = 0;
     let mut attempts = 0;
     let mut streak: (Option<UpstreamId>, u32) = (None, 0);

@@ -76,6 +76,8 @@ pub(super) struct SegmentWriter {
     buffer: BytesMut,
     /// Checksums of the block holding `pos`, fed with everything written to it so far.
     checksummer: Option<BlockChecksummer>,
+    /// The bytes come from a sibling node (counted apart from upstream bytes).
+    pub(super) from_sibling: bool,
 }
 
 impl SegmentWriter {
@@ -94,6 +96,7 @@ impl SegmentWriter {
             pos: start,
             buffer: BytesMut::new(),
             checksummer: None,
+            from_sibling: false,
         }
     }
 
@@ -172,7 +175,12 @@ impl SegmentWriter {
                 observer.stored(file.id(), &file);
             }
         }
-        FillStats::add(&self.ctx.stats.upstream_bytes, len as u64);
+        let counter = if self.from_sibling {
+            &self.ctx.stats.sibling_bytes
+        } else {
+            &self.ctx.stats.upstream_bytes
+        };
+        FillStats::add(counter, len as u64);
         self.sink
             .progress(&self.copy, block, self.pos - span.start, completes);
         Ok(())
