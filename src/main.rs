@@ -91,16 +91,22 @@ enum CacheCommand {
         #[arg(long)]
         repair: bool,
     },
-    /// Import an Olah (0.5, and older) or DingoSpeed cache (its `repos` directory) without
-    /// downloading again. Reports what happened to every file; only bytes that verify are
-    /// imported. Exits 1 when a file the cache had bytes for was left out.
+    /// Import an Olah (0.5, and older) or DingoSpeed cache (its `repos` directory), or a
+    /// huggingface_hub cache (`HF_HUB_CACHE`), without downloading again. Reports what
+    /// happened to every file; only bytes that verify are imported. Exits 1 when a file the
+    /// cache had bytes for was left out.
+    #[command(group(clap::ArgGroup::new("source").required(true).args(["olah", "hf_cache"])))]
     Import {
         /// YAML config file (for the cache roots); the embedded default otherwise.
         #[arg(short, long)]
         config: Option<PathBuf>,
         /// The Olah / DingoSpeed `repos` directory (or its parent).
         #[arg(long)]
-        olah: PathBuf,
+        olah: Option<PathBuf>,
+        /// A huggingface_hub cache directory (what `HF_HUB_CACHE` names, holding
+        /// `models--org--name/…`).
+        #[arg(long)]
+        hf_cache: Option<PathBuf>,
         /// Print the report as JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -320,11 +326,24 @@ fn verify(config: Config, repair: bool) -> Result<ExitCode, String> {
     })
 }
 
-fn import(config: Config, dir: &std::path::Path, json: bool) -> Result<ExitCode, String> {
+/// Where `cache import` reads from.
+enum ImportSource {
+    Olah(PathBuf),
+    HfCache(PathBuf),
+}
+
+fn import(config: Config, source: ImportSource, json: bool) -> Result<ExitCode, String> {
     let block_size = config.cache.block_size;
     let app = App::new(config).map_err(|e| e.to_string())?;
-    let report = hubcache::import::import_olah_blocking(&app.store, &app.meta, block_size, dir)
-        .map_err(|e| e.to_string())?;
+    let report = match source {
+        ImportSource::Olah(dir) => {
+            hubcache::import::import_olah_blocking(&app.store, &app.meta, block_size, &dir)
+        }
+        ImportSource::HfCache(dir) => {
+            hubcache::import::import_hf_cache_blocking(&app.store, &app.meta, block_size, &dir)
+        }
+    }
+    .map_err(|e| e.to_string())?;
     if json {
         let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
         println!("{text}");
@@ -422,8 +441,20 @@ fn main() -> ExitCode {
             CacheCommand::Verify { config, repair } => {
                 exit_with(load_config(config.as_ref()).and_then(|c| verify(c, repair)))
             }
-            CacheCommand::Import { config, olah, json } => {
-                exit_with(load_config(config.as_ref()).and_then(|c| import(c, &olah, json)))
+            CacheCommand::Import {
+                config,
+                olah,
+                hf_cache,
+                json,
+            } => {
+                let source = match (olah, hf_cache) {
+                    (Some(dir), _) => ImportSource::Olah(dir),
+                    (None, Some(dir)) => ImportSource::HfCache(dir),
+                    (None, None) => {
+                        return exit_with(Err("give --olah DIR or --hf-cache DIR".into()))
+                    }
+                };
+                exit_with(load_config(config.as_ref()).and_then(|c| import(c, source, json)))
             }
             CacheCommand::Gc { config, dry_run } => {
                 exit_with(load_config(config.as_ref()).and_then(|c| gc(c, dry_run)))
