@@ -11,6 +11,7 @@ pub mod app;
 pub mod cache;
 pub mod config;
 pub mod events;
+pub mod export;
 pub mod evict;
 pub mod fetch;
 pub mod hf;

@@ -71,11 +71,48 @@ enum Command {
         /// YAML config file.
         file: PathBuf,
     },
+    /// Write one revision of a repo into DIR in the huggingface_hub cache layout
+    /// (`HF_HUB_CACHE=DIR HF_HUB_OFFLINE=1` then loads it), from the mirror's cache, fetching
+    /// what is missing through the upstream chain. Exits 1 when a file could not be exported.
+    Export(ExportArgs),
     /// Maintain the cache.
     Cache {
         #[command(subcommand)]
         command: CacheCommand,
     },
+}
+
+#[derive(clap::Args)]
+struct ExportArgs {
+    /// The repo id (`org/name`).
+    repo: String,
+    /// The export directory (what `HF_HUB_CACHE` will name).
+    #[arg(long)]
+    to: PathBuf,
+    #[arg(long = "type", value_enum, default_value = "model")]
+    kind: ExportType,
+    /// Branch, tag or commit.
+    #[arg(long, default_value = "main")]
+    revision: String,
+    /// Only paths matching this glob (huggingface_hub's `allow_patterns`; repeatable).
+    #[arg(long)]
+    include: Vec<String>,
+    /// Leave out paths matching this glob (`ignore_patterns`; repeatable).
+    #[arg(long)]
+    exclude: Vec<String>,
+    /// YAML config file (cache roots, upstreams, offline); the embedded default otherwise.
+    #[arg(short, long)]
+    config: Option<PathBuf>,
+    /// Print the report as JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ExportType {
+    Model,
+    Dataset,
+    Space,
 }
 
 #[derive(Subcommand)]
@@ -357,6 +394,46 @@ fn import(config: Config, source: ImportSource, json: bool) -> Result<ExitCode, 
     })
 }
 
+fn export(config: Config, args: ExportArgs) -> Result<ExitCode, String> {
+    use hubcache::hf::{Repo, RepoId, RepoType, Revision};
+    let kind = match args.kind {
+        ExportType::Model => RepoType::Model,
+        ExportType::Dataset => RepoType::Dataset,
+        ExportType::Space => RepoType::Space,
+    };
+    let id = RepoId::new(&args.repo).map_err(|e| e.to_string())?;
+    let request = hubcache::export::ExportRequest {
+        repo: Repo::new(kind, id),
+        revision: Revision::new(&args.revision).map_err(|e| e.to_string())?,
+        include: args.include,
+        exclude: args.exclude,
+        to: args.to,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let report = runtime.block_on(async {
+        let app = App::new(config).map_err(|e| e.to_string())?;
+        hubcache::export::export(&app, &request)
+            .await
+            .map_err(|e| e.to_string())
+    })?;
+    if args.json {
+        let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+        println!("{text}");
+    } else {
+        print!("{report}");
+    }
+    Ok(if report.is_complete() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+
 fn reload(config: Option<&PathBuf>, pid_file: Option<PathBuf>) -> Result<ExitCode, String> {
     let paths = match pid_file {
         Some(pid_file) => lifecycle::RuntimePaths {
@@ -463,6 +540,10 @@ fn main() -> ExitCode {
                 exit_with(load_config(config.as_ref()).and_then(|c| ls(c, sort)))
             }
         },
+        Command::Export(args) => {
+            let config = args.config.clone();
+            exit_with(load_config(config.as_ref()).and_then(|c| export(c, args)))
+        }
         Command::Reload { config, pid_file } => exit_with(reload(config.as_ref(), pid_file)),
         Command::Upgrade { config } => exit_with(upgrade(config.as_ref())),
         Command::Serve { config, upgrade } => {

@@ -68,7 +68,8 @@ use crate::hf::Repo;
 use crate::meta::Meta;
 use crate::store::{BlobId, Store, StoreError};
 
-pub use hf_cache::import_hf_cache_blocking;
+pub use copy::ContentHasher;
+pub use hf_cache::{import_hf_cache_blocking, parse_folder_name};
 pub use report::{FileCounts, FileOutcome, FileReport, ImportReport, RevisionReport, Skipped};
 
 /// Why an import stopped. Malformed or unverifiable input never ends up here (it is in the
