@@ -433,7 +433,6 @@ fn export(config: Config, args: ExportArgs) -> Result<ExitCode, String> {
     })
 }
 
-
 fn reload(config: Option<&PathBuf>, pid_file: Option<PathBuf>) -> Result<ExitCode, String> {
     let paths = match pid_file {
         Some(pid_file) => lifecycle::RuntimePaths {

@@ -219,14 +219,21 @@ impl Exporter<'_> {
             .meta
             .file_at(self.repo, &self.commit, &repo_path, None)
             .await
-            .map_err(|e| format!("no metadata: {e}"))?;
+            .map_err(|e| {
+                if self.app.settings().config.offline {
+                    format!("not cached, and hubcache is offline (`offline: true`): {e}")
+                } else {
+                    format!("no metadata: {e}")
+                }
+            })?;
         line.size = meta.size;
         line.blob = meta.etag.clone();
         if !layout::safe_blob_name(&meta.etag) {
             return Err(format!("etag {:?} cannot be a file name", meta.etag));
         }
         let id = BlobId::parse(&meta.blob).map_err(|e| e.to_string())?;
-        let blobs = layout::make_dirs(&self.folder, Path::new("blobs")).map_err(|e| e.to_string())?;
+        let blobs =
+            layout::make_dirs(&self.folder, Path::new("blobs")).map_err(|e| e.to_string())?;
         let blob_path = blobs.join(&meta.etag);
         let outcome = if self.existing_blob_ok(&blob_path, &id, &meta).await? {
             ExportOutcome::Shared
@@ -279,6 +286,15 @@ impl Exporter<'_> {
         repo_path: &RepoPath,
     ) -> Result<ExportOutcome, String> {
         let tmp = blob_path.with_file_name(format!("{}.incomplete", meta.etag));
+        if meta.size == 0 {
+            // Nothing to read or fetch: the content is known.
+            create_tmp(&tmp)?;
+            check_file(&tmp, id, meta)?;
+            fs::rename(&tmp, blob_path).map_err(|e| format!("cannot rename into place: {e}"))?;
+            return Ok(ExportOutcome::Copied {
+                method: CopyMethod::ReadWrite,
+            });
+        }
         let store = self.app.store.clone();
         let (t, id2, m) = (tmp.clone(), id.clone(), meta.clone());
         let copied = tokio::task::spawn_blocking(move || copy_from_store(&store, &t, &id2, &m))
@@ -350,7 +366,9 @@ impl Exporter<'_> {
 
     /// `snapshots/{commit}/{path}` -> `../../blobs/{etag}` (replacing a different link).
     fn link(&self, repo_path: &RepoPath, etag: &str) -> io::Result<()> {
-        let rel = Path::new("snapshots").join(&self.commit).join(repo_path.as_str());
+        let rel = Path::new("snapshots")
+            .join(&self.commit)
+            .join(repo_path.as_str());
         let parent = rel.parent().unwrap_or(Path::new("snapshots"));
         let dir = layout::make_dirs(&self.folder, parent)?;
         let entry = dir.join(repo_path.file_name());

@@ -36,12 +36,16 @@ pub struct ExportedFile {
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum ExportOutcome {
     /// Copied from the mirror's cache.
-    Copied { method: CopyMethod },
+    Copied {
+        method: CopyMethod,
+    },
     /// Not (completely) cached: fetched through the upstream chain (and cached on the way).
     Fetched,
     /// The export directory already had the blob (an earlier export); only linked.
     Shared,
-    Failed { reason: String },
+    Failed {
+        reason: String,
+    },
 }
 
 /// The per-outcome counts.

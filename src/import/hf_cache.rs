@@ -79,7 +79,10 @@ pub fn import_hf_cache_blocking(
         });
     }
     repos.sort();
-    log::info!("import: reading the huggingface_hub cache {}", root.display());
+    log::info!(
+        "import: reading the huggingface_hub cache {}",
+        root.display()
+    );
     let mut importer = Importer {
         store,
         meta,
@@ -153,13 +156,7 @@ impl Importer<'_> {
                 .and_then(|m| m.modified().ok())
                 .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
                 .map_or(0, |d| d.as_secs());
-            self.record_revision(
-                repo,
-                &rev,
-                &commit,
-                learned_at,
-                file.display().to_string(),
-            );
+            self.record_revision(repo, &rev, &commit, learned_at, file.display().to_string());
         }
     }
 
@@ -184,7 +181,10 @@ impl Importer<'_> {
                 let shown = path.display().to_string();
                 groups.entry(id).or_default().add_source(path, shown);
             } else {
-                self.skip(&path, "the name is not a content hash (sha256 or git blob sha1)");
+                self.skip(
+                    &path,
+                    "the name is not a content hash (sha256 or git blob sha1)",
+                );
             }
         }
     }
@@ -280,9 +280,11 @@ impl Importer<'_> {
     fn hf_visibility(&mut self, repos: &[(Repo, PathBuf)]) {
         for (repo, _) in repos {
             let name = repo.to_string();
-            let imported = self.report.files.iter().any(|f| {
-                f.repo == name && matches!(f.outcome, FileOutcome::Imported { .. })
-            });
+            let imported = self
+                .report
+                .files
+                .iter()
+                .any(|f| f.repo == name && matches!(f.outcome, FileOutcome::Imported { .. }));
             if imported && self.meta.import_assume_public(repo) {
                 self.report.notes.push(format!(
                     "{repo}: a huggingface_hub cache records no visibility; the repo is served \
