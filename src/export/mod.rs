@@ -336,7 +336,16 @@ impl Exporter<'_> {
         });
         let file = create_tmp(tmp)?;
         let mut hasher = ContentHasher::new(id, meta.size);
-        let mut reader = self.app.fill.reader(id.clone(), meta.size, source, None);
+        // The fill is opened here (not by the reader) so that the export can wait for the
+        // blob to be committed to the cache before the process exits.
+        let fill = match &source {
+            Some(source) => self.app.fill.open(id, source.clone()).await.ok(),
+            None => self.app.fill.open_cached(id).await.ok().flatten(),
+        };
+        let mut reader = self
+            .app
+            .fill
+            .reader(id.clone(), meta.size, source, fill.clone());
         let mut written = 0u64;
         loop {
             let chunk = match reader.next(READ_CHUNK).await {
@@ -360,6 +369,9 @@ impl Exporter<'_> {
                 "the bytes read ({written} B, hash {hash}) do not match the file ({} B, {id})",
                 meta.size
             ));
+        }
+        if let Some(fill) = fill.filter(|_| !offline) {
+            wait_cached(&fill).await;
         }
         Ok(())
     }
@@ -401,6 +413,23 @@ impl Exporter<'_> {
         fs::write(&tmp, &self.commit).map_err(io_err(&tmp, "write"))?;
         fs::rename(&tmp, &file).map_err(io_err(&file, "rename"))
     }
+}
+
+/// Waits (bounded) until a fill the export drove has committed every block, so the mirror's
+/// cache keeps what was fetched.
+async fn wait_cached(fill: &crate::fetch::BlobFill) {
+    const POLL: std::time::Duration = std::time::Duration::from_millis(20);
+    const POLLS: u32 = 1500;
+    for _ in 0..POLLS {
+        if fill.is_complete() {
+            return;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    log::warn!(
+        "export: {} is exported but not yet complete in the cache",
+        fill.id()
+    );
 }
 
 fn fetch_reason(e: &FetchError, offline: bool) -> String {

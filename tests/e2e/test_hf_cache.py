@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 from urllib.parse import quote
 
@@ -200,6 +201,58 @@ def test_transformers_loads_an_export_offline(emu_factory, hubcache_bin, tmp_pat
     assert tok["ids"] == made["ids"]
     for path, digest in conf["files"].items():
         assert digest == file_sha256(model_dir / path), path
+
+
+@pytest.fixture
+def xfs_dir(tmp_path):
+    """A fresh loop-mounted XFS with reflinks (skips the test where mkfs.xfs or loop mounts
+    are missing). Unmounted at teardown."""
+    mkfs = subprocess.run(["sh", "-c", "command -v mkfs.xfs"], capture_output=True, text=True)
+    if mkfs.returncode != 0:
+        pytest.skip("mkfs.xfs is missing (scripts/test installs xfsprogs)")
+    image, mnt = tmp_path / "xfs.img", tmp_path / "xfs"
+    mnt.mkdir()
+    with open(image, "wb") as f:
+        f.truncate(2048 * 1024 * 1024)  # sparse; above the cache's 256 MiB free-space reserve
+    made = subprocess.run(["mkfs.xfs", "-q", "-m", "reflink=1", str(image)], capture_output=True, text=True)
+    if made.returncode != 0:
+        pytest.skip(f"mkfs.xfs failed: {made.stderr.strip()}")
+    mounted = subprocess.run(["mount", "-o", "loop", str(image), str(mnt)], capture_output=True, text=True,
+                             timeout=60)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot loop-mount an XFS image: {mounted.stderr.strip()}")
+    yield mnt
+    if subprocess.run(["umount", str(mnt)], capture_output=True, timeout=60).returncode != 0:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True, timeout=60)
+    image.unlink(missing_ok=True)
+
+
+def used_bytes(path: Path) -> int:
+    st = os.statvfs(path)
+    return (st.f_blocks - st.f_bfree) * st.f_frsize
+
+
+def test_export_reflinks_where_the_filesystem_can_and_costs_no_space(emu_factory, hubcache_bin, xfs_dir):
+    emu = emu_factory(big_size=64 * 1024 * 1024)
+    config = write_config(xfs_dir / "hubcache.yaml", xfs_dir / "cache", emu)
+    rc, first = export(hubcache_bin, config, "acme/big-model", xfs_dir / "first")
+    assert rc == 0 and set(statuses(first).values()) == {"fetched"}, first
+    big = emu.file("acme/big-model", "main", "big.bin")
+    emu.stop()
+    os.sync()
+    before = used_bytes(xfs_dir)
+    started = time.monotonic()
+    rc, second = export(hubcache_bin, config, "acme/big-model", xfs_dir / "second")
+    took = time.monotonic() - started
+    assert rc == 0, [(f["path"], f["outcome"]) for f in second["files"]]
+    assert set(statuses(second).values()) == {"copied:reflink"}, second
+    os.sync()
+    grown = used_bytes(xfs_dir) - before
+    print(f"reflinked export of 64 MiB: {took:.2f} s (hashing the result included), "
+          f"{grown / 1024:.0f} KiB of disk")
+    assert grown < 4 * 1024 * 1024, f"a reflinked 64 MiB export took {grown} bytes"
+    blob = xfs_dir / "second" / "models--acme--big-model" / "blobs" / big["sha256"]
+    assert file_sha256(blob) == big["sha256"]
 
 
 # ---------------------------------------------------------------------------------------------
