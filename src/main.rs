@@ -1,4 +1,5 @@
-//! The `hubcache` command line: `serve`, `reload`, `upgrade`, `check-config`, `cache verify|import|gc|ls`.
+//! The `hubcache` command line: `serve`, `reload`, `upgrade`, `check-config`, `export`,
+//! `cache verify|import|gc|ls`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
