@@ -410,7 +410,14 @@ impl Exporter<'_> {
         let name = rel.file_name().unwrap_or_default();
         let file = dir.join(name);
         let tmp = dir.join(format!(".{}.tmp", name.to_string_lossy()));
-        fs::write(&tmp, &self.commit).map_err(io_err(&tmp, "write"))?;
+        // A stale temporary file (or a symlink planted there) is removed, never followed.
+        let _ = fs::remove_file(&tmp);
+        let mut out = File::options()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(io_err(&tmp, "create"))?;
+        io::Write::write_all(&mut out, self.commit.as_bytes()).map_err(io_err(&tmp, "write"))?;
         fs::rename(&tmp, &file).map_err(io_err(&file, "rename"))
     }
 }
