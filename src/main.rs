@@ -409,6 +409,11 @@ fn export(config: Config, args: ExportArgs) -> Result<ExitCode, String> {
         include: args.include,
         exclude: args.exclude,
         to: args.to,
+        // As huggingface_hub does: HF_TOKEN reads gated and private repos.
+        auth: std::env::var("HF_TOKEN")
+            .ok()
+            .filter(|t| !t.trim().is_empty())
+            .map(|t| format!("Bearer {}", t.trim())),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -49,6 +49,9 @@ pub struct ExportRequest {
     pub exclude: Vec<String>,
     /// The cache directory (what `HF_HUB_CACHE` will name).
     pub to: PathBuf,
+    /// The `Authorization` value to read gated or private repos with (`Bearer hf_…`), as a
+    /// client's request would carry it.
+    pub auth: Option<String>,
 }
 
 /// Why an export could not start or go on (a single file that fails is in the report).
@@ -98,14 +101,14 @@ pub async fn export(app: &App, request: &ExportRequest) -> Result<ExportReport, 
     let repo = &request.repo;
     let commit = app
         .meta
-        .commit_for(repo, Some(&request.revision), None)
+        .commit_for(repo, Some(&request.revision), request.auth.as_deref())
         .await
         .map_err(|e| ExportError::Resolve {
             repo: repo.to_string(),
             revision: request.revision.to_string(),
             reason: e.to_string(),
         })?;
-    let all = list_files(app, repo, &commit).await?;
+    let all = list_files(app, repo, &commit, request.auth.as_deref()).await?;
     let total = all.len();
     let paths: Vec<String> = all
         .into_iter()
@@ -119,6 +122,7 @@ pub async fn export(app: &App, request: &ExportRequest) -> Result<ExportReport, 
         repo,
         commit: commit.clone(),
         folder: folder.clone(),
+        auth: request.auth.clone(),
     };
     let mut report = ExportReport {
         repo: repo.to_string(),
@@ -141,14 +145,19 @@ pub async fn export(app: &App, request: &ExportRequest) -> Result<ExportReport, 
 
 /// The repo's files at `commit`: the repo info's `siblings`, else (offline, no repo info
 /// cached) the files whose metadata is cached.
-async fn list_files(app: &App, repo: &Repo, commit: &str) -> Result<Vec<String>, ExportError> {
+async fn list_files(
+    app: &App,
+    repo: &Repo,
+    commit: &str,
+    auth: Option<&str>,
+) -> Result<Vec<String>, ExportError> {
     let list_err = |reason: String| ExportError::List {
         repo: repo.to_string(),
         commit: commit.to_string(),
         reason,
     };
     let rev = Revision::new(commit).map_err(|e| list_err(e.to_string()))?;
-    let info = app.meta.repo_info(repo, Some(&rev), None, None).await;
+    let info = app.meta.repo_info(repo, Some(&rev), None, auth).await;
     let from_info = match &info {
         Ok(answer) => siblings(&answer.body),
         Err(_) => None,
@@ -188,6 +197,7 @@ struct Exporter<'a> {
     commit: String,
     /// `DIR/models--org--name`.
     folder: PathBuf,
+    auth: Option<String>,
 }
 
 impl Exporter<'_> {
@@ -217,7 +227,7 @@ impl Exporter<'_> {
         let meta = self
             .app
             .meta
-            .file_at(self.repo, &self.commit, &repo_path, None)
+            .file_at(self.repo, &self.commit, &repo_path, self.auth.as_deref())
             .await
             .map_err(|e| {
                 if self.app.settings().config.offline {
@@ -326,11 +336,17 @@ impl Exporter<'_> {
         repo_path: &RepoPath,
     ) -> Result<(), String> {
         let offline = self.app.settings().config.offline;
+        // Public files are fetched without the token, as for a client download.
+        let auth = if self.app.meta.files_public(self.repo).await {
+            None
+        } else {
+            self.auth.clone()
+        };
         let source = (!offline).then(|| BlobSource {
             repo: self.repo.clone(),
             commit: self.commit.clone(),
             path: repo_path.clone(),
-            auth: None,
+            auth,
             size: meta.size,
             verifiable: meta.verifiable,
         });

@@ -77,6 +77,7 @@ fn request(revision: &str, to: &Path) -> ExportRequest {
         include: Vec::new(),
         exclude: Vec::new(),
         to: to.to_path_buf(),
+        auth: None,
     }
 }
 

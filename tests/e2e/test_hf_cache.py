@@ -203,6 +203,26 @@ def test_transformers_loads_an_export_offline(emu_factory, hubcache_bin, tmp_pat
         assert digest == file_sha256(model_dir / path), path
 
 
+def test_export_of_a_gated_repo_needs_hf_token(own_emu, hubcache_bin, tmp_path):
+    config = write_config(tmp_path / "hubcache.yaml", tmp_path / "cache", own_emu)
+    out = tmp_path / "hub"
+    anonymous = hubcache(hubcache_bin, "export", "acme/gated-model", "--to", str(out), "--config", str(config))
+    assert anonymous.returncode != 0, anonymous.stdout
+    blobs = out / "models--acme--gated-model" / "blobs"
+    assert not (blobs.exists() and any(blobs.iterdir())), "nothing of a gated repo without a token"
+    p = subprocess.run([hubcache_bin, "export", "acme/gated-model", "--to", str(out), "--config", str(config),
+                        "--json"], capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
+                       env={**os.environ, "HF_TOKEN": "hf_valid_token"})
+    assert p.returncode == 0, p.stdout + p.stderr
+    files = own_emu.files("acme/gated-model", "main")
+    assert set(statuses(json.loads(p.stdout))) == set(files)
+    results = run_client(DEAD_ENDPOINT, tmp_path / "hf_home",
+                         [{"op": "download", "repo_id": "acme/gated-model", "filename": path} for path in sorted(files)],
+                         extra_env=offline_env(out, tmp_path / "hf_home"))
+    for path, result in zip(sorted(files), results):
+        assert result["ok"] and result["sha256"] == files[path]["sha256"], (path, result)
+
+
 @pytest.fixture
 def xfs_dir(tmp_path):
     """A fresh loop-mounted XFS with reflinks (skips the test where mkfs.xfs or loop mounts
