@@ -12,6 +12,7 @@ pub mod cache;
 pub mod config;
 pub mod events;
 pub mod evict;
+pub mod export;
 pub mod fetch;
 pub mod hf;
 pub mod import;

@@ -1,4 +1,5 @@
-//! The `hubcache` command line: `serve`, `reload`, `upgrade`, `check-config`, `cache verify|import|gc|ls`.
+//! The `hubcache` command line: `serve`, `reload`, `upgrade`, `check-config`, `export`,
+//! `cache verify|import|gc|ls`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -72,11 +73,48 @@ enum Command {
         /// YAML config file.
         file: PathBuf,
     },
+    /// Write one revision of a repo into DIR in the huggingface_hub cache layout
+    /// (`HF_HUB_CACHE=DIR HF_HUB_OFFLINE=1` then loads it), from the mirror's cache, fetching
+    /// what is missing through the upstream chain. Exits 1 when a file could not be exported.
+    Export(ExportArgs),
     /// Maintain the cache.
     Cache {
         #[command(subcommand)]
         command: CacheCommand,
     },
+}
+
+#[derive(clap::Args)]
+struct ExportArgs {
+    /// The repo id (`org/name`).
+    repo: String,
+    /// The export directory (what `HF_HUB_CACHE` will name).
+    #[arg(long)]
+    to: PathBuf,
+    #[arg(long = "type", value_enum, default_value = "model")]
+    kind: ExportType,
+    /// Branch, tag or commit.
+    #[arg(long, default_value = "main")]
+    revision: String,
+    /// Only paths matching this glob (huggingface_hub's `allow_patterns`; repeatable).
+    #[arg(long)]
+    include: Vec<String>,
+    /// Leave out paths matching this glob (`ignore_patterns`; repeatable).
+    #[arg(long)]
+    exclude: Vec<String>,
+    /// YAML config file (cache roots, upstreams, offline); the embedded default otherwise.
+    #[arg(short, long)]
+    config: Option<PathBuf>,
+    /// Print the report as JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ExportType {
+    Model,
+    Dataset,
+    Space,
 }
 
 #[derive(Subcommand)]
@@ -92,16 +130,22 @@ enum CacheCommand {
         #[arg(long)]
         repair: bool,
     },
-    /// Import an Olah (0.5, and older) or DingoSpeed cache (its `repos` directory) without
-    /// downloading again. Reports what happened to every file; only bytes that verify are
-    /// imported. Exits 1 when a file the cache had bytes for was left out.
+    /// Import an Olah (0.5, and older) or DingoSpeed cache (its `repos` directory), or a
+    /// huggingface_hub cache (`HF_HUB_CACHE`), without downloading again. Reports what
+    /// happened to every file; only bytes that verify are imported. Exits 1 when a file the
+    /// cache had bytes for was left out.
+    #[command(group(clap::ArgGroup::new("source").required(true).args(["olah", "hf_cache"])))]
     Import {
         /// YAML config file (for the cache roots); the embedded default otherwise.
         #[arg(short, long)]
         config: Option<PathBuf>,
         /// The Olah / DingoSpeed `repos` directory (or its parent).
         #[arg(long)]
-        olah: PathBuf,
+        olah: Option<PathBuf>,
+        /// A huggingface_hub cache directory (what `HF_HUB_CACHE` names, holding
+        /// `models--org--name/…`).
+        #[arg(long)]
+        hf_cache: Option<PathBuf>,
         /// Print the report as JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -369,11 +413,24 @@ fn verify(config: Config, repair: bool) -> Result<ExitCode, String> {
     })
 }
 
-fn import(config: Config, dir: &std::path::Path, json: bool) -> Result<ExitCode, String> {
+/// Where `cache import` reads from.
+enum ImportSource {
+    Olah(PathBuf),
+    HfCache(PathBuf),
+}
+
+fn import(config: Config, source: ImportSource, json: bool) -> Result<ExitCode, String> {
     let block_size = config.cache.block_size;
     let app = App::new(config).map_err(|e| e.to_string())?;
-    let report = hubcache::import::import_olah_blocking(&app.store, &app.meta, block_size, dir)
-        .map_err(|e| e.to_string())?;
+    let report = match source {
+        ImportSource::Olah(dir) => {
+            hubcache::import::import_olah_blocking(&app.store, &app.meta, block_size, &dir)
+        }
+        ImportSource::HfCache(dir) => {
+            hubcache::import::import_hf_cache_blocking(&app.store, &app.meta, block_size, &dir)
+        }
+    }
+    .map_err(|e| e.to_string())?;
     if json {
         let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
         println!("{text}");
@@ -381,6 +438,50 @@ fn import(config: Config, dir: &std::path::Path, json: bool) -> Result<ExitCode,
         print!("{report}");
     }
     Ok(if report.is_clean() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn export(config: Config, args: ExportArgs) -> Result<ExitCode, String> {
+    use hubcache::hf::{Repo, RepoId, RepoType, Revision};
+    let kind = match args.kind {
+        ExportType::Model => RepoType::Model,
+        ExportType::Dataset => RepoType::Dataset,
+        ExportType::Space => RepoType::Space,
+    };
+    let id = RepoId::new(&args.repo).map_err(|e| e.to_string())?;
+    let request = hubcache::export::ExportRequest {
+        repo: Repo::new(kind, id),
+        revision: Revision::new(&args.revision).map_err(|e| e.to_string())?,
+        include: args.include,
+        exclude: args.exclude,
+        to: args.to,
+        // As huggingface_hub does: HF_TOKEN reads gated and private repos.
+        auth: std::env::var("HF_TOKEN")
+            .ok()
+            .filter(|t| !t.trim().is_empty())
+            .map(|t| format!("Bearer {}", t.trim())),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let report = runtime.block_on(async {
+        let app = App::new(config).map_err(|e| e.to_string())?;
+        hubcache::export::export(&app, &request)
+            .await
+            .map_err(|e| e.to_string())
+    })?;
+    if args.json {
+        let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+        println!("{text}");
+    } else {
+        print!("{report}");
+    }
+    Ok(if report.is_complete() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
@@ -480,8 +581,20 @@ fn main() -> ExitCode {
             CacheCommand::Verify { config, repair } => {
                 exit_with(load_config(config.as_ref()).and_then(|c| verify(c, repair)))
             }
-            CacheCommand::Import { config, olah, json } => {
-                exit_with(load_config(config.as_ref()).and_then(|c| import(c, &olah, json)))
+            CacheCommand::Import {
+                config,
+                olah,
+                hf_cache,
+                json,
+            } => {
+                let source = match (olah, hf_cache) {
+                    (Some(dir), _) => ImportSource::Olah(dir),
+                    (None, Some(dir)) => ImportSource::HfCache(dir),
+                    (None, None) => {
+                        return exit_with(Err("give --olah DIR or --hf-cache DIR".into()))
+                    }
+                };
+                exit_with(load_config(config.as_ref()).and_then(|c| import(c, source, json)))
             }
             CacheCommand::Gc { config, dry_run } => {
                 exit_with(load_config(config.as_ref()).and_then(|c| gc(c, dry_run)))
@@ -490,6 +603,10 @@ fn main() -> ExitCode {
                 exit_with(load_config(config.as_ref()).and_then(|c| ls(c, sort)))
             }
         },
+        Command::Export(args) => {
+            let config = args.config.clone();
+            exit_with(load_config(config.as_ref()).and_then(|c| export(c, args)))
+        }
         Command::Reload { config, pid_file } => exit_with(reload(config.as_ref(), pid_file)),
         Command::Upgrade { config } => exit_with(upgrade(config.as_ref())),
         Command::Serve { config, upgrade } => {

@@ -23,6 +23,12 @@ ensure_browser() {
   ensure_command chromium chromium "the e2e suite renders the admin status page in headless Chromium"
 }
 
+# mkfs.xfs for tests/e2e/test_hf_cache.py: `hubcache export` onto a loop-mounted XFS must
+# reflink (the test skips without it).
+ensure_xfs() {
+  ensure_command mkfs.xfs xfsprogs "the e2e suite checks that hubcache export reflinks on XFS"
+}
+
 # ensure_command COMMAND DEBIAN_PACKAGE WHY: install the package when the command is missing.
 ensure_command() {
   local command="$1" package="$2" why="$3"

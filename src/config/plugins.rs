@@ -229,7 +229,7 @@ impl fmt::Display for RepoGlob {
 }
 
 /// `*` (any run) and `?` (one byte) matching, iterative with backtracking to the last `*`.
-fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
+pub(crate) fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
     let (mut p, mut t) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while t < text.len() {

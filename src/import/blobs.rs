@@ -79,7 +79,12 @@ impl Importer<'_> {
         data: &Path,
     ) -> Result<Attempt, ImportError> {
         let fatal = |op| Self::fatal(data, op);
-        let src = match CacheSource::open(data) {
+        let opened = if self.plain {
+            CacheSource::open_plain(data)
+        } else {
+            CacheSource::open(data)
+        };
+        let src = match opened {
             Ok(src) => src,
             Err(e) => return Ok(Attempt::Failed(e.to_string())),
         };

@@ -25,13 +25,15 @@ pub struct Copied {
     pub gaps: Vec<Missing>,
 }
 
-enum ContentHasher {
+/// Hashes content the way its blob id was made: sha256 for a 64-digit id, git's blob sha1
+/// (`sha1("blob {size}\0" + content)`) for a 40-digit one.
+pub enum ContentHasher {
     Sha256(Sha256),
     Sha1(Sha1),
 }
 
 impl ContentHasher {
-    fn new(id: &BlobId, size: u64) -> Self {
+    pub fn new(id: &BlobId, size: u64) -> Self {
         if id.is_sha256() {
             ContentHasher::Sha256(Sha256::new())
         } else {
@@ -41,14 +43,15 @@ impl ContentHasher {
         }
     }
 
-    fn update(&mut self, data: &[u8]) {
+    pub fn update(&mut self, data: &[u8]) {
         match self {
             ContentHasher::Sha256(h) => h.update(data),
             ContentHasher::Sha1(h) => h.update(data),
         }
     }
 
-    fn finish(self) -> String {
+    /// Lower-case hex of the hash.
+    pub fn finish(self) -> String {
         match self {
             ContentHasher::Sha256(h) => hex::encode(h.finalize()),
             ContentHasher::Sha1(h) => hex::encode(h.finalize()),

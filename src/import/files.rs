@@ -42,8 +42,24 @@ pub(super) struct Group {
     refs: Vec<FileRef>,
 }
 
+impl FileRef {
+    pub(super) fn new(repo: Repo, commit: String, path: RepoPath, found_at: String) -> Self {
+        FileRef {
+            repo,
+            commit,
+            path,
+            found_at,
+            size: None,
+        }
+    }
+}
+
 impl Group {
-    fn add_source(&mut self, data: PathBuf, display: String) {
+    pub(super) fn add_ref(&mut self, file: FileRef) {
+        self.refs.push(file);
+    }
+
+    pub(super) fn add_source(&mut self, data: PathBuf, display: String) {
         if !self.sources.iter().any(|(p, _)| *p == data) {
             self.sources.push((data, display));
         }

@@ -46,8 +46,10 @@ mod blobs;
 mod cached;
 mod copy;
 mod files;
+mod hf_cache;
 mod layout;
 mod legacy;
+mod plain;
 mod report;
 mod revisions;
 mod source;
@@ -66,6 +68,8 @@ use crate::hf::Repo;
 use crate::meta::Meta;
 use crate::store::{BlobId, Store, StoreError};
 
+pub use copy::ContentHasher;
+pub use hf_cache::{import_hf_cache_blocking, parse_folder_name};
 pub use report::{FileCounts, FileOutcome, FileReport, ImportReport, RevisionReport, Skipped};
 
 /// Why an import stopped. Malformed or unverifiable input never ends up here (it is in the
@@ -83,6 +87,11 @@ pub enum ImportError {
          repos/)"
     )]
     NotACache { path: PathBuf },
+    #[error(
+        "{path}: not a huggingface_hub cache (no models--*, datasets--* or spaces--* \
+         directory holding blobs/ or snapshots/)"
+    )]
+    NotAnHfCache { path: PathBuf },
     /// The hubcache store failed (disk full, unusable root, I/O error) while importing `path`.
     #[error("{path}: the hubcache store failed ({op}): {source}")]
     Store {
@@ -142,6 +151,7 @@ pub fn import_olah_blocking(
         },
         root,
         visibility: BTreeMap::new(),
+        plain: false,
     };
     importer.run()
 }
@@ -156,6 +166,9 @@ struct Importer<'a> {
     root: PathBuf,
     report: ImportReport,
     visibility: BTreeMap<Repo, Visibility>,
+    /// The cache entries are plain files holding exactly the content (a huggingface_hub
+    /// cache), not Olah / DingoSpeed cache files.
+    plain: bool,
 }
 
 impl Importer<'_> {

@@ -46,7 +46,7 @@ impl Importer<'_> {
         }
     }
 
-    fn record_revision(
+    pub(super) fn record_revision(
         &mut self,
         repo: &Repo,
         rev: &Revision,

@@ -20,6 +20,7 @@ use std::ops::Range;
 use std::path::Path;
 
 use super::legacy::{V8File, V9Dir};
+use super::plain::PlainFile;
 use super::v10::V10Dir;
 
 /// What is wrong with a cache entry as a whole (it is left out; never fatal for an import).
@@ -196,6 +197,8 @@ pub enum CacheSource {
     V10(V10Dir),
     V9(V9Dir),
     V8(V8File),
+    /// A file that is exactly the content (a huggingface_hub cache blob).
+    Plain(PlainFile),
     /// A zero-length file: no header at all. DingoSpeed creates `blobs/{etag}` empty before
     /// the first byte arrives (and never writes anything for a 0-byte file), so this is either
     /// empty content or a download that never started; only the content hash can tell.
@@ -223,11 +226,23 @@ impl CacheSource {
         V8File::open(path).map(CacheSource::V8)
     }
 
+    /// Opens a file that is exactly the content (a huggingface_hub cache blob); empty is
+    /// [`CacheSource::Empty`].
+    pub fn open_plain(path: &Path) -> Result<CacheSource, SourceError> {
+        let file = PlainFile::open(path)?;
+        Ok(if file.size() == 0 {
+            CacheSource::Empty
+        } else {
+            CacheSource::Plain(file)
+        })
+    }
+
     pub fn size(&self) -> u64 {
         match self {
             CacheSource::V10(d) => d.geometry().file_size,
             CacheSource::V9(d) => d.geometry().file_size,
             CacheSource::V8(f) => f.geometry().file_size,
+            CacheSource::Plain(f) => f.size(),
             CacheSource::Empty => 0,
         }
     }
@@ -251,6 +266,7 @@ impl CacheSource {
             CacheSource::V10(d) => d.describe(),
             CacheSource::V9(d) => d.describe(),
             CacheSource::V8(f) => f.describe(),
+            CacheSource::Plain(f) => f.describe(),
             CacheSource::Empty => "empty file".into(),
         }
     }
@@ -261,6 +277,7 @@ impl CacheSource {
             CacheSource::V10(d) => d.presence(),
             CacheSource::V9(d) => d.presence(),
             CacheSource::V8(f) => f.presence(),
+            CacheSource::Plain(_) => (1, 1),
             CacheSource::Empty => (0, 0),
         }
     }
@@ -275,6 +292,7 @@ impl CacheSource {
             CacheSource::V10(d) => d.stream(sink),
             CacheSource::V9(d) => d.stream(sink),
             CacheSource::V8(f) => f.stream(sink),
+            CacheSource::Plain(f) => f.stream(sink),
             CacheSource::Empty => Ok(Vec::new()),
         }
     }

@@ -163,6 +163,23 @@ impl AccessBook {
             .update_blocking(repo, |access| set_visibility(access, private, gated));
     }
 
+    /// The operator imported the repo's files from a cache that records no visibility (a
+    /// huggingface_hub cache): treat it as public unless something already described it.
+    /// Returns whether it was marked public (an origin's later repo info still wins).
+    pub fn assume_public_blocking(&self, repo: &Repo) -> bool {
+        let mut marked = false;
+        self.repos.update_blocking(repo, |access| {
+            if access.private.is_some() || access.gated.is_some() {
+                return false;
+            }
+            access.private = Some(false);
+            access.gated = Some(false);
+            marked = true;
+            true
+        });
+        marked
+    }
+
     /// A mirror says the repo is private and/or gated. Believed only while no origin has
     /// described the repo, and only in the careful direction.
     pub async fn claim_protection(&self, repo: &Repo, private: bool, gated: bool) {

@@ -222,6 +222,28 @@ impl Meta {
             .into_result()
     }
 
+    /// Every file whose metadata is cached for `repo` at `commit` (the per-revision path
+    /// index on disk, primary root only), sorted by path. Blocking: for `hubcache export`
+    /// offline, when no repo-info answer lists the files.
+    pub fn cached_files_blocking(&self, repo: &Repo, commit: &str) -> Vec<FileMeta> {
+        let inner = &self.inner;
+        inner.store.flush();
+        let dir = inner.store.dir().commit_dir(repo, commit).join("files");
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return Vec::new();
+        };
+        let mut files: Vec<FileMeta> = entries
+            .flatten()
+            .filter_map(|e| inner.store.load_blocking::<FileEntry>(&e.path()))
+            .filter_map(|entry| match entry {
+                FileEntry::Present(meta) if meta.commit == commit => Some(meta),
+                _ => None,
+            })
+            .collect();
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        files
+    }
+
     /// Whether the repo's files are known to be public (fills need no token).
     pub async fn files_public(&self, repo: &Repo) -> bool {
         self.inner.access.files_public(repo).await

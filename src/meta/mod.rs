@@ -369,6 +369,13 @@ impl Meta {
         Ok(())
     }
 
+    /// Treat `repo` as public unless its visibility is already known (a huggingface_hub cache
+    /// import: the operator vouches for files that record no visibility). Returns whether it
+    /// was marked. Blocking, like [`import_revision`](Self::import_revision).
+    pub fn import_assume_public(&self, repo: &Repo) -> bool {
+        self.inner.access.assume_public_blocking(repo)
+    }
+
     /// Wait until every metadata write queued so far is on disk (blocking). Only for the end
     /// of a cache import and tests; requests never wait for metadata writes.
     pub fn flush(&self) {

@@ -4,6 +4,7 @@
 //! module; `tests/e2e/test_import_olah.py` runs the real Olah 0.5.4 as well.
 
 mod dingospeed;
+mod hf_cache;
 mod legacy;
 mod olah;
 
