@@ -23,3 +23,4 @@ pub mod plugins;
 pub mod proxy;
 pub mod store;
 pub mod upstream;
+pub mod warmup;

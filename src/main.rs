@@ -1,4 +1,5 @@
-//! The `hubcache` command line: `serve`, `reload`, `upgrade`, `check-config`, `cache verify|import|gc|ls`.
+//! The `hubcache` command line: `serve`, `reload`, `upgrade`, `check-config`, `cache verify|import|gc|ls`,
+//! `warm`, `jobs list|cancel`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -76,6 +77,12 @@ enum Command {
         #[command(subcommand)]
         command: CacheCommand,
     },
+    /// Ask a running node (its admin API) to fetch a whole repo, and show the progress (files,
+    /// bytes, rate, ETA) until it is done. Exits 0 when every file is cached, 1 listing the
+    /// files that failed, 2 when the admin API cannot be used.
+    Warm(hubcache::warmup::client::WarmArgs),
+    /// List or cancel the warm-up jobs of a running node.
+    Jobs(hubcache::warmup::client::JobsArgs),
 }
 
 #[derive(Subcommand)]
@@ -173,6 +180,7 @@ fn serve(config: Config, config_path: Option<&PathBuf>, upgrade: bool) -> Result
     let plugins = build_plugins(&config)?;
     let app = App::new(config.clone()).map_err(|e| e.to_string())?;
     let cache_service = CacheService::start(&app, plugins).map_err(|e| e.to_string())?;
+    let warmup = hubcache::warmup::Warmup::start(&app);
     let mut server_conf = ServerConf {
         threads: config.server.threads,
         grace_period_seconds: Some(config.server.grace_period.as_secs()),
@@ -198,6 +206,7 @@ fn serve(config: Config, config_path: Option<&PathBuf>, upgrade: bool) -> Result
     let gate = Gate::new(proxy, conn_settings(&config.server));
     let mut service = Service::new("hubcache".to_string(), gate);
     service.add_listener(listener(&config));
+    server.add_service(background_service("warm-up jobs", warmup.background()));
     if let Some(admin) = hubcache::admin::service(&app) {
         server.add_service(admin);
     }
@@ -432,6 +441,8 @@ fn main() -> ExitCode {
                 exit_with(load_config(config.as_ref()).and_then(|c| ls(c, sort)))
             }
         },
+        Command::Warm(args) => ExitCode::from(hubcache::warmup::client::warm_command(args)),
+        Command::Jobs(args) => ExitCode::from(hubcache::warmup::client::jobs_command(args)),
         Command::Reload { config, pid_file } => exit_with(reload(config.as_ref(), pid_file)),
         Command::Upgrade { config } => exit_with(upgrade(config.as_ref())),
         Command::Serve { config, upgrade } => {
