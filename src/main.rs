@@ -1,5 +1,5 @@
 //! The `hubcache` command line: `serve`, `reload`, `upgrade`, `check-config`, `cache verify|import|gc|ls`,
-//! `warm`, `jobs list|cancel`.
+//! `warm`, `jobs list|cancel`, `pin`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -83,6 +83,10 @@ enum Command {
     Warm(hubcache::warmup::client::WarmArgs),
     /// List or cancel the warm-up jobs of a running node.
     Jobs(hubcache::warmup::client::JobsArgs),
+    /// Pin every entry of a manifest (a YAML list of {repo, type, revision, include, exclude})
+    /// on a running node: kept warm and out of eviction, branches followed. Shows the warm-up
+    /// jobs until they end; exits 0 when every file is cached.
+    Pin(hubcache::warmup::pin_cli::PinArgs),
 }
 
 #[derive(Subcommand)]
@@ -206,7 +210,7 @@ fn serve(config: Config, config_path: Option<&PathBuf>, upgrade: bool) -> Result
     let gate = Gate::new(proxy, conn_settings(&config.server));
     let mut service = Service::new("hubcache".to_string(), gate);
     service.add_listener(listener(&config));
-    server.add_service(background_service("warm-up jobs", warmup.background()));
+    server.add_service(background_service("warm-up jobs", warmup.background(&app)));
     if let Some(admin) = hubcache::admin::service(&app) {
         server.add_service(admin);
     }
@@ -442,6 +446,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Warm(args) => ExitCode::from(hubcache::warmup::client::warm_command(args)),
+        Command::Pin(args) => ExitCode::from(hubcache::warmup::pin_cli::pin_command(args)),
         Command::Jobs(args) => ExitCode::from(hubcache::warmup::client::jobs_command(args)),
         Command::Reload { config, pid_file } => exit_with(reload(config.as_ref(), pid_file)),
         Command::Upgrade { config } => exit_with(upgrade(config.as_ref())),

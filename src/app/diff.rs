@@ -39,6 +39,8 @@ pub fn plan(running: &Config, file: Config) -> Plan {
         plugins,
         admin,
         log,
+        pins,
+        pin_refresh,
     } = file;
     let applied = &mut plan.applied;
     let (changed, upgrade) = (&mut plan.changed, &mut plan.needs_upgrade);
@@ -56,6 +58,14 @@ pub fn plan(running: &Config, file: Config) -> Plan {
     take("auth_ttl", &mut applied.auth_ttl, auth_ttl, changed);
     take("upstreams", &mut applied.upstreams, upstreams, changed);
     take("log", &mut applied.log, log, changed);
+    // Read by the warm-up pin loop at each round.
+    take("pins", &mut applied.pins, pins, changed);
+    take(
+        "pin_refresh",
+        &mut applied.pin_refresh,
+        pin_refresh,
+        changed,
+    );
     // The admin listener is a socket; its token is read by the admin service at start.
     keep("admin", &running.admin, &admin, upgrade);
     plugin_keys(&mut applied.plugins, plugins, changed, upgrade);

@@ -38,6 +38,8 @@ pub(crate) struct RawConfig {
     watch_config: Option<bool>,
     admin: Option<RawAdmin>,
     log: Option<RawLog>,
+    pins: Option<Vec<NonEmptyPath>>,
+    pin_refresh: Option<HumanDuration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -158,6 +160,14 @@ impl RawConfig {
             level: log.level.map(|l| l.0).unwrap_or_default(),
         };
 
+        let pin_refresh = self.pin_refresh.map_or(defaults::PIN_REFRESH, Into::into);
+        if pin_refresh.is_zero() {
+            return Err(ConfigError::invalid(
+                "pin_refresh",
+                "must be more than 0 (how often pinned branches are resolved again)",
+            ));
+        }
+
         Ok(Config {
             listen: self
                 .listen
@@ -174,6 +184,13 @@ impl RawConfig {
             watch_config: self.watch_config.unwrap_or(false),
             admin,
             log,
+            pins: self
+                .pins
+                .unwrap_or_default()
+                .into_iter()
+                .map(|p| p.0)
+                .collect(),
+            pin_refresh,
         })
     }
 }

@@ -21,6 +21,7 @@ pub mod defaults {
 
     pub const LISTEN: &str = "0.0.0.0:8090";
     pub const REVISION_TTL: Duration = Duration::from_secs(60);
+    pub const PIN_REFRESH: Duration = Duration::from_secs(600);
     pub const AUTH_TTL: Duration = Duration::from_secs(3600);
     pub const CACHE_DIR: &str = "./cache";
     pub const REPLICAS: usize = 1;
@@ -97,6 +98,11 @@ pub struct Config {
     pub watch_config: bool,
     pub admin: AdminConfig,
     pub log: LogConfig,
+    /// Pin manifests: YAML lists of `{repo, type, revision, include, exclude}` kept warm and
+    /// out of eviction.
+    pub pins: Vec<PathBuf>,
+    /// How often pinned revisions are resolved again (a pinned branch follows upstream).
+    pub pin_refresh: Duration,
 }
 
 /// `cache:` — where and how blobs are stored.
@@ -476,6 +482,8 @@ impl Default for Config {
             watch_config: false,
             admin: AdminConfig::default(),
             log: LogConfig::default(),
+            pins: Vec::new(),
+            pin_refresh: defaults::PIN_REFRESH,
         }
     }
 }

@@ -9,12 +9,12 @@ use serde::Deserialize;
 use super::job::{JobRecord, JobSpec, JobState};
 
 /// How often the progress is asked for.
-const POLL: Duration = Duration::from_millis(500);
+pub(super) const POLL: Duration = Duration::from_millis(500);
 /// Without a terminal, a progress line is printed at most this often (and on each change of
 /// state or files done).
 const PLAIN_EVERY: Duration = Duration::from_secs(5);
 /// Consecutive failed polls before giving up.
-const POLL_FAILURES: usize = 20;
+pub(super) const POLL_FAILURES: usize = 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -69,11 +69,11 @@ impl AdminClient {
         })
     }
 
-    async fn call<T: serde::de::DeserializeOwned>(
+    pub(super) async fn call<T: serde::de::DeserializeOwned, B: serde::Serialize>(
         &self,
         method: reqwest::Method,
         path: &str,
-        body: Option<&JobSpec>,
+        body: Option<&B>,
     ) -> Result<T, ClientError> {
         let url = format!("{}{path}", self.base);
         let mut request = self.http.request(method, &url);
@@ -119,18 +119,28 @@ impl AdminClient {
     }
 
     pub async fn job(&self, id: &str) -> Result<RemoteJob, ClientError> {
-        self.call(reqwest::Method::GET, &format!("/api/jobs/{id}"), None)
-            .await
+        self.call(
+            reqwest::Method::GET,
+            &format!("/api/jobs/{id}"),
+            None::<&()>,
+        )
+        .await
     }
 
     pub async fn list(&self) -> Result<Vec<RemoteJob>, ClientError> {
-        let list: JobList = self.call(reqwest::Method::GET, "/api/jobs", None).await?;
+        let list: JobList = self
+            .call(reqwest::Method::GET, "/api/jobs", None::<&()>)
+            .await?;
         Ok(list.jobs)
     }
 
     pub async fn cancel(&self, id: &str) -> Result<RemoteJob, ClientError> {
-        self.call(reqwest::Method::DELETE, &format!("/api/jobs/{id}"), None)
-            .await
+        self.call(
+            reqwest::Method::DELETE,
+            &format!("/api/jobs/{id}"),
+            None::<&()>,
+        )
+        .await
     }
 }
 
@@ -291,7 +301,7 @@ pub struct AdminArgs {
 }
 
 impl AdminArgs {
-    fn client(&self) -> Result<AdminClient, ClientError> {
+    pub(super) fn client(&self) -> Result<AdminClient, ClientError> {
         let token = self
             .token
             .clone()
@@ -347,7 +357,7 @@ pub enum JobsCommand {
     },
 }
 
-fn block_on<T>(
+pub(super) fn block_on<T>(
     work: impl std::future::Future<Output = Result<T, ClientError>>,
 ) -> Result<T, String> {
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -17,16 +17,20 @@ pub mod client;
 pub mod job;
 mod metrics;
 mod persist;
+pub mod pin_cli;
+pub mod pins;
 pub mod routes;
 mod run;
 
+use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use parking_lot::Mutex;
 use serde::Serialize;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, Notify, Semaphore};
 
 pub use job::{FailedFile, JobRecord, JobSpec, JobState, SpecError, Target};
 pub use persist::{JobStore, JOBS_DIR};
@@ -136,6 +140,14 @@ pub struct Warmup {
     slots: Arc<Semaphore>,
     stats: Arc<WarmStats>,
     seq: AtomicU64,
+    /// Pins added through the admin API (kept in `warmup/pins.json`).
+    api_pins: Mutex<Vec<JobSpec>>,
+    /// Per pin (its spec as JSON): the last commit and job started for it.
+    pin_progress: Mutex<HashMap<String, pins::PinProgress>>,
+    /// The manifests the last pin round read (`pins:`).
+    manifests: Mutex<Vec<PathBuf>>,
+    /// Wakes the pin loop (pins were added).
+    pin_wake: Notify,
 }
 
 impl Warmup {
@@ -176,10 +188,15 @@ impl Warmup {
                 }
             })
             .collect();
+        let api_pins = Self::load_api_pins(&store.pins_file());
         Self {
             meta,
             fill,
             store,
+            api_pins: Mutex::new(api_pins),
+            pin_progress: Mutex::new(HashMap::new()),
+            manifests: Mutex::new(Vec::new()),
+            pin_wake: Notify::new(),
             jobs: Mutex::new(jobs),
             runtime: OnceLock::new(),
             slots: Arc::new(Semaphore::new(JOBS_AT_ONCE)),
@@ -324,25 +341,32 @@ impl Warmup {
             .collect()
     }
 
-    /// The Pingora background service that resumes saved jobs and runs new ones.
-    pub fn background(self: &Arc<Self>) -> Background {
-        Background(Arc::clone(self))
+    /// The Pingora background service that resumes saved jobs, runs new ones and the pins
+    /// of `app`'s config.
+    pub fn background(self: &Arc<Self>, app: &Arc<App>) -> Background {
+        Background(Arc::clone(self), Arc::clone(app))
     }
 }
 
-/// Runs the jobs: resumes the saved ones at start, saves them all at shutdown.
-pub struct Background(Arc<Warmup>);
+/// Runs the jobs: resumes the saved ones at start, runs the pin loop, saves every job at
+/// shutdown.
+pub struct Background(Arc<Warmup>, Arc<App>);
 
 #[async_trait::async_trait]
 impl pingora::services::background::BackgroundService for Background {
     async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
         self.0.resume();
-        // Bounded: one wait per change of the shutdown flag, which changes once.
-        while !*shutdown.borrow() {
-            if shutdown.changed().await.is_err() {
-                break;
+        let stop = async move {
+            // Bounded: one wait per change of the shutdown flag, which changes once.
+            while !*shutdown.borrow() {
+                if shutdown.changed().await.is_err() {
+                    break;
+                }
             }
-        }
+        };
+        Arc::clone(&self.0)
+            .pin_loop(Arc::clone(&self.1), stop)
+            .await;
         self.0.save_all();
     }
 }

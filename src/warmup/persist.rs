@@ -51,6 +51,11 @@ impl JobStore {
         &self.dir
     }
 
+    /// Where the pins added through the admin API are kept (`warmup/pins.json`).
+    pub fn pins_file(&self) -> PathBuf {
+        self.dir.parent().unwrap_or(&self.dir).join("pins.json")
+    }
+
     fn path(&self, id: &str) -> Option<PathBuf> {
         valid_id(id).then(|| self.dir.join(format!("{id}.json")))
     }

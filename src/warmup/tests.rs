@@ -262,3 +262,38 @@ fn tree_pages_give_files_and_the_next_cursor() {
         None
     );
 }
+
+#[test]
+fn pins_and_pin_refresh_are_read_and_checked() {
+    let c = Config::from_yaml_str("pins: [a.yaml, /b.yaml]\npin_refresh: 30s\n").unwrap();
+    assert_eq!(c.pins.len(), 2);
+    assert_eq!(c.pin_refresh, Duration::from_secs(30));
+    assert_eq!(Config::default().pin_refresh, Duration::from_secs(600));
+    let zero = Config::from_yaml_str("pin_refresh: 0s\n").unwrap_err();
+    assert!(zero.to_string().contains("pin_refresh"), "{zero}");
+    let empty = Config::from_yaml_str("pins: ['']\n").unwrap_err();
+    assert!(empty.to_string().contains("pins"), "{empty}");
+}
+
+#[tokio::test]
+async fn pins_added_through_the_api_are_kept_and_start_jobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(dir.path(), None);
+    let warmup = Warmup::start(&app);
+    let spec = JobSpec::whole("acme/pinned", RepoType::Dataset);
+    let jobs = warmup.add_pins(vec![spec.clone(), spec.clone()]).unwrap();
+    assert_eq!(jobs.len(), 2);
+    let bad = JobSpec::whole("../x", RepoType::Model);
+    assert!(warmup.add_pins(vec![bad]).is_err());
+    let views = warmup.pin_views();
+    assert_eq!(views.len(), 1, "the same pin once");
+    assert_eq!(views[0].source, "api");
+    assert!(views[0].job.is_some());
+    // Kept across a restart of the node.
+    let again = Warmup::new(
+        app.meta.clone(),
+        app.fill.clone(),
+        JobStore::new(dir.path()),
+    );
+    assert_eq!(again.pin_views()[0].spec, spec);
+}
