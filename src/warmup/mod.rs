@@ -68,6 +68,8 @@ struct RunClock {
     started: Option<Instant>,
     /// Bytes fetched (read from files that were not already complete) in this run.
     fetched: u64,
+    /// When this run ended.
+    ended: Option<Instant>,
     last_saved: Option<Instant>,
 }
 
@@ -99,9 +101,15 @@ impl Job {
         let record = self.record.lock().clone();
         let clock = self.clock.lock();
         let running = !record.state.is_finished();
-        let elapsed = clock.started.map(|s| s.elapsed().as_secs_f64());
+        // The mean of this run: until now, or until it ended.
+        let elapsed = clock.started.map(|s| {
+            clock
+                .ended
+                .map_or_else(|| s.elapsed(), |e| e.saturating_duration_since(s))
+                .as_secs_f64()
+        });
         let rate = match elapsed {
-            Some(secs) if secs > 0.0 && running => clock.fetched as f64 / secs,
+            Some(secs) if secs > 0.0 => clock.fetched as f64 / secs,
             _ => 0.0,
         };
         let left = record.bytes_total.saturating_sub(record.bytes_done);

@@ -167,6 +167,7 @@ fn finish(warmup: &Warmup, job: &Job, decide: impl FnOnce(&mut super::JobRecord)
         r.finished_ms = Some(now_ms());
         Some((r.state, r.files_done, r.files_total, r.files_failed))
     });
+    job.clock.lock().ended = Some(Instant::now());
     if let Some((state, done, total, failed)) = ended {
         log::info!(
             "warm-up job {}: {} ({done}/{total} files cached, {failed} failed)",
