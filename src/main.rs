@@ -305,6 +305,8 @@ fn gc(config: Config, dry_run: bool) -> Result<ExitCode, String> {
     let plugins = build_plugins(&config)?;
     let app = App::new(config).map_err(|e| e.to_string())?;
     let view = hubcache::evict::cli::view(&app, plugins.policy)?;
+    view.index
+        .set_extra_pins(&hubcache::warmup::pins::configured_globs(&app));
     let (report, met) = hubcache::evict::cli::gc(&app, &view, dry_run);
     print!("{report}");
     Ok(if met || dry_run {
@@ -318,6 +320,8 @@ fn ls(config: Config, sort: SortBy) -> Result<ExitCode, String> {
     let plugins = build_plugins(&config)?;
     let app = App::new(config).map_err(|e| e.to_string())?;
     let view = hubcache::evict::cli::view(&app, plugins.policy)?;
+    view.index
+        .set_extra_pins(&hubcache::warmup::pins::configured_globs(&app));
     print!("{}", hubcache::evict::cli::ls(&view, sort));
     Ok(ExitCode::SUCCESS)
 }

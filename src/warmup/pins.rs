@@ -67,6 +67,26 @@ pub fn pin_glob(spec: &JobSpec) -> Option<RepoGlob> {
     RepoGlob::parse(&pattern).ok()
 }
 
+/// The eviction pins of `app`'s pins: the `pins:` manifests and those added through the admin
+/// API (for `hubcache cache gc` / `cache ls`, which run beside the mirror). A manifest that
+/// cannot be read is logged and left out.
+pub fn configured_globs(app: &App) -> Vec<RepoGlob> {
+    let root = app
+        .store
+        .root_paths()
+        .into_iter()
+        .next()
+        .unwrap_or_default();
+    let mut specs = Warmup::load_api_pins(&super::JobStore::new(&root).pins_file());
+    for path in &app.settings().config.pins {
+        match load_manifest(path) {
+            Ok(more) => specs.extend(more),
+            Err(e) => log::warn!("{e}"),
+        }
+    }
+    specs.iter().filter_map(pin_glob).collect()
+}
+
 /// What the pin loop knows about one pin.
 #[derive(Debug, Clone, Default)]
 pub(super) struct PinProgress {

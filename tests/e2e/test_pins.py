@@ -51,6 +51,12 @@ def test_a_manifest_pin_is_warmed_and_kept_out_of_eviction(tmp_path, emu_factory
         "a pinned file was evicted"
     [pin] = pins_of(m)
     assert pin["source"] == str(manifest) and pin["spec"]["repo"] == "acme/keep"
+    # `cache ls` beside the mirror knows the manifest's pins too.
+    ls = m.command("cache", "ls", "--config", str(m.config_path))
+    assert ls.returncode == 0, ls.stderr
+    keep = [line for line in ls.stdout.splitlines() if "acme/keep" in line]
+    assert keep and all("[pinned]" in line for line in keep), ls.stdout
+    assert not any("[pinned]" in line for line in ls.stdout.splitlines() if OTHER in line), ls.stdout
 
 
 def test_a_pinned_branch_follows_upstream(own_emu, mirror_factory, tmp_path):
