@@ -397,3 +397,24 @@ async fn wait_complete(fill: &Arc<BlobFill>) -> Result<(), FetchError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_rate_cap_paces_bytes_shared_by_parallel_files() {
+        let cap = Arc::new(RateCap::new(100_000));
+        let start = Instant::now();
+        let a = {
+            let cap = Arc::clone(&cap);
+            tokio::spawn(async move { cap.take(10_000).await })
+        };
+        cap.take(10_000).await;
+        a.await.unwrap();
+        let elapsed = start.elapsed();
+        // 20 000 bytes at 100 000 per second: 200 ms, whoever took them.
+        assert!(elapsed >= Duration::from_millis(195), "{elapsed:?}");
+        assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
+    }
+}
