@@ -22,5 +22,6 @@ pub mod meta;
 pub mod plugins;
 pub mod proxy;
 pub mod store;
+pub mod tls;
 pub mod upstream;
 pub mod warmup;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+use pingora::apps::HttpServerOptions;
 use pingora::listeners::{L4BufferSettings, ListenerConfig, TcpSocketOptions};
 use pingora::protocols::TcpKeepalive;
 use pingora::server::configuration::{Opt, ServerConf};
@@ -166,6 +167,14 @@ fn load_checked(path: &std::path::Path) -> Result<Config, ConfigError> {
     Ok(config)
 }
 
+/// Reads the `tls` certificate pair as `serve` would: its warnings, or why it cannot serve.
+fn check_tls(config: &Config) -> Result<Vec<String>, hubcache::tls::TlsError> {
+    match &config.tls {
+        Some(tls) => hubcache::tls::pair::load(tls).map(|pair| pair.warnings),
+        None => Ok(Vec::new()),
+    }
+}
+
 fn load_config(path: Option<&PathBuf>) -> Result<Config, String> {
     match path {
         Some(path) => load_checked(path).map_err(|e| e.to_string()),
@@ -183,6 +192,10 @@ fn serve(config: Config, config_path: Option<&PathBuf>, upgrade: bool) -> Result
         .map_err(|e| e.to_string())?;
     let plugins = build_plugins(&config)?;
     let app = App::new(config.clone()).map_err(|e| e.to_string())?;
+    let certs = edge_certificates(&config, config_path)?;
+    if let Some(certs) = &certs {
+        let _ = app.tls.set(Arc::clone(certs));
+    }
     let cache_service = CacheService::start(&app, plugins).map_err(|e| e.to_string())?;
     let warmup = hubcache::warmup::Warmup::start(&app);
     let mut server_conf = ServerConf {
@@ -205,11 +218,24 @@ fn serve(config: Config, config_path: Option<&PathBuf>, upgrade: bool) -> Result
     let probe_app = Arc::clone(&app);
     let probes = ProbeService::new(move || Arc::clone(&probe_app.settings().upstream));
     server.add_service(background_service("upstream probes", probes));
-    let proxy =
+    let mut proxy =
         lifecycle::service::draining_proxy(&server.configuration, HubProxy::new(app.clone()));
+    if let Some(proxy) = proxy.inner_mut() {
+        proxy.server_options = Some(server_options(&config.server));
+    }
     let gate = Gate::new(proxy, conn_settings(&config.server));
     let mut service = Service::new("hubcache".to_string(), gate);
-    service.add_listener(listener(&config));
+    if let Some(listen) = config.listen {
+        service.add_listener(listener(listen, &config.server));
+    }
+    if let (Some(tls), Some(certs)) = (&config.tls, certs) {
+        let settings =
+            hubcache::tls::listener::tls_settings(certs).map_err(|e| format!("tls.listen: {e}"))?;
+        service.add_listener(listener(tls.listen, &config.server).tls(settings));
+        service
+            .endpoints()
+            .set_pre_tls_callback(Arc::new(hubcache::tls::listener::PlainHttpRefusal));
+    }
     server.add_service(background_service("warm-up jobs", warmup.background(&app)));
     if let Some(admin) = hubcache::admin::service(&app) {
         server.add_service(admin);
@@ -221,7 +247,7 @@ fn serve(config: Config, config_path: Option<&PathBuf>, upgrade: bool) -> Result
     ));
     log::info!(
         "hubcache listening on {} (cache {:?}, upstreams: {}, offline: {})",
-        config.listen,
+        config.listen_summary(),
         config.cache_roots(),
         config
             .upstreams
@@ -245,13 +271,36 @@ fn conn_settings(server: &ServerConfig) -> ConnSettings {
     }
 }
 
-/// The public listener. No read buffer in front of each accepted socket: Pingora's default is a
-/// 64 KiB one per connection (64 MiB for 1000 idle keep-alive clients), and the HTTP session
-/// reads into its own buffer anyway.
-fn listener(config: &Config) -> ListenerConfig {
-    ListenerConfig::tcp(config.listen.to_string())
-        .tcp_socket_options(socket_options(&config.server))
+/// A public listener (plain HTTP, or the TCP side of HTTPS). No read buffer in front of each
+/// accepted socket: Pingora's default is a 64 KiB one per connection (64 MiB for 1000 idle
+/// keep-alive clients), and the HTTP session reads into its own buffer anyway.
+fn listener(addr: std::net::SocketAddr, server: &ServerConfig) -> ListenerConfig {
+    ListenerConfig::tcp(addr.to_string())
+        .tcp_socket_options(socket_options(server))
         .l4_buffer(L4BufferSettings::default().read(0))
+}
+
+/// An idle HTTP/2 connection is closed after `server.idle_timeout`, as an HTTP/1 one.
+fn server_options(server: &ServerConfig) -> HttpServerOptions {
+    let mut options = HttpServerOptions::default();
+    options.h2_idle_timeout = Some(server.idle_timeout);
+    options
+}
+
+/// Reads and checks the `tls` certificate pair, when `tls` is set. Errors name the key.
+fn edge_certificates(
+    config: &Config,
+    config_path: Option<&PathBuf>,
+) -> Result<Option<Arc<hubcache::tls::Certificates>>, String> {
+    let Some(tls) = &config.tls else {
+        return Ok(None);
+    };
+    hubcache::tls::Certificates::load(tls)
+        .map(Some)
+        .map_err(|e| match config_path {
+            Some(path) => format!("{}: {e}", path.display()),
+            None => e.to_string(),
+        })
 }
 
 /// TCP keepalive on every accepted connection: probes after `server.tcp_keepalive` of silence,
@@ -426,10 +475,19 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::CheckConfig { file } => match load_checked(&file) {
-            Ok(_) => {
-                println!("{}: ok", file.display());
-                ExitCode::SUCCESS
-            }
+            Ok(config) => match check_tls(&config) {
+                Ok(warnings) => {
+                    for warning in warnings {
+                        eprintln!("{}: warning: {warning}", file.display());
+                    }
+                    println!("{}: ok", file.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{}: {e}", file.display());
+                    ExitCode::from(2)
+                }
+            },
             Err(e) => {
                 eprintln!("{e}");
                 ExitCode::from(2)

@@ -36,6 +36,28 @@ BIG_REPO, BIG_FILE = "acme/big-model", "big.bin"
 SNAP_REPO = "acme/snapshot-300"
 CURL_FMT = "%{stderr}\nBENCH %{http_code} %{time_starttransfer} %{time_total} %{size_download} %{num_redirects}\n"
 CURL_MAX_TIME = 600  # seconds, per curl process
+# The private CA curl trusts for the TLS rows (set by make_pki).
+CURL_CA: str | None = None
+
+
+def make_pki(workdir: Path) -> dict | None:
+    """A throwaway CA and a server certificate for 127.0.0.1 (openssl CLI); None without openssl."""
+    global CURL_CA
+    if shutil.which("openssl") is None:
+        return None
+    workdir.mkdir(parents=True, exist_ok=True)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    (workdir / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n"
+                                     "extendedKeyUsage=serverAuth\n")
+    for cmd in (["req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
+                 "-subj", "/CN=hubcache bench CA"],
+                ["req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"],
+                ["x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+                 "-set_serial", "1001", "-days", "1", "-extfile", "ext.cnf", "-out", "server.crt"]):
+        if subprocess.run(["openssl", *cmd], cwd=workdir, capture_output=True).returncode != 0:
+            return None
+    CURL_CA = str(workdir / "ca.crt")
+    return {"cert": str(workdir / "server.crt"), "key": str(workdir / "server.key")}
 STOP_TIMEOUT = 15  # seconds between SIGINT and SIGKILL
 SHUTDOWN_MARK = "===== bench: SIGINT sent ====="
 
@@ -292,6 +314,8 @@ class Mirror:
         workdir.mkdir(parents=True, exist_ok=True)
         self.proc: subprocess.Popen | None = None
         self.port = 0
+        self.tls: dict | None = None  # {"cert", "key"}: also serve HTTPS on tls_port
+        self.tls_port = 0
         self.cache_dir: Path | None = None
         self.starts = 0
         self.events: list[str] = []  # abnormal exits, kills
@@ -304,11 +328,17 @@ class Mirror:
             "server": {"threads": 2, "grace_period": "1s",
                        "runtime_dir": str(self.workdir / "run")},
         }
+        if self.tls:
+            cfg["tls"] = {"listen": f"127.0.0.1:{self.tls_port}", **self.tls}
         return deep_merge(cfg, self.overrides)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def tls_url(self) -> str | None:
+        return f"https://127.0.0.1:{self.tls_port}" if self.tls else None
 
     def start(self, cache_dir: Path, log_path: Path, label: str = "") -> None:
         assert self.proc is None
@@ -316,6 +346,7 @@ class Mirror:
         self.log_path = log_path
         for _attempt in range(3):
             self.port = free_port()
+            self.tls_port = free_port() if self.tls else 0
             cfg_path = self.workdir / "hubcache.yaml"
             cfg_path.write_text(json.dumps(self.config(), indent=2))  # JSON is valid YAML
             with open(log_path, "ab") as log:
@@ -330,7 +361,8 @@ class Mirror:
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
                     break
-                if pid_listens_on(self.proc.pid, self.port):
+                if pid_listens_on(self.proc.pid, self.port) and (
+                        not self.tls or pid_listens_on(self.proc.pid, self.tls_port)):
                     return
                 time.sleep(0.02)
             if self.proc.poll() is not None and "in use" not in tail(log_path, 5):
@@ -380,10 +412,20 @@ def deep_merge(base: dict, over: dict) -> dict:
 class Nginx:
     """nginx as an unprivileged foreground process with a generated config."""
 
-    def __init__(self, procs: Procs, binary: str, workdir: Path, root: Path):
+    def __init__(self, procs: Procs, binary: str, workdir: Path, root: Path, tls: dict | None = None):
         self.procs = procs
         workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
+        self.tls_port = free_port() if tls else 0
+        self.tls_url = f"https://127.0.0.1:{self.tls_port}" if tls else None
+        tls_server = f"""
+    server {{
+        listen 127.0.0.1:{self.tls_port} ssl http2;
+        ssl_certificate {tls['cert']};
+        ssl_certificate_key {tls['key']};
+        root {root};
+        location / {{ }}
+    }}""" if tls else ""
         tmp = workdir / "tmp"
         tmp.mkdir(exist_ok=True)
         user = "user root root;\n" if os.geteuid() == 0 else ""  # workers must read the temp dir
@@ -407,7 +449,7 @@ http {{
         listen 127.0.0.1:{self.port};
         root {root};
         location / {{ }}
-    }}
+    }}{tls_server}
 }}
 """
         (workdir / "nginx.conf").write_text(conf)
@@ -438,6 +480,8 @@ http {{
 def curl_args(url: str, range_header: str | None = None, out: str = "/dev/null") -> list[str]:
     args = ["curl", "-sS", "-L", "--noproxy", "*", "--max-time", str(CURL_MAX_TIME), "-o", out,
             "-w", CURL_FMT]
+    if CURL_CA and url.startswith("https://"):
+        args += ["--cacert", CURL_CA]  # HTTP/2 is negotiated by ALPN
     if range_header:
         args += ["-H", f"Range: {range_header}"]
     return args + [url]
@@ -527,6 +571,9 @@ class Bench:
         self.nginx: Nginx | None = None
         self.mirror: Mirror | None = None
         self.cache_counter = 0
+        # TLS rows: the mirror's HTTPS listener and nginx's, with a throwaway CA.
+        self.pki = make_pki(self.tmp / "pki")
+        self.baseline_tls_url: str | None = None
         # run a private copy, so a rebuild of target/ during the run cannot change the binary
         self.binary = self.tmp / "hubcache"
         shutil.copy2(args.binary, self.binary)
@@ -550,6 +597,7 @@ class Bench:
 
     def start_mirror(self, phase: str, cache_dir: Path) -> Mirror:
         m = Mirror(self.procs, self.binary, self.tmp / "mirror", self.emu.hub, self.args.mirror_overrides)
+        m.tls = self.pki
         log_path = self.tmp / f"mirror-{phase}.log"
         if log_path not in self.mirror_logs:
             self.mirror_logs.append(log_path)
@@ -636,8 +684,10 @@ class Bench:
         nginx_bin = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
         if nginx_bin and not self.args.no_nginx:
             version = subprocess.run([nginx_bin, "-v"], capture_output=True, text=True).stderr.strip()
-            self.nginx = Nginx(self.procs, nginx_bin, self.tmp / "nginx", www)
+            self.nginx = Nginx(self.procs, nginx_bin, self.tmp / "nginx", www, tls=self.pki)
             self.baseline_url = f"{self.nginx.url}/{BIG_FILE}"
+            if self.nginx.tls_url:
+                self.baseline_tls_url = f"{self.nginx.tls_url}/{BIG_FILE}"
             self.baseline_pid = self.nginx.proc.pid
             self.baseline_name = (f"{version.replace('nginx version: ', '')} (sendfile on, worker_processes auto,"
                                   f" access_log off), file on the same disk")
@@ -755,6 +805,40 @@ class Bench:
         mt, bt = median([r["ttfb"] for r in one_m]), median([r["ttfb"] for r in one_b])
         self.row(sec, "TTFB, warm full GET", "ms", mt * 1e3, bt * 1e3, mt / bt, None, None,
                  "baseline: static server; lower is better")
+        self.warm_tls(m, reps, m1)
+
+    def warm_tls(self, m: Mirror, reps: int, plain_mbs: float) -> None:
+        """Warm throughput over HTTPS (HTTP/2 by ALPN), 1 client, next to plain HTTP; nginx over
+        TLS is the baseline when it is available."""
+        if not m.tls_url:
+            self.notes.append("no TLS row: the openssl command line tool is missing")
+            return
+        size = self.emu.big["size"]
+        res, _, digest = run_curls([(self.big_url(m.tls_url), None)], hash_index=0)
+        check(res, 200, size, "warm download through the mirror over TLS (verified)")
+        self.record_verification("warm", "warm download over TLS", self.emu.big["sha256"], digest)
+        tls_m, tls_b = [], []
+        for i in range(reps):
+            res, _, _, cpu = self.timed(m.proc.pid, [(self.big_url(m.tls_url), None)])
+            check(res, 200, size, "warm download through the mirror over TLS")
+            tls_m.append({**res[0], "server_cpu_s": cpu})
+            if self.baseline_tls_url:
+                res, _, _, cpu = self.timed(self.baseline_pid, [(self.baseline_tls_url, None)])
+                check(res, 200, size, "static server download over TLS")
+                tls_b.append({**res[0], "server_cpu_s": cpu})
+            self.log(f"  rep {i + 1}/{reps}: 1 client over TLS  mirror "
+                     f"{size / tls_m[-1]['total'] / 1e6:8.1f} MB/s"
+                     + (f"   nginx {size / tls_b[-1]['total'] / 1e6:8.1f} MB/s" if tls_b else ""))
+        self.raw["warm_tls"] = {"one_mirror": tls_m, "one_static": tls_b}
+        sec = "full-speed upstream"
+        mm = median([size / r["total"] / 1e6 for r in tls_m])
+        if tls_b:
+            bb = median([size / r["total"] / 1e6 for r in tls_b])
+            self.row(sec, "warm download over TLS (HTTP/2), 1 client", "MB/s", mm, bb, mm / bb, None,
+                     None, f"baseline: nginx over TLS (HTTP/2); plain HTTP through the mirror: {plain_mbs:.1f} MB/s")
+        else:
+            self.row(sec, "warm download over TLS (HTTP/2), 1 client", "MB/s", mm, plain_mbs,
+                     mm / plain_mbs, None, None, "baseline: the mirror over plain HTTP (no nginx with TLS)")
 
     def phase_range(self) -> None:
         size = self.emu.big["size"]

@@ -150,7 +150,7 @@ pub fn collect(app: &App) -> Value {
         version: env!("CARGO_PKG_VERSION"),
         now_ms: now_ms(),
         started_ms: metrics.started_ms(),
-        listen: settings.config.listen.to_string(),
+        listen: settings.config.listen_summary(),
         offline: settings.config.offline,
         upstreams,
         roots,

@@ -102,18 +102,7 @@ impl AlertState {
         starts_at: SystemTime,
         repeat: u32,
     ) -> Alert {
-        let incident = event.kind.incident();
-        Alert {
-            fingerprint: event.fingerprint(),
-            incident,
-            status,
-            severity: incident.severity(),
-            node: self.node.clone(),
-            starts_at,
-            ends_at: (status == AlertStatus::Resolved).then_some(event.time),
-            repeat,
-            event,
-        }
+        Alert::new(event, status, self.node.clone(), starts_at, repeat)
     }
 
     /// Folds one event in.

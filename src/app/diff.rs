@@ -5,7 +5,9 @@
 //! Every field is destructured by name, so a new config key does not compile until it is
 //! classified here as live or upgrade-only.
 
-use crate::config::{CacheConfig, Config, EvictionConfig, FillConfig, PluginsConfig, ServerConfig};
+use crate::config::{
+    CacheConfig, Config, EvictionConfig, FillConfig, PluginsConfig, ServerConfig, TlsConfig,
+};
 
 /// The outcome of comparing the running config with a reloaded file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +29,7 @@ pub fn plan(running: &Config, file: Config) -> Plan {
     };
     let Config {
         listen,
+        tls,
         public_url,
         offline,
         revision_ttl,
@@ -46,6 +49,7 @@ pub fn plan(running: &Config, file: Config) -> Plan {
     let (changed, upgrade) = (&mut plan.changed, &mut plan.needs_upgrade);
     // New sockets.
     keep("listen", &running.listen, &listen, upgrade);
+    tls_keys(&mut applied.tls, tls, changed, upgrade);
     // Live.
     take("public_url", &mut applied.public_url, public_url, changed);
     take("offline", &mut applied.offline, offline, changed);
@@ -79,6 +83,26 @@ pub fn plan(running: &Config, file: Config) -> Plan {
     fill_keys(&mut applied.fill, fill, changed);
     server_keys(&running.server, server, upgrade);
     plan
+}
+
+/// `tls`: adding or removing it, or moving `tls.listen`, needs new sockets; the certificate
+/// files are re-read on every reload anyway, so new paths apply live.
+fn tls_keys(
+    applied: &mut Option<TlsConfig>,
+    file: Option<TlsConfig>,
+    changed: &mut Vec<&'static str>,
+    upgrade: &mut Vec<&'static str>,
+) {
+    match (applied.as_mut(), file) {
+        (Some(running), Some(file)) => {
+            let TlsConfig { listen, cert, key } = file;
+            keep("tls.listen", &running.listen, &listen, upgrade);
+            take("tls.cert", &mut running.cert, cert, changed);
+            take("tls.key", &mut running.key, key, changed);
+        }
+        (None, None) => {}
+        (_, _) => upgrade.push("tls"),
+    }
 }
 
 /// The store is opened once: every `cache` key needs an upgrade.
@@ -376,5 +400,31 @@ mod tests {
             ..running.clone()
         };
         assert_eq!(plan.applied, expected);
+    }
+
+    #[test]
+    fn tls_files_apply_live_and_its_sockets_need_an_upgrade() {
+        let tls = |listen: &str, cert: &str| {
+            parse(&format!(
+                "tls: {{listen: '{listen}', cert: {cert}, key: k.pem}}"
+            ))
+        };
+        let running = tls("0.0.0.0:8443", "a.pem");
+        let p = plan(&running, tls("0.0.0.0:8443", "b.pem"));
+        assert_eq!(p.changed, vec!["tls.cert"]);
+        assert!(p.needs_upgrade.is_empty());
+        assert_eq!(
+            p.applied.tls.as_ref().map(|t| t.cert.clone()),
+            Some("b.pem".into())
+        );
+
+        let p = plan(&running, tls("0.0.0.0:9443", "a.pem"));
+        assert_eq!(p.needs_upgrade, vec!["tls.listen"]);
+        assert_eq!(p.applied.tls, running.tls);
+
+        let plain = parse("offline: false");
+        assert_eq!(plan(&plain, running.clone()).needs_upgrade, vec!["tls"]);
+        assert_eq!(plan(&running, plain.clone()).needs_upgrade, vec!["tls"]);
+        assert_eq!(plan(&running, plain).applied.tls, running.tls);
     }
 }

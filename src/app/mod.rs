@@ -54,6 +54,8 @@ pub struct App {
     pub cache_service: std::sync::OnceLock<crate::evict::CacheService>,
     /// The warm-up jobs, once `serve` started them.
     pub warmup: std::sync::OnceLock<Arc<crate::warmup::Warmup>>,
+    /// The certificate the TLS listener serves (when `tls` is set), re-read on every reload.
+    pub tls: std::sync::OnceLock<Arc<crate::tls::Certificates>>,
 }
 
 fn durability(d: config::Durability) -> Durability {
@@ -103,6 +105,7 @@ impl App {
             activity: Arc::new(Activity::default()),
             cache_service: std::sync::OnceLock::new(),
             warmup: std::sync::OnceLock::new(),
+            tls: std::sync::OnceLock::new(),
             reloads: Mutex::new(0),
             reload_hooks: RwLock::new(Vec::new()),
         }))

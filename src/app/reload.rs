@@ -106,7 +106,16 @@ impl App {
         };
         let plan = diff::plan(&current.config, file);
         let needs_upgrade: Vec<String> = plan.needs_upgrade.iter().map(|k| k.to_string()).collect();
-        let changed: Vec<String> = plan.changed.iter().map(|k| k.to_string()).collect();
+        let mut changed: Vec<String> = plan.changed.iter().map(|k| k.to_string()).collect();
+        // The certificate files are read again on every reload (a renewed certificate keeps
+        // its paths); a pair that fails its checks refuses the whole file.
+        let certificate = match (self.tls.get(), &plan.applied.tls) {
+            (Some(certs), Some(tls)) => match certs.stage(tls) {
+                Ok(pair) => Some((certs, pair)),
+                Err(e) => return refused(ReloadResult::Failed, e.to_string()),
+            },
+            _ => None,
+        };
         let generation = if changed.is_empty() {
             current.generation
         } else {
@@ -118,6 +127,11 @@ impl App {
             self.follow(&current, &next);
             next.generation
         };
+        if let Some((certs, pair)) = certificate {
+            if certs.install(pair) && !changed.iter().any(|k| k == "tls.cert") {
+                changed.push("tls.cert".to_string());
+            }
+        }
         let message = if changed.is_empty() {
             "no live setting changed".to_string()
         } else {

@@ -100,7 +100,7 @@ fn keys_that_need_an_upgrade_keep_their_value_and_the_rest_applies() {
     let now = app.settings();
     assert_eq!(now.config.cache.block_size, 8 << 20);
     assert_eq!(now.fill.block_size, 8 << 20);
-    assert_eq!(now.config.listen.port(), 8090);
+    assert_eq!(now.config.listen.map(|l| l.port()), Some(8090));
     assert_eq!(now.meta.auth_ttl, Duration::from_secs(120));
 }
 

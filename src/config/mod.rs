@@ -19,6 +19,7 @@ pub mod plugins;
 mod plugins_raw;
 mod raw;
 mod schema;
+mod tls;
 pub mod units;
 
 #[cfg(test)]
@@ -36,6 +37,7 @@ pub use schema::{
     HealthConfig, LogConfig, LogFormat, LogLevel, ServerConfig, Trust, UpstreamConfig,
     UpstreamProxy,
 };
+pub use tls::TlsConfig;
 pub use units::{ByteSize, HumanDuration};
 
 /// The default configuration file, built into the binary.
@@ -151,6 +153,9 @@ fn null_means_off(path: &str, key: &Value) -> bool {
         return false;
     };
     operate_raw::NULL_MEANS_OFF.iter().any(|full| {
+        if path.is_empty() {
+            return *full == key;
+        }
         full.strip_suffix(key)
             .and_then(|prefix| prefix.strip_suffix('.'))
             .is_some_and(|prefix| prefix == path)
@@ -280,7 +285,10 @@ mod tests {
     #[test]
     fn embedded_default_parses_with_the_documented_values() {
         let c = Config::embedded_default();
-        assert_eq!(c.listen, "0.0.0.0:8090".parse::<SocketAddr>().unwrap());
+        assert_eq!(
+            c.listen,
+            Some("0.0.0.0:8090".parse::<SocketAddr>().unwrap())
+        );
         assert_eq!(c.public_url, None);
         assert!(!c.offline);
         assert_eq!(c.revision_ttl, Duration::from_secs(60));
@@ -473,7 +481,7 @@ log: {level: debug, format: json}
 watch_config: true
 "#,
         );
-        assert_eq!(c.listen, "[::1]:9000".parse::<SocketAddr>().unwrap());
+        assert_eq!(c.listen, Some("[::1]:9000".parse::<SocketAddr>().unwrap()));
         assert_eq!(c.public_url, Some(url("https://mirror.internal:8443/hf")));
         assert_eq!(c.revision_ttl, Duration::from_secs(300));
         assert_eq!(c.auth_ttl, Duration::from_secs(5400));

@@ -12,7 +12,7 @@ use super::schema::{AdminConfig, AdminToken, LogFormat, LogLevel};
 
 /// Keys whose explicit `null` means "off" rather than "the default" (the config loader keeps
 /// these nulls; every other one is dropped).
-pub(crate) const NULL_MEANS_OFF: &[&str] = &["admin.listen"];
+pub(crate) const NULL_MEANS_OFF: &[&str] = &["admin.listen", "listen"];
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(

@@ -7,7 +7,6 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::net::SocketAddr;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
@@ -25,7 +24,9 @@ use super::units::{ByteSize, HumanDuration};
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, expecting = "a mapping of settings")]
 pub(crate) struct RawConfig {
-    listen: Option<Listen>,
+    #[serde(default)]
+    listen: super::tls::PlainListen,
+    tls: Option<super::tls::RawTls>,
     public_url: Option<PublicUrl>,
     offline: Option<bool>,
     revision_ttl: Option<HumanDuration>,
@@ -154,6 +155,12 @@ impl RawConfig {
         let server = self.server.unwrap_or_default().into_config()?;
         let plugins = self.plugins.unwrap_or_default().into_config()?;
         let admin = self.admin.unwrap_or_default().into_config();
+        let (listen, tls) = super::tls::listeners(
+            self.listen,
+            self.tls,
+            Config::default().listen,
+            admin.listen,
+        )?;
         let log = self.log.unwrap_or_default();
         let log = LogConfig {
             format: log.format.map(|f| f.0).unwrap_or_default(),
@@ -169,9 +176,8 @@ impl RawConfig {
         }
 
         Ok(Config {
-            listen: self
-                .listen
-                .map_or_else(|| Config::default().listen, |l| l.0),
+            listen,
+            tls,
             public_url: self.public_url.map(|u| u.0),
             offline,
             revision_ttl: self.revision_ttl.map_or(defaults::REVISION_TTL, Into::into),
@@ -524,23 +530,6 @@ where
         }
     }
     deserializer.deserialize_any(ParsedVisitor { expecting, parse })
-}
-
-/// `listen`: an IP address and a port.
-#[derive(Debug)]
-struct Listen(SocketAddr);
-
-impl<'de> Deserialize<'de> for Listen {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        deserialize_parsed(d, "an ip:port address such as 0.0.0.0:8090", |text| {
-            text.parse::<SocketAddr>().map(Listen).map_err(|_| {
-                format!(
-                    "\"{text}\" is not an ip:port socket address (e.g. 0.0.0.0:8090, \
-                     127.0.0.1:8090 or [::]:8090; host names are not accepted)"
-                )
-            })
-        })
-    }
 }
 
 /// Parses an absolute http(s)/proxy URL and applies the rules common to all URL keys.

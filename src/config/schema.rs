@@ -77,8 +77,11 @@ pub mod defaults {
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
-    /// Socket address the proxy listens on.
-    pub listen: SocketAddr,
+    /// Socket address the proxy listens on (plain HTTP). `None` (`listen: null`): no
+    /// plain-HTTP listener, only `tls` (the loader allows that only when `tls` is set).
+    pub listen: Option<SocketAddr>,
+    /// HTTPS (and HTTP/2) on a second listener; `None`: plain HTTP only.
+    pub tls: Option<super::TlsConfig>,
     /// How clients reach this mirror (used in rewritten redirects and links). `None`: derive it
     /// from the request's `Host` header, falling back to `listen`. Never ends in `/`.
     pub public_url: Option<url::Url>,
@@ -466,7 +469,8 @@ impl ServerConfig {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 8090),
+            listen: Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 8090)),
+            tls: None,
             public_url: None,
             offline: false,
             revision_ttl: defaults::REVISION_TTL,
@@ -495,7 +499,10 @@ mod tests {
 
     #[test]
     fn default_listen_matches_the_listen_constant() {
-        assert_eq!(Config::default().listen.to_string(), defaults::LISTEN);
+        assert_eq!(
+            Config::default().listen.map(|l| l.to_string()).as_deref(),
+            Some(defaults::LISTEN)
+        );
     }
 
     #[test]

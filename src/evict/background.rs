@@ -224,25 +224,7 @@ impl Shared {
 
     /// The roots' space, with what fills in progress will add to each.
     fn root_spaces(&self) -> Vec<RootSpace> {
-        let pending = self.engine.pending();
-        self.store
-            .roots()
-            .into_iter()
-            .filter_map(|root| {
-                let (free, total) = (root.free_bytes?, root.total_bytes?);
-                Some(RootSpace {
-                    index: root.index,
-                    path: root.path.display().to_string(),
-                    used: total.saturating_sub(free),
-                    total,
-                    pending: pending
-                        .iter()
-                        .filter(|(r, _)| *r == root.index)
-                        .map(|(_, b)| b)
-                        .sum(),
-                })
-            })
-            .collect()
+        RootSpace::of_store(&self.store, &self.engine.pending())
     }
 
     /// One pass over every goal due now (`idle`: expire idle files too), then the alarms.

@@ -131,23 +131,6 @@ fn names_of(view: &CacheView, info: &BlobInfo) -> String {
     }
 }
 
-fn root_spaces(store: &Store) -> Vec<RootSpace> {
-    store
-        .roots()
-        .into_iter()
-        .filter_map(|root| {
-            let (free, total) = (root.free_bytes?, root.total_bytes?);
-            Some(RootSpace {
-                index: root.index,
-                path: root.path.display().to_string(),
-                used: total.saturating_sub(free),
-                total,
-                pending: 0,
-            })
-        })
-        .collect()
-}
-
 /// Evicts down to the limits (or, `dry_run`, says what would go); the report and whether
 /// every goal was met.
 pub fn gc(app: &App, view: &CacheView, dry_run: bool) -> (String, bool) {
@@ -168,7 +151,7 @@ pub fn gc(app: &App, view: &CacheView, dry_run: bool) -> (String, bool) {
         &limits,
         usage.allocated,
         0,
-        &root_spaces(&app.store),
+        &RootSpace::of_store(&app.store, &[]),
         true,
         now,
     );

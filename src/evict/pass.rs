@@ -10,7 +10,7 @@ use super::index::EvictionIndex;
 use super::plan::{Blocked, PlanRequest, Target, Victim};
 use super::RootId;
 use crate::config::Share;
-use crate::store::{BlobId, Removal, StoreError};
+use crate::store::{BlobId, Removal, Store, StoreError};
 
 /// Why blobs are evicted (the `reason` label of the metrics).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -75,6 +75,31 @@ pub struct RootSpace {
     pub total: u64,
     /// Bytes fills in progress will still add to it.
     pub pending: u64,
+}
+
+impl RootSpace {
+    /// The space of each of `store`'s roots (those whose filesystem answers), with what the
+    /// fills in `pending` (`(root, bytes still to come)`) will add.
+    pub fn of_store(store: &Store, pending: &[(usize, u64)]) -> Vec<RootSpace> {
+        store
+            .roots()
+            .into_iter()
+            .filter_map(|root| {
+                let (free, total) = (root.free_bytes?, root.total_bytes?);
+                Some(RootSpace {
+                    index: root.index,
+                    path: root.path.display().to_string(),
+                    used: total.saturating_sub(free),
+                    total,
+                    pending: pending
+                        .iter()
+                        .filter(|(r, _)| *r == root.index)
+                        .map(|(_, b)| b)
+                        .sum(),
+                })
+            })
+            .collect()
+    }
 }
 
 /// One thing to free.

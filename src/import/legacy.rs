@@ -34,7 +34,8 @@ use std::path::{Path, PathBuf};
 use flate2::read::GzDecoder;
 
 use super::source::{
-    geometry, io_err, sniff, Gaps, Geometry, Missing, Piece, SourceError, StreamError,
+    geometry, io_err, olah_block_path, olah_block_present, sniff, Gaps, Geometry, Missing, Piece,
+    SourceError, StreamError,
 };
 
 /// Length of the fixed part of both headers (`<4sQQQQ`).
@@ -146,11 +147,7 @@ impl V8File {
     }
 
     pub fn presence(&self) -> (u64, u64) {
-        let total = self.geometry.block_count();
-        (
-            (0..total).filter(|&b| self.is_present(b)).count() as u64,
-            total,
-        )
+        self.geometry.presence(|b| self.is_present(b))
     }
 
     /// Streams the content in order; blocks not present are gaps.
@@ -236,24 +233,16 @@ impl V9Dir {
     }
 
     fn block_path(&self, block: u64) -> PathBuf {
-        self.dir
-            .join("blocks")
-            .join(format!("block_{block:0>8}.bin"))
+        olah_block_path(&self.dir, block)
     }
 
-    /// Olah 0.4's `has_block`: the block file exists and is not empty (regular files only).
+    /// Olah's `has_block` (see [`olah_block_present`]).
     pub fn is_present(&self, block: u64) -> bool {
-        block < self.geometry.block_count()
-            && fs::symlink_metadata(self.block_path(block))
-                .is_ok_and(|m| m.is_file() && m.len() > 0)
+        olah_block_present(&self.dir, &self.geometry, block)
     }
 
     pub fn presence(&self) -> (u64, u64) {
-        let total = self.geometry.block_count();
-        (
-            (0..total).filter(|&b| self.is_present(b)).count() as u64,
-            total,
-        )
+        self.geometry.presence(|b| self.is_present(b))
     }
 
     /// Streams the content in order, decompressing block by block; missing blocks are gaps.

@@ -144,6 +144,12 @@ pub struct Geometry {
 }
 
 impl Geometry {
+    /// `(blocks present, blocks in all)`, with `is_present` telling one block.
+    pub fn presence(&self, is_present: impl Fn(u64) -> bool) -> (u64, u64) {
+        let total = self.block_count();
+        ((0..total).filter(|&b| is_present(b)).count() as u64, total)
+    }
+
     /// Number of blocks: `ceil(file_size / block_size)`.
     pub fn block_count(&self) -> u64 {
         self.file_size.div_ceil(self.block_size)
@@ -321,4 +327,17 @@ pub fn is_entry_dir(dir: &Path) -> bool {
         Err(SourceError::TruncatedHeader { .. }) => true,
         Err(_) => false,
     })
+}
+
+/// Olah's block directory (0.4's v9 and 0.5's v10): block `n` of a file is
+/// `blocks/block_{n:08}.bin` beside its `meta.bin`.
+pub fn olah_block_path(dir: &std::path::Path, block: u64) -> std::path::PathBuf {
+    dir.join("blocks").join(format!("block_{block:0>8}.bin"))
+}
+
+/// Olah's `has_block`: the block file exists and is not empty (regular files only).
+pub fn olah_block_present(dir: &std::path::Path, geometry: &Geometry, block: u64) -> bool {
+    block < geometry.block_count()
+        && std::fs::symlink_metadata(olah_block_path(dir, block))
+            .is_ok_and(|m| m.is_file() && m.len() > 0)
 }

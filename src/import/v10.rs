@@ -33,7 +33,10 @@ use std::path::{Path, PathBuf};
 
 use flate2::read::DeflateDecoder;
 
-use super::source::{geometry, io_err, Gaps, Geometry, Missing, Piece, SourceError, StreamError};
+use super::source::{
+    geometry, io_err, olah_block_path, olah_block_present, Gaps, Geometry, Missing, Piece,
+    SourceError, StreamError,
+};
 use crate::hf;
 
 /// The format version this module reads.
@@ -217,24 +220,16 @@ impl V10Dir {
     }
 
     fn block_path(&self, block: u64) -> PathBuf {
-        self.dir
-            .join("blocks")
-            .join(format!("block_{block:0>8}.bin"))
+        olah_block_path(&self.dir, block)
     }
 
-    /// Olah's `has_block`: the block file exists and is not empty (regular files only).
+    /// Olah's `has_block` (see [`olah_block_present`]).
     pub fn is_present(&self, block: u64) -> bool {
-        block < self.geometry.block_count()
-            && fs::symlink_metadata(self.block_path(block))
-                .is_ok_and(|m| m.is_file() && m.len() > 0)
+        olah_block_present(&self.dir, &self.geometry, block)
     }
 
     pub fn presence(&self) -> (u64, u64) {
-        let total = self.geometry.block_count();
-        (
-            (0..total).filter(|&b| self.is_present(b)).count() as u64,
-            total,
-        )
+        self.geometry.presence(|b| self.is_present(b))
     }
 
     /// `(offset within the block, length)` of each chunk of `block`.

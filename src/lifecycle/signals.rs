@@ -8,8 +8,8 @@
 //! | `SIGTERM` | stop accepting, then drain |
 //! | `SIGINT` | stop at once (also during a drain) |
 //!
-//! With `watch_config: true` the config file is also checked every [`WATCH_EVERY`] and
-//! reloaded once a change has been stable for one check.
+//! With `watch_config: true` the config file (and the `tls` certificate and key) are also
+//! checked every [`WATCH_EVERY`] and reloaded once a change has been stable for one check.
 //!
 //! Pingora leaves SIGHUP's default action (terminate) in place: [`catch_early`] catches HUP
 //! and USR2 from the first line of `serve`, and a signal that arrives before the main loop
@@ -42,11 +42,12 @@ fn stamp(path: &Path) -> Stamp {
     Some((meta.modified().ok()?, meta.len(), meta.ino()))
 }
 
-/// The file version last applied, and a newer one seen once (applied if still there next time).
+/// The file versions last applied (the config file, then the `tls` certificate and key), and
+/// newer ones seen once (applied if still there next time).
 #[derive(Default)]
 pub(super) struct Watch {
-    applied: Stamp,
-    pending: Option<Stamp>,
+    applied: Vec<Stamp>,
+    pending: Option<Vec<Stamp>>,
 }
 
 static EARLY_HANGUP: AtomicBool = AtomicBool::new(false);
@@ -128,11 +129,22 @@ fn listed_as_listening(table: &str, path: &Path) -> bool {
 }
 
 impl Signals {
+    /// The versions of the files a reload reads: the config file, and the certificate and key
+    /// of `tls` (a renewed certificate is picked up by `watch_config` too).
+    fn stamps(&self, path: &Path) -> Vec<Stamp> {
+        let mut stamps = vec![stamp(path)];
+        if let Some(tls) = &self.app.settings().config.tls {
+            stamps.push(stamp(&tls.cert));
+            stamps.push(stamp(&tls.key));
+        }
+        stamps
+    }
+
     /// SIGHUP: re-read the config file and apply it (or keep the running config).
     fn reload(&self) {
         let loaded = match &self.life.config_path {
             Some(path) => {
-                self.watch.lock().applied = stamp(path);
+                self.watch.lock().applied = self.stamps(path);
                 Config::load(path)
             }
             None => {
@@ -152,15 +164,18 @@ impl Signals {
         if !self.app.settings().config.watch_config {
             return false;
         }
-        let now = stamp(path);
+        let now = self.stamps(path);
         let mut watch = self.watch.lock();
         if now == watch.applied {
             watch.pending = None;
             return false;
         }
-        if watch.pending == Some(now) {
+        if watch.pending.as_ref() == Some(&now) {
             watch.pending = None;
-            log::info!("{} changed: reloading (watch_config)", path.display());
+            log::info!(
+                "{} (or the tls files it names) changed: reloading (watch_config)",
+                path.display()
+            );
             return true;
         }
         watch.pending = Some(now);
@@ -244,7 +259,7 @@ impl ShutdownSignalWatch for Signals {
             }
         };
         if let Some(path) = &self.life.config_path {
-            self.watch.lock().applied = stamp(path);
+            self.watch.lock().applied = self.stamps(path);
         }
         let mut watch_tick = tokio::time::interval(WATCH_EVERY);
         if EARLY_HANGUP.swap(false, Ordering::SeqCst) {

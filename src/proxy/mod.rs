@@ -8,6 +8,7 @@ mod checks;
 pub mod conn;
 mod files;
 mod home;
+mod origin;
 mod passthrough;
 mod respond;
 mod tunnel;
@@ -89,23 +90,6 @@ impl HubProxy {
     pub fn new(app: Arc<App>) -> Self {
         Self { app }
     }
-
-    fn public_base(session: &Session, settings: &Settings) -> String {
-        if let Some(url) = &settings.config.public_url {
-            return url.as_str().trim_end_matches('/').to_string();
-        }
-        let headers = &session.req_header().headers;
-        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-        let host = header("host")
-            .map(str::to_string)
-            .unwrap_or_else(|| settings.config.listen.to_string());
-        // Behind a TLS-terminating proxy, clients reach us over https.
-        let scheme = match header("x-forwarded-proto") {
-            Some(proto) if proto.eq_ignore_ascii_case("https") => "https",
-            _ => "http",
-        };
-        format!("{scheme}://{host}")
-    }
 }
 
 #[async_trait]
@@ -154,7 +138,7 @@ impl ProxyHttp for HubProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        ctx.public_base = Self::public_base(session, &ctx.settings);
+        ctx.public_base = origin::session_base(session, ctx.settings.config.public_url.as_ref());
         if ctx.home {
             ctx.route = "home";
             let headers: Vec<(String, String)> = home::HEADERS

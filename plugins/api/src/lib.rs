@@ -19,6 +19,8 @@
 pub mod event;
 pub mod eviction;
 pub mod http;
+#[cfg(feature = "http-client")]
+pub mod http_client;
 pub mod options;
 pub mod registry;
 pub mod secret;

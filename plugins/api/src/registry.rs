@@ -117,6 +117,14 @@ impl fmt::Debug for Registry {
 }
 
 impl Registry {
+    /// A registry holding what `register` adds: one plugin's `register` in its own tests, built
+    /// the way the binary builds it.
+    pub fn of(register: impl FnOnce(&mut Registry)) -> Registry {
+        let mut registry = Registry::default();
+        register(&mut registry);
+        registry
+    }
+
     /// Registers a policy.
     ///
     /// # Panics

@@ -59,6 +59,43 @@ pub struct Alert {
 }
 
 impl Alert {
+    /// The alert `event` raises on `node`: incident, severity and fingerprint follow from the
+    /// event, and a resolved alert ends at the event's time. `repeat`: 0 for the first
+    /// notification of the incident, n for the n-th reminder.
+    pub fn new(
+        event: Event,
+        status: AlertStatus,
+        node: impl Into<String>,
+        starts_at: SystemTime,
+        repeat: u32,
+    ) -> Alert {
+        let incident = event.kind.incident();
+        Alert {
+            fingerprint: event.fingerprint(),
+            incident,
+            status,
+            severity: incident.severity(),
+            node: node.into(),
+            starts_at,
+            ends_at: (status == AlertStatus::Resolved).then_some(event.time),
+            repeat,
+            event,
+        }
+    }
+
+    /// The first notification `event` raises: firing for an incident's own kind, resolved for
+    /// the kind that ends one; starting at the event.
+    pub fn first(event: Event, node: impl Into<String>) -> Alert {
+        let kind = event.kind;
+        let status = if kind.incident() == kind {
+            AlertStatus::Firing
+        } else {
+            AlertStatus::Resolved
+        };
+        let starts_at = event.time;
+        Alert::new(event, status, node, starts_at, 0)
+    }
+
     /// The payload's event name (`upstream_down`, `upstream_recovered`, ...).
     pub fn name(&self) -> &'static str {
         self.event.kind.name()
@@ -202,17 +239,7 @@ mod tests {
 
     fn alert(kind: EventKind, subject: &str, status: AlertStatus) -> Alert {
         let event = Event::new(kind, subject).with("status", 503);
-        Alert {
-            fingerprint: event.fingerprint(),
-            incident: kind.incident(),
-            severity: kind.incident().severity(),
-            event,
-            status,
-            node: "n1".into(),
-            starts_at: SystemTime::UNIX_EPOCH,
-            ends_at: None,
-            repeat: 0,
-        }
+        Alert::new(event, status, "n1", SystemTime::UNIX_EPOCH, 0)
     }
 
     #[test]

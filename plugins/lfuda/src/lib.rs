@@ -249,8 +249,7 @@ mod tests {
 
     #[test]
     fn registers_under_its_kind() {
-        let mut registry = Registry::default();
-        register(&mut registry);
+        let registry = Registry::of(register);
         assert_eq!(registry.policy_kinds(), ["lfuda"]);
     }
 }

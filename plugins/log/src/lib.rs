@@ -141,23 +141,12 @@ mod tests {
 
     fn alert(kind: EventKind, subject: &str, status: AlertStatus) -> Alert {
         let event = Event::new(kind, subject).with("status", 503);
-        Alert {
-            fingerprint: event.fingerprint(),
-            incident: kind.incident(),
-            severity: kind.incident().severity(),
-            status,
-            node: "node-a".into(),
-            starts_at: event.time,
-            ends_at: None,
-            event,
-            repeat: 0,
-        }
+        let starts_at = event.time;
+        Alert::new(event, status, "node-a", starts_at, 0)
     }
 
     fn build(config: PluginConfig) -> Arc<dyn AlertSink> {
-        let mut registry = Registry::default();
-        register(&mut registry);
-        registry.build_sink(config).unwrap()
+        Registry::of(register).build_sink(config).unwrap()
     }
 
     #[tokio::test]
@@ -211,8 +200,7 @@ mod tests {
 
     #[test]
     fn unknown_level_is_rejected() {
-        let mut registry = Registry::default();
-        register(&mut registry);
+        let registry = Registry::of(register);
         let err = registry
             .build_sink(PluginConfig::new("log").with("level", "debug"))
             .unwrap_err();

@@ -89,8 +89,7 @@ mod tests {
 
     #[test]
     fn registers_under_its_kind() {
-        let mut registry = Registry::default();
-        register(&mut registry);
+        let registry = Registry::of(register);
         let policy = registry
             .build_policy(hubcache_plugin_api::PluginConfig::new("lru"))
             .unwrap();

@@ -20,7 +20,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use hubcache_plugin_api::http::{body_excerpt, check_http_url, classify_status};
+use hubcache_plugin_api::http::check_http_url;
+use hubcache_plugin_api::http_client::{http_client, post_json};
 use hubcache_plugin_api::text::{rfc3339, truncate_utf8};
 use hubcache_plugin_api::{
     async_trait, redact_url, Alert, AlertSink, AlertStatus, Delivery, Notification, OptionError,
@@ -43,9 +44,6 @@ pub const MAX_BATCH: usize = 10;
 
 /// Slack's limit on a section's text, in characters; we count bytes, which is stricter.
 const SECTION_LIMIT: usize = 3000;
-
-const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The Slack incoming-webhook sink.
 pub struct SlackSink {
@@ -127,12 +125,7 @@ pub fn body(notification: &Notification) -> Value {
 impl SlackSink {
     pub fn new(url: Secret) -> Result<SlackSink, OptionError> {
         check_http_url("url", &url)?;
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(CLIENT_TIMEOUT)
-            .build()
-            .map_err(|e| OptionError::new("url", format!("cannot create an HTTP client: {e}")))?;
+        let client = http_client()?;
         Ok(SlackSink { url, client })
     }
 
@@ -154,25 +147,10 @@ impl AlertSink for SlackSink {
     }
 
     async fn deliver(&self, notification: &Notification) -> Delivery {
-        let response = match self
-            .client
-            .post(self.url.expose())
-            .header("content-type", "application/json")
-            .body(serde_json::to_vec(&body(notification)).unwrap_or_default())
-            .send()
+        let body = serde_json::to_vec(&body(notification)).unwrap_or_default();
+        post_json(&self.client, &self.url, &[], body, 120)
             .await
-        {
-            Ok(response) => response,
-            Err(e) => return Delivery::retry(format!("request failed: {}", e.without_url())),
-        };
-        let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let text = response.text().await.unwrap_or_default();
-        classify_status(status, retry_after.as_deref(), &body_excerpt(&text, 120))
+            .delivery
     }
 }
 

@@ -7,22 +7,7 @@ use super::*;
 
 fn alert(kind: EventKind, subject: &str) -> Alert {
     let event = Event::new(kind, subject).with("status", "503 <bad>");
-    let status = if kind.incident() == kind {
-        AlertStatus::Firing
-    } else {
-        AlertStatus::Resolved
-    };
-    Alert {
-        fingerprint: event.fingerprint(),
-        incident: kind.incident(),
-        severity: kind.incident().severity(),
-        status,
-        node: "node-a".into(),
-        starts_at: event.time,
-        ends_at: None,
-        event,
-        repeat: 0,
-    }
+    Alert::first(event, "node-a")
 }
 
 fn one(kind: EventKind) -> Notification {
@@ -33,9 +18,7 @@ fn one(kind: EventKind) -> Notification {
 }
 
 fn build(config: PluginConfig) -> Result<Arc<dyn AlertSink>, hubcache_plugin_api::PluginError> {
-    let mut registry = Registry::default();
-    register(&mut registry);
-    registry.build_sink(config)
+    Registry::of(register).build_sink(config)
 }
 
 #[tokio::test]

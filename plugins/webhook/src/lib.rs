@@ -22,9 +22,10 @@ pub mod payload;
 pub mod sign;
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use hubcache_plugin_api::http::{body_excerpt, check_http_url, classify_status};
+use hubcache_plugin_api::http::check_http_url;
+use hubcache_plugin_api::http_client::{http_client, post_json};
 use hubcache_plugin_api::{
     async_trait, redact_url, AlertSink, Delivery, Notification, OptionError, PluginConfig,
     Registry, Secret, SinkLimits, SinkPlugin,
@@ -39,10 +40,6 @@ pub const OPTIONS: &[&str] = &["url", "secret", "format"];
 
 /// Alerts per request in the Alertmanager format.
 const ALERTMANAGER_BATCH: usize = 64;
-
-/// The HTTP client's own limit; the dispatcher's per-delivery timeout is usually shorter.
-const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The body format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,30 +66,6 @@ impl std::fmt::Debug for WebhookSink {
             .field("signed", &self.signer.is_some())
             .finish()
     }
-}
-
-/// An HTTP client for webhook sinks: no redirects (a signed alert goes where it was
-/// configured to, or nowhere), bounded connect and total time.
-pub fn http_client() -> Result<reqwest::Client, OptionError> {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(CONNECT_TIMEOUT)
-        .timeout(CLIENT_TIMEOUT)
-        .user_agent(concat!("hubcache-alerts/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| OptionError::new("url", format!("cannot create an HTTP client: {e}")))
-}
-
-/// Why a request failed, without the URL (which may carry a key).
-pub fn transport_error(error: reqwest::Error) -> Delivery {
-    let error = error.without_url();
-    let mut reason = format!("request failed: {error}");
-    let mut source = std::error::Error::source(&error);
-    while let Some(cause) = source {
-        reason.push_str(&format!(": {cause}"));
-        source = cause.source();
-    }
-    Delivery::retry(reason)
 }
 
 impl WebhookSink {
@@ -149,34 +122,21 @@ impl AlertSink for WebhookSink {
 
     async fn deliver(&self, notification: &Notification) -> Delivery {
         let body = self.body(notification);
-        let mut request = self
-            .client
-            .post(self.url.expose())
-            .header("content-type", "application/json");
+        let mut headers = Vec::new();
         if let Some(signer) = &self.signer {
             let timestamp = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
-            request = request
-                .header("webhook-id", &notification.id)
-                .header("webhook-timestamp", timestamp.to_string())
-                .header(
-                    "webhook-signature",
-                    signer.sign(&notification.id, timestamp, &body),
-                );
+            headers.push(("webhook-id", notification.id.clone()));
+            headers.push(("webhook-timestamp", timestamp.to_string()));
+            headers.push((
+                "webhook-signature",
+                signer.sign(&notification.id, timestamp, &body),
+            ));
         }
-        let response = match request.body(body).send().await {
-            Ok(response) => response,
-            Err(e) => return transport_error(e),
-        };
-        let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let text = response.text().await.unwrap_or_default();
-        classify_status(status, retry_after.as_deref(), &body_excerpt(&text, 200))
+        post_json(&self.client, &self.url, &headers, body, 200)
+            .await
+            .delivery
     }
 }
 

@@ -135,17 +135,7 @@ mod tests {
     fn alert(kind: EventKind, subject: &str, status: AlertStatus) -> Alert {
         let t = UNIX_EPOCH + Duration::from_secs(1_796_083_199);
         let event = Event::new(kind, subject).with("error", "timeout").at(t);
-        Alert {
-            fingerprint: event.fingerprint(),
-            incident: kind.incident(),
-            severity: kind.incident().severity(),
-            event,
-            status,
-            node: "node-a".into(),
-            starts_at: t - Duration::from_secs(60),
-            ends_at: (status == AlertStatus::Resolved).then_some(t),
-            repeat: 0,
-        }
+        Alert::new(event, status, "node-a", t - Duration::from_secs(60), 0)
     }
 
     #[test]

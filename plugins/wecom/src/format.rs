@@ -111,22 +111,9 @@ mod tests {
 
     fn alert(kind: EventKind, subject: &str) -> Alert {
         let event = Event::new(kind, subject).with("error", "timeout");
-        let status = if kind.incident() == kind {
-            AlertStatus::Firing
-        } else {
-            AlertStatus::Resolved
-        };
-        Alert {
-            fingerprint: event.fingerprint(),
-            incident: kind.incident(),
-            severity: kind.incident().severity(),
-            status,
-            node: "node-a".into(),
-            starts_at: UNIX_EPOCH,
-            ends_at: None,
-            event,
-            repeat: 0,
-        }
+        let mut alert = Alert::first(event, "node-a");
+        alert.starts_at = UNIX_EPOCH;
+        alert
     }
 
     fn notification(alerts: Vec<Alert>) -> Notification {

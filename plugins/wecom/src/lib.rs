@@ -23,7 +23,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use hubcache_plugin_api::http::{body_excerpt, check_http_url, classify_status};
+use hubcache_plugin_api::http::{body_excerpt, check_http_url};
+use hubcache_plugin_api::http_client::{http_client, post_json};
 use hubcache_plugin_api::{
     async_trait, redact_url, AlertSink, Delivery, Notification, OptionError, PluginConfig, Rate,
     Registry, Secret, SinkLimits, SinkPlugin,
@@ -52,9 +53,6 @@ const MAX_BATCH: usize = 50;
 const ERR_RATE_LIMITED: i64 = 45009;
 /// errcode: "system busy".
 const ERR_BUSY: i64 = -1;
-
-const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The WeCom robot sink.
 pub struct WeComSink {
@@ -110,12 +108,7 @@ pub fn send_url(value: &Secret) -> Result<Secret, OptionError> {
 
 impl WeComSink {
     pub fn new(url: &Secret, msgtype: MsgType) -> Result<WeComSink, OptionError> {
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(CLIENT_TIMEOUT)
-            .build()
-            .map_err(|e| OptionError::new("url", format!("cannot create an HTTP client: {e}")))?;
+        let client = http_client()?;
         Ok(WeComSink {
             url: send_url(url)?,
             msgtype,
@@ -196,26 +189,10 @@ impl AlertSink for WeComSink {
     }
 
     async fn deliver(&self, notification: &Notification) -> Delivery {
-        let response = match self
-            .client
-            .post(self.url.expose())
-            .header("content-type", "application/json")
-            .body(serde_json::to_vec(&self.body(notification)).unwrap_or_default())
-            .send()
-            .await
-        {
-            Ok(response) => response,
-            Err(e) => return Delivery::retry(format!("request failed: {}", e.without_url())),
-        };
-        let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let text = response.text().await.unwrap_or_default();
-        match classify_status(status, retry_after.as_deref(), &body_excerpt(&text, 160)) {
-            Delivery::Delivered => classify_errcode(&text),
+        let body = serde_json::to_vec(&self.body(notification)).unwrap_or_default();
+        let answer = post_json(&self.client, &self.url, &[], body, 160).await;
+        match answer.delivery {
+            Delivery::Delivered => classify_errcode(&answer.text),
             other => other,
         }
     }

@@ -7,17 +7,8 @@ use super::*;
 
 fn alert(kind: EventKind, subject: &str) -> Alert {
     let event = Event::new(kind, subject);
-    Alert {
-        fingerprint: event.fingerprint(),
-        incident: kind.incident(),
-        severity: kind.incident().severity(),
-        status: AlertStatus::Firing,
-        node: "node-a".into(),
-        starts_at: event.time,
-        ends_at: None,
-        event,
-        repeat: 0,
-    }
+    let starts_at = event.time;
+    Alert::new(event, AlertStatus::Firing, "node-a", starts_at, 0)
 }
 
 fn one() -> Notification {
@@ -28,9 +19,7 @@ fn one() -> Notification {
 }
 
 fn build(config: PluginConfig) -> Result<Arc<dyn AlertSink>, hubcache_plugin_api::PluginError> {
-    let mut registry = Registry::default();
-    register(&mut registry);
-    registry.build_sink(config)
+    Registry::of(register).build_sink(config)
 }
 
 fn ok_body() -> Reply {

@@ -88,6 +88,14 @@ impl GuardedStream {
         }
     }
 
+    /// Wraps a stream that carries no HTTP/1 heads (HTTP/2): only the send-stall timeout.
+    pub fn unchecked(inner: Stream, limits: StreamLimits) -> GuardedStream {
+        GuardedStream {
+            phase: Phase::Body,
+            ..GuardedStream::new(inner, limits)
+        }
+    }
+
     /// Like [`new`](Self::new), but any complete head is answered with `refusal`.
     pub fn refusing(inner: Stream, limits: StreamLimits, refusal: Refusal) -> GuardedStream {
         GuardedStream {
@@ -384,7 +392,7 @@ impl GetSocketDigest for GuardedStream {
 #[async_trait]
 impl Peek for GuardedStream {
     // Not delegated: peeked bytes would bypass the head checks. Only h2c peeks, and hubcache
-    // serves HTTP/1 only.
+    // has no h2c (HTTP/2 only over TLS, chosen by ALPN).
 }
 
 impl fmt::Debug for GuardedStream {

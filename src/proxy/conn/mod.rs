@@ -7,11 +7,12 @@
 //! loop over it, the same loop as Pingora's own `ServerApp` for HTTP apps, with two changes:
 //! between requests it restarts the head checks, and it sets the idle keep-alive time
 //! (`server.idle_timeout`), which Pingora would otherwise leave infinite after the first
-//! request. hubcache serves plain HTTP/1 only (no TLS, no h2c), so the loop has no HTTP/2 arm.
+//! request. HTTP/2 exists only on the TLS listener (ALPN `h2`, no h2c): such a connection is
+//! handed to Pingora's own HTTP/2 loop, under the same slot.
 
 mod guard;
 pub mod head;
-mod response;
+pub(crate) mod response;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -20,7 +21,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use pingora::apps::{HttpServerApp, ServerApp};
 use pingora::protocols::http::ServerSession;
-use pingora::protocols::Stream;
+use pingora::protocols::{Stream, ALPN};
 use pingora::server::ShutdownWatch;
 use tokio::io::AsyncReadExt;
 
@@ -107,6 +108,14 @@ impl<A> Gate<A> {
 
 impl<A: HttpServerApp + Send + Sync + 'static> Gate<A> {
     async fn serve(&self, stream: Stream, shutdown: &ShutdownWatch) {
+        if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+            // HTTP/2 (negotiated on the TLS listener): Pingora's own HTTP/2 loop, which the h2
+            // crate bounds (header list size, concurrent streams); the head checks are for
+            // HTTP/1 bytes, so only the send-stall timeout applies.
+            let stream: Stream = Box::new(GuardedStream::unchecked(stream, self.settings.limits));
+            ServerApp::process_new(&self.app, stream, shutdown).await;
+            return;
+        }
         let idle = Some(self.settings.idle_timeout_secs);
         let stream: Stream = Box::new(GuardedStream::new(stream, self.settings.limits));
         let mut session = ServerSession::new_http1(stream);
@@ -181,6 +190,10 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Gate<A> {
     ) -> Option<Stream> {
         match Slot::take(&self.open, self.settings.max_connections) {
             Some(_slot) => self.serve(stream, shutdown).await,
+            // An HTTP/2 client cannot read a raw HTTP/1 answer: it is just closed.
+            None if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) => {
+                self.warn_over_limit();
+            }
             None => self.refuse(stream).await,
         }
         None
