@@ -25,3 +25,4 @@ pub mod proxy;
 pub mod store;
 pub mod tls;
 pub mod upstream;
+pub mod warmup;

@@ -1,5 +1,5 @@
 //! The `hubcache` command line: `serve`, `reload`, `upgrade`, `check-config`, `export`,
-//! `cache verify|import|gc|ls`.
+//! `cache verify|import|gc|ls`, `warm`, `jobs list|cancel`, `pin`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -82,6 +82,16 @@ enum Command {
         #[command(subcommand)]
         command: CacheCommand,
     },
+    /// Ask a running node (its admin API) to fetch a whole repo, and show the progress (files,
+    /// bytes, rate, ETA) until it is done. Exits 0 when every file is cached, 1 listing the
+    /// files that failed, 2 when the admin API cannot be used.
+    Warm(hubcache::warmup::client::WarmArgs),
+    /// List or cancel the warm-up jobs of a running node.
+    Jobs(hubcache::warmup::client::JobsArgs),
+    /// Pin every entry of a manifest (a YAML list of {repo, type, revision, include, exclude})
+    /// on a running node: kept warm and out of eviction, branches followed. Shows the warm-up
+    /// jobs until they end; exits 0 when every file is cached.
+    Pin(hubcache::warmup::pin_cli::PinArgs),
 }
 
 #[derive(clap::Args)]
@@ -230,6 +240,7 @@ fn serve(config: Config, config_path: Option<&PathBuf>, upgrade: bool) -> Result
         let _ = app.tls.set(Arc::clone(certs));
     }
     let cache_service = CacheService::start(&app, plugins).map_err(|e| e.to_string())?;
+    let warmup = hubcache::warmup::Warmup::start(&app);
     let mut server_conf = ServerConf {
         threads: config.server.threads,
         grace_period_seconds: Some(config.server.grace_period.as_secs()),
@@ -268,6 +279,7 @@ fn serve(config: Config, config_path: Option<&PathBuf>, upgrade: bool) -> Result
             .endpoints()
             .set_pre_tls_callback(Arc::new(hubcache::tls::listener::PlainHttpRefusal));
     }
+    server.add_service(background_service("warm-up jobs", warmup.background(&app)));
     if let Some(admin) = hubcache::admin::service(&app) {
         server.add_service(admin);
     }
@@ -385,6 +397,8 @@ fn gc(config: Config, dry_run: bool) -> Result<ExitCode, String> {
     let plugins = build_plugins(&config)?;
     let app = App::new(config).map_err(|e| e.to_string())?;
     let view = hubcache::evict::cli::view(&app, plugins.policy)?;
+    view.index
+        .set_extra_pins(&hubcache::warmup::pins::configured_globs(&app));
     let (report, met) = hubcache::evict::cli::gc(&app, &view, dry_run);
     print!("{report}");
     Ok(if met || dry_run {
@@ -398,6 +412,8 @@ fn ls(config: Config, sort: SortBy) -> Result<ExitCode, String> {
     let plugins = build_plugins(&config)?;
     let app = App::new(config).map_err(|e| e.to_string())?;
     let view = hubcache::evict::cli::view(&app, plugins.policy)?;
+    view.index
+        .set_extra_pins(&hubcache::warmup::pins::configured_globs(&app));
     print!("{}", hubcache::evict::cli::ls(&view, sort));
     Ok(ExitCode::SUCCESS)
 }
@@ -607,6 +623,9 @@ fn main() -> ExitCode {
             let config = args.config.clone();
             exit_with(load_config(config.as_ref()).and_then(|c| export(c, args)))
         }
+        Command::Warm(args) => ExitCode::from(hubcache::warmup::client::warm_command(args)),
+        Command::Pin(args) => ExitCode::from(hubcache::warmup::pin_cli::pin_command(args)),
+        Command::Jobs(args) => ExitCode::from(hubcache::warmup::client::jobs_command(args)),
         Command::Reload { config, pid_file } => exit_with(reload(config.as_ref(), pid_file)),
         Command::Upgrade { config } => exit_with(upgrade(config.as_ref())),
         Command::Serve { config, upgrade } => {

@@ -29,7 +29,10 @@ pub struct AdminApp {
 impl AdminApp {
     /// The app with the built-in routes (metrics, status page, status JSON, log level).
     pub fn new(app: Arc<App>) -> Self {
-        let router = routes::builtin(&app);
+        let mut router = routes::builtin(&app);
+        if let Some(warmup) = app.warmup.get() {
+            crate::warmup::routes::add(&mut router, warmup);
+        }
         let token = app
             .settings()
             .config

@@ -155,7 +155,16 @@ pub fn collect(app: &App) -> Value {
         upstreams,
         roots,
         fills,
-        jobs: Vec::new(),
+        jobs: app
+            .warmup
+            .get()
+            .map(|w| {
+                w.list()
+                    .iter()
+                    .filter_map(|j| serde_json::to_value(j).ok())
+                    .collect()
+            })
+            .unwrap_or_default(),
         top_repos: metrics.activity().top_repos(STATUS_TOP_REPOS),
         recent_errors: metrics.activity().recent_errors(),
         totals: metrics.totals(app.fill.stats()),

@@ -43,6 +43,8 @@ pub fn plan(running: &Config, file: Config) -> Plan {
         admin,
         log,
         cluster,
+        pins,
+        pin_refresh,
     } = file;
     let applied = &mut plan.applied;
     let (changed, upgrade) = (&mut plan.changed, &mut plan.needs_upgrade);
@@ -63,6 +65,14 @@ pub fn plan(running: &Config, file: Config) -> Plan {
     take("log", &mut applied.log, log, changed);
     // The cluster membership is rebuilt with the settings (nodes keep their health).
     take("cluster", &mut applied.cluster, cluster, changed);
+    // Read by the warm-up pin loop at each round.
+    take("pins", &mut applied.pins, pins, changed);
+    take(
+        "pin_refresh",
+        &mut applied.pin_refresh,
+        pin_refresh,
+        changed,
+    );
     // The admin listener is a socket; its token is read by the admin service at start.
     keep("admin", &running.admin, &admin, upgrade);
     plugin_keys(&mut applied.plugins, plugins, changed, upgrade);

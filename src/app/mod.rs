@@ -52,6 +52,8 @@ pub struct App {
     reload_hooks: RwLock<Vec<Arc<dyn ReloadEvents>>>,
     /// The cache service (eviction, events, alerts), once `serve` started it.
     pub cache_service: std::sync::OnceLock<crate::evict::CacheService>,
+    /// The warm-up jobs, once `serve` started them.
+    pub warmup: std::sync::OnceLock<Arc<crate::warmup::Warmup>>,
     /// The certificate the TLS listener serves (when `tls` is set), re-read on every reload.
     pub tls: std::sync::OnceLock<Arc<crate::tls::Certificates>>,
 }
@@ -103,6 +105,7 @@ impl App {
             metrics,
             activity: Arc::new(Activity::default()),
             cache_service: std::sync::OnceLock::new(),
+            warmup: std::sync::OnceLock::new(),
             tls: std::sync::OnceLock::new(),
             reloads: Mutex::new(0),
             reload_hooks: RwLock::new(Vec::new()),

@@ -40,6 +40,8 @@ pub(crate) struct RawConfig {
     admin: Option<RawAdmin>,
     log: Option<RawLog>,
     cluster: Option<super::cluster::RawCluster>,
+    pins: Option<Vec<NonEmptyPath>>,
+    pin_refresh: Option<HumanDuration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -167,6 +169,14 @@ impl RawConfig {
             level: log.level.map(|l| l.0).unwrap_or_default(),
         };
 
+        let pin_refresh = self.pin_refresh.map_or(defaults::PIN_REFRESH, Into::into);
+        if pin_refresh.is_zero() {
+            return Err(ConfigError::invalid(
+                "pin_refresh",
+                "must be more than 0 (how often pinned branches are resolved again)",
+            ));
+        }
+
         Ok(Config {
             listen,
             tls,
@@ -183,6 +193,13 @@ impl RawConfig {
             admin,
             log,
             cluster,
+            pins: self
+                .pins
+                .unwrap_or_default()
+                .into_iter()
+                .map(|p| p.0)
+                .collect(),
+            pin_refresh,
         })
     }
 }

@@ -21,6 +21,7 @@ pub mod defaults {
 
     pub const LISTEN: &str = "0.0.0.0:8090";
     pub const REVISION_TTL: Duration = Duration::from_secs(60);
+    pub const PIN_REFRESH: Duration = Duration::from_secs(600);
     pub const AUTH_TTL: Duration = Duration::from_secs(3600);
     pub const CACHE_DIR: &str = "./cache";
     pub const REPLICAS: usize = 1;
@@ -102,6 +103,11 @@ pub struct Config {
     pub log: LogConfig,
     /// `cluster:` — sibling nodes; `None` for a single node.
     pub cluster: Option<super::ClusterConfig>,
+    /// Pin manifests: YAML lists of `{repo, type, revision, include, exclude}` kept warm and
+    /// out of eviction.
+    pub pins: Vec<PathBuf>,
+    /// How often pinned revisions are resolved again (a pinned branch follows upstream).
+    pub pin_refresh: Duration,
 }
 
 /// `cache:` — where and how blobs are stored.
@@ -483,6 +489,8 @@ impl Default for Config {
             admin: AdminConfig::default(),
             log: LogConfig::default(),
             cluster: None,
+            pins: Vec::new(),
+            pin_refresh: defaults::PIN_REFRESH,
         }
     }
 }

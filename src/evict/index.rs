@@ -68,6 +68,8 @@ pub(super) struct Inner {
     /// Per repo index: matched by a pin.
     pub repo_pinned: Vec<bool>,
     pins: Vec<RepoGlob>,
+    /// Pins that do not come from `plugins.eviction.pin` (the repos of pin manifests).
+    extra_pins: Vec<RepoGlob>,
     sessions: lru::LruCache<(u64, DownloadId), u64>,
     /// Allocated bytes of every copy, all roots together and per root (kept up to date by
     /// every change, so checking the budget costs nothing).
@@ -83,6 +85,7 @@ impl Inner {
             repo_ids: HashMap::new(),
             repo_pinned: Vec::new(),
             pins: pins.to_vec(),
+            extra_pins: Vec::new(),
             sessions: lru::LruCache::new(NonZeroUsize::new(SESSIONS).unwrap_or(NonZeroUsize::MIN)),
             total: 0,
             per_root: BTreeMap::new(),
@@ -154,9 +157,21 @@ impl Inner {
         let index = self.repos.len() as u32;
         self.repos.push(repo.into());
         self.repo_ids.insert(repo.into(), index);
-        self.repo_pinned
-            .push(self.pins.iter().any(|pin| pin.matches(repo)));
+        let pinned = self.matches_pin(repo);
+        self.repo_pinned.push(pinned);
         index
+    }
+
+    fn matches_pin(&self, repo: &str) -> bool {
+        self.pins
+            .iter()
+            .chain(&self.extra_pins)
+            .any(|pin| pin.matches(repo))
+    }
+
+    fn recompute_pins(&mut self) {
+        let pinned: Vec<bool> = self.repos.iter().map(|r| self.matches_pin(r)).collect();
+        self.repo_pinned = pinned;
     }
 
     pub fn is_pinned(&self, entry: &Entry) -> bool {
@@ -372,13 +387,16 @@ impl EvictionIndex {
     /// Replaces the pins (config reload).
     pub fn set_pins(&self, pins: &[RepoGlob]) {
         let mut inner = self.inner.lock();
-        let pinned: Vec<bool> = inner
-            .repos
-            .iter()
-            .map(|repo| pins.iter().any(|pin| pin.matches(repo)))
-            .collect();
-        inner.repo_pinned = pinned;
         inner.pins = pins.to_vec();
+        inner.recompute_pins();
+    }
+
+    /// Replaces the pins kept beside `plugins.eviction.pin` (the repos of pin manifests; a
+    /// config reload of `plugins.eviction.pin` leaves them).
+    pub fn set_extra_pins(&self, pins: &[RepoGlob]) {
+        let mut inner = self.inner.lock();
+        inner.extra_pins = pins.to_vec();
+        inner.recompute_pins();
     }
 
     /// Forgets a blob that was deleted for another reason than eviction (failed verification,

@@ -119,6 +119,22 @@ fn in_use_pinned_and_young_blobs_stay_and_are_counted() {
 }
 
 #[test]
+fn extra_pins_protect_beside_the_configured_ones_and_survive_their_reload() {
+    let index = four_blobs(lru());
+    index.add_repo(&id(1), "models/acme/pinned");
+    index.set_extra_pins(&pins(&["acme/pinned"]));
+    assert!(index.get(&id(1)).unwrap().pinned);
+    // A reload of plugins.eviction.pin keeps the manifest pins.
+    index.set_pins(&pins(&["other/*"]));
+    assert!(index.get(&id(1)).unwrap().pinned);
+    index.record_fill(&id(6), 10, 0, 10, 0);
+    index.add_repo(&id(6), "models/acme/pinned");
+    assert!(index.get(&id(6)).unwrap().pinned, "a repo added later");
+    index.set_extra_pins(&[]);
+    assert!(!index.get(&id(1)).unwrap().pinned);
+}
+
+#[test]
 fn pins_given_at_creation_apply_to_repos_added_later() {
     let index = EvictionIndex::new(lru(), &pins(&["datasets/acme/*"]));
     index.record_fill(&id(1), 10, 0, 10, 0);
