@@ -295,7 +295,19 @@ impl UpstreamChain {
         if request.method != Method::HEAD {
             return;
         }
-        if let Ok(Some(location)) = Self::location_of(response, request.auth.as_deref()) {
+        self.remember_location_for(&request.path_and_query, request.auth.as_deref(), response);
+    }
+
+    /// Remember where the bytes of a resolve `HEAD` answer are, for fetching
+    /// `path_and_query` with `auth` (the same file at its commit, when the `HEAD` named a
+    /// branch): a fill starting soon after needs no `HEAD` of its own.
+    pub fn remember_location_for(
+        &self,
+        path_and_query: &str,
+        auth: Option<&str>,
+        response: &HubResponse,
+    ) {
+        if let Ok(Some(location)) = Self::location_of(response, auth) {
             let mut recent = self.recent.lock();
             if recent.len() >= RECENT_LOCATIONS {
                 recent.retain(|_, (_, at)| at.elapsed() < RECENT_LOCATION_TTL);
@@ -303,7 +315,7 @@ impl UpstreamChain {
                     recent.clear();
                 }
             }
-            let key = Self::recent_key(&request.path_and_query, request.auth.as_deref());
+            let key = Self::recent_key(path_and_query, auth);
             recent.insert(key, (location, std::time::Instant::now()));
         }
     }
