@@ -8,6 +8,7 @@
 
 mod activity;
 pub mod diff;
+mod prefetch;
 mod reload;
 mod settings;
 
@@ -90,6 +91,11 @@ impl App {
             upstream,
             current.map(|s| Arc::clone(&s.fill)),
         );
+        meta.observe_listings(prefetch::Prefetcher::new(
+            Arc::clone(&settings),
+            meta.clone(),
+            fill.clone(),
+        ));
         let metrics = Metrics::new(fill.clone(), Arc::clone(&store))
             .map_err(|e| StartError::Metrics(e.to_string()))?;
         Ok(Arc::new(Self {

@@ -17,6 +17,7 @@ mod operate;
 mod operate_raw;
 pub mod plugins;
 mod plugins_raw;
+mod prefetch;
 mod raw;
 mod schema;
 pub mod units;
@@ -31,6 +32,7 @@ use serde_yaml::Value;
 
 pub use error::ConfigError;
 pub use plugins::{AlertConfig, EvictionConfig, PluginsConfig, RepoGlob, Share};
+pub use prefetch::PrefetchConfig;
 pub use schema::{
     defaults, AdminConfig, AdminToken, CacheConfig, Config, Durability, FillConfig, FillMode,
     HealthConfig, LogConfig, LogFormat, LogLevel, ServerConfig, Trust, UpstreamConfig,
@@ -523,6 +525,7 @@ watch_config: true
                 connections_total: 2,
                 read_ahead: 0,
                 background_fills: 1,
+                prefetch: PrefetchConfig::default(),
             }
         );
         assert_eq!(
@@ -614,7 +617,7 @@ watch_config: true
         assert_eq!(
             err.to_string(),
             "fill.conection_total: unknown key (expected one of: mode, segment, \
-             connections_per_file, connections_total, read_ahead, background_fills)"
+             connections_per_file, connections_total, read_ahead, background_fills, prefetch)"
         );
         assert_rejected("cache: {directory: /x}", "cache.directory", "unknown key");
         assert_rejected("server: {workers: 2}", "server.workers", "unknown key");

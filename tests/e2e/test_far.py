@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from urllib.parse import urljoin, urlsplit
 
@@ -81,7 +82,8 @@ def test_head_after_a_listing_is_answered_locally_and_says_what_the_hub_says(
     for p, meta in direct.items():
         assert meta["commit"] == commit and meta["size"] == files[p]["size"], (p, meta)
 
-    m = mirror_factory(emu)
+    # No prefetch here: its fills would locate the files with HEADs of their own.
+    m = mirror_factory(emu, fill={"prefetch": {"enabled": False}})
     # The revision answer tells the mirror the repo is public (who may be served from cache).
     assert m.get(f"/api/models/{REPO}/revision/{REV}").status_code == 200
     list_through(m, kind, commit, sorted(files))
@@ -117,3 +119,60 @@ def test_a_cold_single_file_costs_no_more_hub_requests_than_direct(emu, mirror, 
     assert sum(mirror_counts.values()) <= sum(direct_counts.values()), (mirror_counts, direct_counts)
     for key, n in mirror_counts.items():
         assert n <= direct_counts.get(key, 0), (key, mirror_counts, direct_counts)
+
+
+SNAP = "acme/snapshot-300"
+
+
+def list_snapshot(m) -> None:
+    """What snapshot_download asks first: the revision, then every tree page (Link: next)."""
+    assert m.get(f"/api/models/{SNAP}/revision/main").status_code == 200
+    url = f"/api/models/{SNAP}/tree/main?recursive=true&expand=false"
+    for _ in range(20):
+        r = m.get(url)
+        assert r.status_code == 200, r.text[:300]
+        nxt = r.links.get("next", {}).get("url")
+        if not nxt:
+            return
+        url = nxt.removeprefix(m.url)
+    raise AssertionError("more than 20 tree pages")
+
+
+def test_a_listing_prefetches_its_small_regular_files_and_never_lfs(emu, mirror_factory, tmp_path):
+    files = emu.files(SNAP, "main")
+    regular = {p: f for p, f in files.items() if not f["lfs"]}
+    lfs = {p: f for p, f in files.items() if f["lfs"]}
+    assert len(regular) == 280 and len(lfs) == 20
+    m = mirror_factory(emu, fill={"prefetch": {"parallel": 4}})
+    emu.reset(refs=False)
+    list_snapshot(m)
+    helpers.wait_until(lambda: m.metric("hubcache_prefetched_files_total") >= len(regular), 90,
+                       what="every small regular file prefetched")
+    assert m.metric("hubcache_prefetched_files_total") == len(regular)
+    assert m.metric("hubcache_prefetched_bytes_total") == sum(f["size"] for f in regular.values())
+    stats = emu.stats()
+    assert stats["by_route"]["cdn"] == 0, "an LFS file nobody asked for was fetched"
+    assert stats["hub_file_bytes"] == sum(f["size"] for f in regular.values()), "fetched twice?"
+
+    # The client then gets the regular files from the cache and only the LFS ones from the hub.
+    emu.reset(refs=False)
+    done = run_client(m.url, tmp_path / "client", [{"op": "snapshot", "repo_id": SNAP}])
+    assert done[0]["ok"], done
+    assert done[0]["files"] == helpers.expected_files(emu, SNAP, "main")
+    stats = emu.stats()
+    assert stats["hub_file_bytes"] == 0, "a prefetched file was fetched again"
+    assert stats["cdn_bytes"] == sum(f["size"] for f in lfs.values())
+    # The only HEADs are the fills' own, locating each LFS file's bytes (its CDN URL) once.
+    heads = Counter(e["path"].split(f"/resolve/{emu.commit(SNAP, 'main')}/", 1)[-1]
+                    for e in stats["recent"] if e["method"] == "HEAD")
+    assert set(heads) <= set(lfs) and max(heads.values(), default=0) <= 1, heads
+
+
+def test_prefetch_disabled_fetches_nothing_ahead(emu, mirror_factory):
+    m = mirror_factory(emu, fill={"prefetch": {"enabled": False}})
+    emu.reset(refs=False)
+    list_snapshot(m)
+    # Give a prefetcher that should not exist the time it would need to start.
+    time.sleep(1.0)
+    assert m.metric("hubcache_prefetched_files_total") == 0
+    assert emu.stats()["hub_file_bytes"] == 0
