@@ -3,6 +3,9 @@
 //! so a cold `hf_hub_download` costs the hub no more round trips than going direct (no
 //! separate revision lookup before the file's `HEAD`).
 //!
+//! Only when every upstream is an origin (`trust: origin`): a mirror upstream's answer
+//! cannot be trusted to say whether a repo is protected, which the usual path learns first.
+//!
 //! The commit learned is recorded like a revision answer, the file's metadata under that
 //! commit, and where its bytes are under the commit's resolve URL, so the fill that follows
 //! needs no `HEAD` of its own. When no upstream answers, or the answer names no commit, the
@@ -12,6 +15,7 @@ use std::sync::Arc;
 
 use super::files::{file_meta_from_head, FileEntry, FileMeta};
 use super::{Failure, Meta, Scope, UpstreamAnswer};
+use crate::config::Trust;
 use crate::hf::{self, Repo, RepoPath, Revision};
 use crate::upstream::HubRequest;
 
@@ -34,10 +38,16 @@ impl Meta {
         if known.is_some_and(|k| k.age < settings.revision_ttl) {
             return Ok(None);
         }
+        let chain = inner.upstream.get();
+        if !chain.all().iter().all(|u| u.trust() == Trust::Origin) {
+            // A mirror upstream may serve a gated or private repo's files to anyone: only
+            // the repo info (asked first on the usual path) tells whether the repo is
+            // protected, so that its files are asked only where tokens go.
+            return Ok(None);
+        }
         let protected = inner.access.is_protected(repo, Scope::Files).await;
         let url = hf::resolve_path(repo, revision, path);
         let request = HubRequest::head(url, auth.map(str::to_string)).protected(protected);
-        let chain = inner.upstream.get();
         let response = match chain.send(&request).await {
             Ok(response) => response,
             Err(_) => return Ok(None),

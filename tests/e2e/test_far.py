@@ -143,7 +143,7 @@ def test_a_listing_prefetches_its_small_regular_files_and_never_lfs(emu, mirror_
     regular = {p: f for p, f in files.items() if not f["lfs"]}
     lfs = {p: f for p, f in files.items() if f["lfs"]}
     assert len(regular) == 280 and len(lfs) == 20
-    m = mirror_factory(emu, fill={"prefetch": {"parallel": 4}})
+    m = mirror_factory(emu, fill={"prefetch": {"enabled": True, "parallel": 4}})
     emu.reset(refs=False)
     list_snapshot(m)
     helpers.wait_until(lambda: m.metric("hubcache_prefetched_files_total") >= len(regular), 90,
