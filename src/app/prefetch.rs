@@ -5,7 +5,7 @@
 //!   for the weights, so an LFS file nobody asked for is never fetched.
 //! - Only repos whose files are known to be public; fetched without any client's token.
 //! - At most `parallel` files at a time, from one bounded queue shared by every listing, by
-//!   workers that exist only while there is work. A client asking for a file being prefetched
+//!   workers that exist only while there is work; the most recently listed files first. A client asking for a file being prefetched
 //!   joins its fill (nothing is fetched twice); other client requests take their own
 //!   connections from `fill.connections_total` as before, so prefetching holds at most
 //!   `parallel` of them.
@@ -64,7 +64,9 @@ impl Prefetcher {
     /// The next job, or `None` (and this worker is gone) when there is none.
     fn next_job(&self) -> Option<Job> {
         let mut queue = self.queue.lock();
-        let job = queue.jobs.pop_front();
+        // Newest first: a client walks a listing from its start once it has every page, so
+        // the prefetcher meets it from the other end instead of joining the same fetches.
+        let job = queue.jobs.pop_back();
         if job.is_none() {
             queue.workers -= 1;
         }
