@@ -301,7 +301,9 @@ class Mirror:
         cfg = {
             "listen": f"127.0.0.1:{self.port}",
             "cache": {"dir": str(self.cache_dir)},
-            "upstreams": [{"url": self.upstream}],
+            # The emulator plays huggingface.co, which is trust: origin by default (another URL
+            # would default to mirror, whose answers never make cached metadata servable).
+            "upstreams": [{"url": self.upstream, "trust": "origin"}],
             "server": {"threads": 2, "grace_period": "1s",
                        "runtime_dir": str(self.workdir / "run")},
         }
