@@ -34,7 +34,7 @@ impl Default for PrefetchConfig {
         Self {
             enabled: true,
             max_file_size: 1 << 20,
-            parallel: 8,
+            parallel: 16,
         }
     }
 }
