@@ -61,12 +61,13 @@ def make_pki(workdir: Path) -> dict | None:
 STOP_TIMEOUT = 15  # seconds between SIGINT and SIGKILL
 SHUTDOWN_MARK = "===== bench: SIGINT sent ====="
 
-PHASES = ("cold", "warm", "range", "cold16", "snapshot", "throttled")
+PHASES = ("cold", "warm", "range", "cold16", "snapshot", "throttled", "far")
 TARGETS = {
     "cold": 0.9,  # mirror / direct throughput, at least
     "warm": 0.9,  # mirror / static server throughput, at least
     "amplification": 1.02,  # upstream bytes / distinct bytes served, at most
     "rss": 100 * MiB,  # peak RSS, below
+    "far_cold": 0.5,  # cold snapshot_download, mirror / direct time with the hub 50 ms away, at most
 }
 
 
@@ -324,7 +325,9 @@ class Mirror:
         cfg = {
             "listen": f"127.0.0.1:{self.port}",
             "cache": {"dir": str(self.cache_dir)},
-            "upstreams": [{"url": self.upstream}],
+            # The emulator plays huggingface.co, which is trust: origin by default (another URL
+            # would default to mirror, whose answers never make cached metadata servable).
+            "upstreams": [{"url": self.upstream, "trust": "origin"}],
             "server": {"threads": 2, "grace_period": "1s",
                        "runtime_dir": str(self.workdir / "run")},
         }
@@ -981,6 +984,53 @@ class Bench:
         shutil.rmtree(hf_home, ignore_errors=True)
         return {"seconds": result["seconds"], "wall_incl_python_start": wall}
 
+    # ---- far from the hub (issue 13) --------------------------------------------------------
+
+    def set_hub_delay(self, ms: int) -> None:
+        """Every hub and CDN request waits `ms` before it is handled (0: no delay)."""
+        req = urllib.request.Request(f"{self.emu.hub}/_emulator/faults", method="DELETE")
+        urllib.request.build_opener(urllib.request.ProxyHandler({})).open(req, timeout=30).read()
+        if ms > 0:
+            http_json(f"{self.emu.hub}/_emulator/faults", {"kind": "delay", "ms": ms, "host": "any"})
+
+    def phase_far(self) -> None:
+        reps = self.args.reps_far
+        nfiles = len(self.emu.snap_files)
+        for delay in self.args.far_delays:
+            self.set_hub_delay(delay)
+            try:
+                direct, cold, warm = [], [], []
+                for i in range(reps):
+                    direct.append(self.snapshot(self.emu.hub, f"direct, hub {delay} ms away"))
+                    cache = self.new_cache()
+                    m = self.start_mirror(f"far{delay}", cache)
+                    cold.append(self.snapshot(m.url, f"mirror cold, hub {delay} ms away"))
+                    warm.append(self.snapshot(m.url, f"mirror warm, hub {delay} ms away"))
+                    self.stop_mirror(f"far{delay}")
+                    self.drop_cache(cache)
+                    self.log(f"  {delay} ms rep {i + 1}/{reps}: direct {direct[-1]['seconds']:.2f} s   "
+                             f"mirror cold {cold[-1]['seconds']:.2f} s   mirror warm {warm[-1]['seconds']:.2f} s")
+            finally:
+                self.set_hub_delay(0)
+            self.raw.setdefault("far", {})[str(delay)] = {"direct": direct, "mirror_cold": cold,
+                                                          "mirror_warm": warm}
+            secs = {k: [r["seconds"] for r in v] for k, v in
+                    (("direct", direct), ("cold", cold), ("warm", warm))}
+            d, c, w = (median(secs[k]) for k in ("direct", "cold", "warm"))
+
+            def spread(k):
+                return f"{min(secs[k]):.2f}-{max(secs[k]):.2f} s"
+
+            sec = f"far from the hub ({delay} ms per hub/CDN request)"
+            note = (f"{reps} rep(s); spread mirror {{}}, direct {spread('direct')}; "
+                    f"snapshot_download of {SNAP_REPO} ({nfiles} files), 8 workers, empty client cache")
+            target = TARGETS["far_cold"] if delay == 50 else None
+            self.row(sec, "snapshot_download, cold mirror", "s", c, d, c / d,
+                     f"<= {target}" if target else None, (c / d <= target) if target else None,
+                     note.format(spread("cold")))
+            self.row(sec, "snapshot_download, warm mirror", "s", w, d, w / d, None, None,
+                     note.format(spread("warm")))
+
     # ---- driver ----------------------------------------------------------------------------
 
     def run(self) -> int:
@@ -1011,6 +1061,8 @@ class Bench:
                 self.phase("cold16", lambda: self.phase_cold_multi(sec, a.reps_multi, "cold16"))
             if "snapshot" in want:
                 self.phase("snapshot", self.phase_snapshot)
+            if "far" in want:
+                self.phase("far", self.phase_far)
             if a.cdn_rate > 0 and "throttled" in want:
                 self.emu.stop()
                 self.emu = self.start_emulator(a.throttled_size, a.cdn_rate, "emulator-throttled")
@@ -1213,6 +1265,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--reps", type=int, help="repetitions of single-client measurements (default 7, quick 5)")
     p.add_argument("--reps-multi", type=int, help="repetitions of 16-client measurements (default 5, quick 3)")
     p.add_argument("--reps-snapshot", type=int, help="repetitions of snapshot_download (default 5, quick 2)")
+    p.add_argument("--reps-far", type=int, help="repetitions of each far-from-the-hub snapshot_download (default 3, quick 1)")
+    p.add_argument("--far-delays", default="0,50,150",
+                   help="far phase: comma-separated delays in ms added to every hub/CDN request (default 0,50,150)")
     p.add_argument("--clients", type=int, default=16, help="concurrent clients (default 16)")
     p.add_argument("--cdn-rate", type=parse_size, default=50 * MiB,
                    help="CDN bytes/s per connection in the throttled run (default 50MiB; 0 skips it)")
@@ -1236,6 +1291,11 @@ def main(argv: list[str]) -> int:
     args.reps = args.reps or (5 if q else 7)
     args.reps_multi = args.reps_multi or (3 if q else 5)
     args.reps_snapshot = args.reps_snapshot or (2 if q else 5)
+    args.reps_far = args.reps_far or (1 if q else 3)
+    try:
+        args.far_delays = [int(x) for x in args.far_delays.split(",") if x.strip()]
+    except ValueError:
+        p.error("--far-delays: comma-separated whole numbers of milliseconds")
     args.reps_throttled = 1 if q else 3
     args.reps_throttled_multi = 1
     args.throttled_size = args.throttled_size or min(args.size, 128 * MiB if q else 256 * MiB)

@@ -242,6 +242,16 @@ const FILL_COUNTERS: &[FillCounter] = &[
         "Client ranges streamed from upstream without caching because the cache was full",
         |s| FillStats::get(&s.uncached_streams),
     ),
+    (
+        "hubcache_prefetched_bytes_total",
+        "Bytes of listed small regular files fetched before any client asked (fill.prefetch)",
+        |s| FillStats::get(&s.prefetched_bytes),
+    ),
+    (
+        "hubcache_prefetched_files_total",
+        "Listed small regular files fetched before any client asked (fill.prefetch)",
+        |s| FillStats::get(&s.prefetched_files),
+    ),
 ];
 
 impl FillCollector {

@@ -144,7 +144,9 @@ fn fill_keys(applied: &mut FillConfig, file: FillConfig, changed: &mut Vec<&'sta
         connections_total,
         read_ahead,
         background_fills,
+        prefetch,
     } = file;
+    take("fill.prefetch", &mut applied.prefetch, prefetch, changed);
     take("fill.mode", &mut applied.mode, mode, changed);
     take("fill.segment", &mut applied.segment, segment, changed);
     take(

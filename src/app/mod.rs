@@ -8,6 +8,7 @@
 
 mod activity;
 pub mod diff;
+mod prefetch;
 mod reload;
 mod settings;
 
@@ -95,6 +96,11 @@ impl App {
             current.map(|s| Arc::clone(&s.fill)),
         );
         fill.set_cluster(current.map(|s| s.cluster.clone()));
+        meta.observe_listings(prefetch::Prefetcher::new(
+            Arc::clone(&settings),
+            meta.clone(),
+            fill.clone(),
+        ));
         let metrics = Metrics::new(fill.clone(), Arc::clone(&store))
             .map_err(|e| StartError::Metrics(e.to_string()))?;
         Ok(Arc::new(Self {

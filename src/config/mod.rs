@@ -18,6 +18,7 @@ mod operate;
 mod operate_raw;
 pub mod plugins;
 mod plugins_raw;
+mod prefetch;
 mod raw;
 mod schema;
 mod tls;
@@ -34,6 +35,7 @@ use serde_yaml::Value;
 pub use cluster::{ClusterConfig, ClusterSecret};
 pub use error::ConfigError;
 pub use plugins::{AlertConfig, EvictionConfig, PluginsConfig, RepoGlob, Share};
+pub use prefetch::PrefetchConfig;
 pub use schema::{
     defaults, AdminConfig, AdminToken, CacheConfig, Config, Durability, FillConfig, FillMode,
     HealthConfig, LogConfig, LogFormat, LogLevel, ServerConfig, Trust, UpstreamConfig,
@@ -533,6 +535,7 @@ watch_config: true
                 connections_total: 2,
                 read_ahead: 0,
                 background_fills: 1,
+                prefetch: PrefetchConfig::default(),
             }
         );
         assert_eq!(
@@ -624,7 +627,7 @@ watch_config: true
         assert_eq!(
             err.to_string(),
             "fill.conection_total: unknown key (expected one of: mode, segment, \
-             connections_per_file, connections_total, read_ahead, background_fills)"
+             connections_per_file, connections_total, read_ahead, background_fills, prefetch)"
         );
         assert_rejected("cache: {directory: /x}", "cache.directory", "unknown key");
         assert_rejected("server: {workers: 2}", "server.workers", "unknown key");

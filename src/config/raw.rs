@@ -97,6 +97,7 @@ struct RawFill {
     connections_total: Option<Count>,
     read_ahead: Option<ByteSize>,
     background_fills: Option<Count>,
+    prefetch: Option<super::prefetch::RawPrefetch>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -405,6 +406,7 @@ impl RawFill {
             connections_total: total,
             read_ahead: self.read_ahead.map_or(defaults::READ_AHEAD, |s| s.0),
             background_fills,
+            prefetch: self.prefetch.unwrap_or_default().into_config()?,
         })
     }
 }

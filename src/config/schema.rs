@@ -352,6 +352,8 @@ pub struct FillConfig {
     pub read_ahead: u64,
     /// Files completed in the background at once (>= 1).
     pub background_fills: usize,
+    /// Small regular files of a listed commit fetched ahead of the client.
+    pub prefetch: super::prefetch::PrefetchConfig,
 }
 
 impl Default for FillConfig {
@@ -363,6 +365,7 @@ impl Default for FillConfig {
             connections_total: defaults::CONNECTIONS_TOTAL,
             read_ahead: defaults::READ_AHEAD,
             background_fills: defaults::BACKGROUND_FILLS,
+            prefetch: Default::default(),
         }
     }
 }

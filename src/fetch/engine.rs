@@ -17,8 +17,8 @@ use crate::upstream::UpstreamChain;
 /// The fill engine. Cheap to clone.
 #[derive(Clone)]
 pub struct FillEngine {
-    ctx: Arc<FillContext>,
-    registry: Arc<Registry>,
+    pub(super) ctx: Arc<FillContext>,
+    pub(super) registry: Arc<Registry>,
 }
 
 impl FillEngine {

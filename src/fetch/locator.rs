@@ -20,6 +20,9 @@ use crate::upstream::{Location, UpstreamId};
 const LOCATION_TTL: Duration = Duration::from_secs(120);
 /// Other readers' tokens kept in reserve.
 const SPARE_TOKENS: usize = 8;
+/// Files up to this size are first fetched with a GET of their resolve URL, without a `HEAD`
+/// to locate them (one segment; nothing to reuse a located CDN URL for).
+const NO_HEAD_MAX: u64 = 8 << 20;
 
 #[derive(Default)]
 struct Sources {
@@ -40,11 +43,15 @@ pub(super) struct Locator {
     last_upstream: parking_lot::Mutex<Option<UpstreamId>>,
     /// A sibling asked for this blob: never ask a sibling for it in turn.
     no_siblings: std::sync::atomic::AtomicBool,
+    /// The first locate may skip the `HEAD` (a small file); later ones (after a failure) not.
+    skip_head: std::sync::atomic::AtomicBool,
 }
 
 impl Locator {
     pub(super) fn new(source: Option<BlobSource>) -> Self {
+        let small = source.as_ref().is_some_and(|s| s.size <= NO_HEAD_MAX);
         Self {
+            skip_head: std::sync::atomic::AtomicBool::new(small),
             sources: Mutex::new(Sources {
                 current: source,
                 ..Sources::default()
@@ -129,6 +136,19 @@ impl Locator {
                 block: 0,
             })?;
             let path = source.resolve_path()?;
+            if self
+                .skip_head
+                .swap(false, std::sync::atomic::Ordering::Relaxed)
+            {
+                let found =
+                    ctx.upstream()
+                        .locate_without_head(&path, source.auth.as_deref(), &avoid);
+                if let Some(location) = found {
+                    *self.last_upstream.lock() = Some(location.upstream);
+                    *cached = Some((location.clone(), Instant::now()));
+                    return Ok(location);
+                }
+            }
             match ctx
                 .upstream()
                 .locate(&path, source.auth.as_deref(), &avoid)

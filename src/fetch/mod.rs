@@ -28,6 +28,7 @@ mod fill;
 mod locator;
 mod lowprio;
 mod observer;
+mod prefetch;
 mod reader;
 mod registry;
 mod segment;

@@ -15,6 +15,8 @@
 //! - [`range`]: reading a single `Range` header to know which bytes a request needs first.
 //! - [`forms`]: query and `paths-info` body parsing, canonical cache-key strings.
 //! - [`info`]: the few repo-info JSON fields the mirror relies on.
+//! - [`listing`]: the files a tree, paths-info or repo-info answer names, as a `HEAD` would
+//!   describe them.
 //! - [`query`]: the query parameters the Hub reads on cached API routes (the rest is dropped).
 //! - [`safe_path`]: [`check_request_path`] refuses `..`, backslashes, NUL and over-long names in any
 //!   encoding before a request is routed.
@@ -25,6 +27,7 @@ pub mod forms;
 pub mod headers;
 pub mod info;
 pub mod links;
+pub mod listing;
 pub mod query;
 pub mod range;
 pub mod repo;
@@ -50,6 +53,7 @@ pub use info::{Gated, InfoError, RepoInfoSummary};
 pub use links::{
     find_link, is_hub_cdn_host, rewrite_link_header, rewrite_location, rewrite_url, LocationKind,
 };
+pub use listing::{listed_in_repo_info, listed_in_tree, ListedFile};
 pub use query::{hub_query, ApiQuery, HubQuery};
 pub use range::{parse_single_range, RangeRequest};
 pub use repo::{is_commit_sha, Repo, RepoId, RepoPath, RepoType, Revision, ValidationError};

@@ -8,6 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use super::listing::Listing;
 use super::policy::{Asker, Cached};
 use super::table::unix_now;
 use super::{caller, Failure, Meta, Scope, UpstreamAnswer};
@@ -91,6 +92,8 @@ struct ApiQuestion {
     request: HubRequest,
     /// The answer when offline and nothing is cached.
     offline_miss: HfError,
+    /// Whether (and how) the answer lists files whose metadata it gives.
+    listing: Option<Listing>,
 }
 
 impl Meta {
@@ -154,6 +157,7 @@ impl Meta {
             key,
             request,
             offline_miss,
+            listing,
         } = question;
         let fetch = || {
             let this = self.clone();
@@ -161,6 +165,9 @@ impl Meta {
             self.inner.api_calls.run(flight_key, move || async move {
                 let answer = this.fetch_json(&repo, request, auth.as_deref()).await?;
                 this.store_api_answer(&repo, &commit, &key, &answer);
+                if let Some(kind) = listing {
+                    this.learn_listing(&repo, &commit, kind, &answer.body, auth.as_deref());
+                }
                 Ok(answer)
             })
         };
@@ -199,6 +206,7 @@ impl Meta {
             offline_miss: HfError::revision_not_found(
                 revision.map(|r| r.as_str()).unwrap_or("main"),
             ),
+            listing: Some(Listing::Siblings),
         };
         self.commit_bound(repo, &commit, auth, question).await
     }
@@ -235,6 +243,7 @@ impl Meta {
                 auth.map(str::to_string),
             ),
             offline_miss: HfError::entry_not_found(Some(&commit)),
+            listing: Some(Listing::Entries),
         };
         self.commit_bound(repo, &commit, auth, question).await
     }
@@ -262,6 +271,7 @@ impl Meta {
             key: format!("paths-info?{}", hf::canonical_paths_info_key(request)),
             request: HubRequest::post(url, auth.map(str::to_string), body),
             offline_miss: HfError::entry_not_found(Some(&commit)),
+            listing: Some(Listing::Entries),
         };
         self.commit_bound(repo, &commit, auth, question).await
     }

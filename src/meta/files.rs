@@ -54,7 +54,7 @@ fn is_hex_id(s: &str) -> bool {
 
 /// Read file metadata from the final upstream answer to a resolve HEAD: a 200 (regular file,
 /// or a hub that serves LFS itself) or the off-origin redirect to the CDN.
-fn file_meta_from_head(
+pub(super) fn file_meta_from_head(
     response: &HubResponse,
     repo: &Repo,
     commit: &str,
@@ -103,7 +103,7 @@ fn file_meta_from_head(
 /// only (bounded), so asking for random paths leaves nothing on disk.
 const MISSING_TTL: Duration = Duration::from_secs(600);
 
-fn file_key(repo: &Repo, commit: &str, path: &str) -> String {
+pub(super) fn file_key(repo: &Repo, commit: &str, path: &str) -> String {
     format!("{repo}\0{commit}\0{path}")
 }
 
@@ -116,6 +116,9 @@ impl Meta {
         path: &RepoPath,
         auth: Option<&str>,
     ) -> Result<FileMeta, Failure> {
+        if let Some(meta) = self.file_by_branch(repo, revision, path, auth).await? {
+            return Ok(meta);
+        }
         let commit = self.commit_for(repo, Some(revision), auth).await?;
         self.file_at(repo, &commit, path, auth).await
     }
@@ -366,6 +369,48 @@ mod tests {
             ],
         );
         assert!(file_meta_from_head(&resp, &repo(), &"c".repeat(40), "f").is_err());
+    }
+
+    #[test]
+    fn a_listed_file_is_recorded_exactly_as_its_head_would_be() {
+        let (commit, oid, sha) = (
+            "c".repeat(40),
+            "0123456789abcdef0123456789abcdef01234567",
+            "ab".repeat(32),
+        );
+        let regular = response(
+            200,
+            &[("etag", &format!("\"{oid}\"")), ("content-length", "42")],
+        );
+        let lfs = response(
+            302,
+            &[
+                ("location", "http://cdn/x"),
+                ("x-linked-etag", &format!("\"{sha}\"")),
+                ("x-linked-size", "9"),
+                ("etag", &format!("\"{oid}\"")),
+            ],
+        );
+        let cases = [
+            (
+                regular,
+                "config.json",
+                r#"{"type":"file","oid":"OID","size":42,"path":"config.json"}"#,
+            ),
+            (
+                lfs,
+                "w.bin",
+                r#"{"type":"file","oid":"OID","size":9,"path":"w.bin","lfs":{"oid":"SHA","size":9,"pointerSize":130}}"#,
+            ),
+        ];
+        for (head, path, entry) in cases {
+            let listing = format!("[{}]", entry.replace("OID", oid).replace("SHA", &sha));
+            let json: serde_json::Value = serde_json::from_str(&listing).unwrap();
+            let listed = hf::listed_in_tree(&json);
+            let from_listing = super::super::listing::file_meta_from_listing(&commit, &listed[0]);
+            let from_head = file_meta_from_head(&head, &repo(), &commit, path).unwrap();
+            assert_eq!(from_listing, from_head, "{path}");
+        }
     }
 
     #[test]

@@ -9,10 +9,12 @@
 
 mod access;
 mod api;
+mod by_branch;
 mod disk;
 mod files;
 mod gc;
 mod legacy;
+mod listing;
 mod policy;
 mod revisions;
 mod singleflight;
@@ -29,6 +31,7 @@ pub use access::Scope;
 pub use api::JsonAnswer;
 pub use files::FileMeta;
 pub use gc::{CatalogEntry, GcReport};
+pub use listing::ListingObserver;
 
 use access::AccessBook;
 use disk::{hashed_name, MetaDir};
@@ -146,6 +149,8 @@ struct Inner {
     revision_calls: SingleFlight<String, Result<String, Failure>>,
     file_calls: SingleFlight<String, Result<Arc<FileEntry>, Failure>>,
     api_calls: SingleFlight<String, Result<JsonAnswer, Failure>>,
+    /// Told about every file listing learned from the hub (the prefetcher).
+    listing_observer: Mutex<Option<Arc<dyn ListingObserver>>>,
 }
 
 /// In-memory file metadata entries kept hot.
@@ -188,6 +193,7 @@ impl Meta {
                 revision_calls: SingleFlight::default(),
                 file_calls: SingleFlight::default(),
                 api_calls: SingleFlight::default(),
+                listing_observer: Mutex::new(None),
             }),
         }
     }

@@ -295,7 +295,19 @@ impl UpstreamChain {
         if request.method != Method::HEAD {
             return;
         }
-        if let Ok(Some(location)) = Self::location_of(response, request.auth.as_deref()) {
+        self.remember_location_for(&request.path_and_query, request.auth.as_deref(), response);
+    }
+
+    /// Remember where the bytes of a resolve `HEAD` answer are, for fetching
+    /// `path_and_query` with `auth` (the same file at its commit, when the `HEAD` named a
+    /// branch): a fill starting soon after needs no `HEAD` of its own.
+    pub fn remember_location_for(
+        &self,
+        path_and_query: &str,
+        auth: Option<&str>,
+        response: &HubResponse,
+    ) {
+        if let Ok(Some(location)) = Self::location_of(response, auth) {
             let mut recent = self.recent.lock();
             if recent.len() >= RECENT_LOCATIONS {
                 recent.retain(|_, (_, at)| at.elapsed() < RECENT_LOCATION_TTL);
@@ -303,9 +315,37 @@ impl UpstreamChain {
                     recent.clear();
                 }
             }
-            let key = Self::recent_key(&request.path_and_query, request.auth.as_deref());
+            let key = Self::recent_key(path_and_query, auth);
             recent.insert(key, (location, std::time::Instant::now()));
         }
+    }
+
+    /// Where to GET a small file without a `HEAD` first: a location a recent `HEAD` found,
+    /// else the resolve URL itself on the first upstream in order (not in `avoid`), whose
+    /// redirects [`get_range`](Self::get_range) follows (to resolve-cache with the token, to
+    /// the CDN without). One round trip less per cold file; the caller falls back to
+    /// [`locate`](Self::locate) if that GET fails.
+    pub fn locate_without_head(
+        &self,
+        path_and_query: &str,
+        auth: Option<&str>,
+        avoid: &[UpstreamId],
+    ) -> Option<Location> {
+        if self.offline {
+            return None;
+        }
+        if let Some(location) = self.recent_location(path_and_query, auth) {
+            if !avoid.contains(&location.upstream) {
+                return Some(location);
+            }
+        }
+        let plan = self.plan(std::time::Instant::now());
+        let upstream = plan.order.into_iter().find(|u| !avoid.contains(&u.id))?;
+        Some(Location {
+            url: upstream.url_for(path_and_query).ok()?,
+            auth: upstream.token_for(auth).map(str::to_string),
+            upstream: upstream.id,
+        })
     }
 
     /// Stop reusing a location that failed.

@@ -407,6 +407,9 @@ class Mirror:
             "server": {"threads": 2, "grace_period": "1s",
                        "runtime_dir": str(self.runtime_dir)},
             "admin": {"listen": f"127.0.0.1:{self.admin_port}"},
+            # Prefetching (on by default) fetches listed files in the background, which would
+            # leak hub requests into later tests' counts; the tests that need it turn it on.
+            "fill": {"prefetch": {"enabled": False}},
         }
         return deep_merge(base, self.overrides)
 
