@@ -57,8 +57,8 @@ impl BlockChecksummer {
     pub fn for_part(layout: &Layout, block: u64, from: u64, to: u64) -> Result<Self> {
         let mut whole = Self::new(layout, block)?;
         let page = layout.page_size();
-        let fits = from % page == 0 && from <= to && to <= whole.block_len;
-        if !fits || (to % page != 0 && to != whole.block_len) {
+        let fits = from.is_multiple_of(page) && from <= to && to <= whole.block_len;
+        if !fits || (!to.is_multiple_of(page) && to != whole.block_len) {
             return Err(StoreError::BadPart { block, from, to });
         }
         whole.expected_pages = (to.div_ceil(page) - from / page) as usize;

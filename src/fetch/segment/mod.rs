@@ -163,11 +163,11 @@ impl Interrupted {
 async fn fetch_segment(segment: &Segment) -> Result<(), (u64, FetchError)> {
     let Segment {
         ctx,
-        locator,
         sink,
         copy,
         blocks,
         from,
+        ..
     } = segment;
     let _connection = ctx.connections.acquire().await.map_err(|_| {
         (
@@ -199,12 +199,14 @@ async fn fetch_segment(segment: &Segment) -> Result<(), (u64, FetchError)> {
     // Range-first (only when the block asked for is the one claimed): from the reader's page
     // to the end, then the bytes before it.
     let split = *from > 0 && claimed.fetch.start == blocks.start && start + from < end;
-    let parts = if split {
+    let mut parts = Vec::with_capacity(2);
+    if split {
         writer.split_at(claimed.fetch.start, start + from);
-        vec![start + from..end, start..start + from]
+        parts.push(start + from..end);
+        parts.push(start..start + from);
     } else {
-        vec![start..end]
-    };
+        parts.push(start..end);
+    }
     let mut failures = 0;
     let mut attempts = 0;
     for part in parts {
