@@ -45,9 +45,12 @@ impl Presence for BlobFile {
 #[derive(Debug, Clone)]
 pub(super) enum Block {
     Missing,
-    /// Being fetched; `written` bytes from the block's start are on disk (not yet verified).
+    /// Being fetched; `written` bytes from the block's start are on disk (not yet verified),
+    /// and so are the bytes `ahead` (offsets in the block) when the fetch started at the page
+    /// a reader asked for (range-first; the bytes before it follow).
     InFlight {
         written: u64,
+        ahead: Range<u64>,
     },
     /// Committed: all bytes on disk with their page checksums.
     Present,
@@ -63,7 +66,7 @@ pub(super) enum Block {
 /// The states a block that is not present can be in besides missing.
 #[derive(Debug, Clone)]
 enum Transient {
-    InFlight { written: u64 },
+    InFlight { written: u64, ahead: Range<u64> },
     Elsewhere,
     Failed { at: Instant, error: FetchError },
 }
@@ -82,6 +85,8 @@ pub(super) struct BlockTable {
     transient: HashMap<u64, Transient>,
     /// Blocks readers are waiting for, most urgent first.
     demand: VecDeque<u64>,
+    /// Where in a demanded block (offset in it) the reader waiting for it wants to start.
+    demand_at: HashMap<u64, u64>,
     /// No block before this one was missing when last looked (a hint; see `first_missing`).
     missing_from: u64,
 }
@@ -92,6 +97,7 @@ impl BlockTable {
             presence,
             transient: HashMap::new(),
             demand: VecDeque::new(),
+            demand_at: HashMap::new(),
             missing_from: 0,
         }
     }
@@ -106,7 +112,10 @@ impl BlockTable {
         }
         match self.transient.get(&block) {
             None => Block::Missing,
-            Some(Transient::InFlight { written }) => Block::InFlight { written: *written },
+            Some(Transient::InFlight { written, ahead }) => Block::InFlight {
+                written: *written,
+                ahead: ahead.clone(),
+            },
             Some(Transient::Elsewhere) => Block::Elsewhere,
             Some(Transient::Failed { at, error }) => Block::Failed {
                 at: *at,
@@ -131,7 +140,7 @@ impl BlockTable {
         self.transient
             .values()
             .map(|t| match t {
-                Transient::InFlight { written } => *written,
+                Transient::InFlight { written, ahead } => *written + (ahead.end - ahead.start),
                 _ => 0,
             })
             .sum()
@@ -163,6 +172,23 @@ impl BlockTable {
         }
         self.demand.push_front(block);
         true
+    }
+
+    /// A reader needs the bytes of `block` from offset `at` in it now: as
+    /// [`demand`](Self::demand), remembering where the reader starts (see
+    /// [`take_demand_offset`](Self::take_demand_offset)).
+    pub(super) fn demand_from(&mut self, block: u64, at: u64) -> bool {
+        let queued = self.demand(block);
+        if queued {
+            self.demand_at.insert(block, at);
+        }
+        queued
+    }
+
+    /// Where in `block` the reader that demanded it starts (0 if none said): a fetch of the
+    /// block may start there.
+    pub(super) fn take_demand_offset(&mut self, block: u64) -> u64 {
+        self.demand_at.remove(&block).unwrap_or(0)
     }
 
     /// A reader will soon need `blocks` (read-ahead): the missing ones not queued yet go to
@@ -220,22 +246,36 @@ impl BlockTable {
             end += 1;
         }
         for block in start..end {
-            self.transient
-                .insert(block, Transient::InFlight { written: 0 });
+            self.transient.insert(
+                block,
+                Transient::InFlight {
+                    written: 0,
+                    ahead: 0..0,
+                },
+            );
         }
         start..end
     }
 
     /// Bytes up to `written` of an in-flight block are on disk.
     pub(super) fn progress(&mut self, block: u64, written: u64) {
-        if let Some(Transient::InFlight { written: w }) = self.transient.get_mut(&block) {
+        if let Some(Transient::InFlight { written: w, .. }) = self.transient.get_mut(&block) {
             *w = written;
+        }
+    }
+
+    /// The bytes `ahead` (offsets in the block) of an in-flight block are on disk: fetched
+    /// first, before the bytes from the block's start.
+    pub(super) fn progress_ahead(&mut self, block: u64, ahead: Range<u64>) {
+        if let Some(Transient::InFlight { ahead: a, .. }) = self.transient.get_mut(&block) {
+            *a = ahead;
         }
     }
 
     /// The block is committed (its bit is set).
     pub(super) fn committed(&mut self, block: u64) {
         self.transient.remove(&block);
+        self.demand_at.remove(&block);
     }
 
     /// Blocks a run will not fetch after all (see [`Unclaimed`]).
@@ -273,6 +313,7 @@ impl BlockTable {
     /// Every block that is not present (nor filled elsewhere) fails: the file is given up on.
     pub(super) fn fail_all(&mut self, error: &FetchError, at: Instant) {
         self.demand.clear();
+        self.demand_at.clear();
         for block in 0..self.count() {
             let elsewhere = matches!(self.transient.get(&block), Some(Transient::Elsewhere));
             if !self.presence.is_present(block) && !elsewhere {
@@ -297,6 +338,7 @@ impl BlockTable {
     pub(super) fn reset(&mut self) {
         self.transient.clear();
         self.demand.clear();
+        self.demand_at.clear();
         self.missing_from = 0;
     }
 
@@ -329,6 +371,7 @@ impl BlockTable {
 
     fn forget(&mut self, block: u64) {
         self.transient.remove(&block);
+        self.demand_at.remove(&block);
         self.missing_from = self.missing_from.min(block);
     }
 

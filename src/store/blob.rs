@@ -520,6 +520,7 @@ impl BlobFile {
     pub fn invalidate_block(&self, block: u64) -> Result<()> {
         self.check_block(block)?;
         let bit = 1u8 << (block % 8);
+        super::verified::VerifiedPages::global().forget(&self.file);
         self.update_bitmap_byte(block / 8, |b| b & !bit)
     }
 

@@ -9,9 +9,14 @@ use super::format::Layout;
 /// the last page of the content shorter. Feed the block's bytes with
 /// [`update`](Self::update) as they arrive (any chunking), then [`finish`](Self::finish)
 /// returns the checksums for [`BlobFile::commit_block`].
+///
+/// A block may also be fetched in parts (the part a reader asked for first, then the rest):
+/// [`for_part`](Self::for_part) checksums one run of whole pages, and the block's checksums
+/// are the parts' checksums in page order.
 #[derive(Debug, Clone)]
 pub struct BlockChecksummer {
     block: u64,
+    /// Offset in the block just past the bytes this checksummer covers.
     block_len: u64,
     page_size: u64,
     expected_pages: usize,
@@ -43,6 +48,24 @@ impl BlockChecksummer {
             cur_len: 0,
             crcs: Vec::with_capacity(expected_pages),
         })
+    }
+
+    /// A checksummer for bytes `from..to` of `block` only (offsets in the block): `from` must
+    /// be on a page boundary and `to` on one or at the block's end, else
+    /// [`StoreError::BadPart`]. [`fed`](Self::fed) counts from the block's start (it begins
+    /// at `from`), and [`finish`](Self::finish) returns the checksums of the part's pages.
+    pub fn for_part(layout: &Layout, block: u64, from: u64, to: u64) -> Result<Self> {
+        let mut whole = Self::new(layout, block)?;
+        let page = layout.page_size();
+        let fits = from.is_multiple_of(page) && from <= to && to <= whole.block_len;
+        if !fits || (!to.is_multiple_of(page) && to != whole.block_len) {
+            return Err(StoreError::BadPart { block, from, to });
+        }
+        whole.expected_pages = (to.div_ceil(page) - from / page) as usize;
+        whole.crcs = Vec::with_capacity(whole.expected_pages);
+        whole.fed = from;
+        whole.block_len = to;
+        Ok(whole)
     }
 
     /// The block this checksummer is for.
@@ -90,5 +113,63 @@ impl BlockChecksummer {
         }
         debug_assert_eq!(self.crcs.len(), self.expected_pages);
         Ok(self.crcs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(n: u64) -> Vec<u8> {
+        (0..n).map(|i| (i * 31 % 251) as u8).collect()
+    }
+
+    #[test]
+    fn a_block_checksummed_in_parts_gives_the_checksums_of_the_whole_block() {
+        let layout = Layout::new((8 << 20) + 5, 4 << 20).unwrap();
+        let bytes = data(layout.size());
+        let mut whole = BlockChecksummer::new(&layout, 1).unwrap();
+        whole.update(&bytes[4 << 20..8 << 20]);
+        let whole = whole.finish().unwrap();
+        // The part a reader asked for first (from page 3), then the rest.
+        let mut tail = BlockChecksummer::for_part(&layout, 1, 3 << 20, 4 << 20).unwrap();
+        assert_eq!(tail.fed(), 3 << 20);
+        tail.update(&bytes[7 << 20..8 << 20]);
+        let mut head = BlockChecksummer::for_part(&layout, 1, 0, 3 << 20).unwrap();
+        for piece in bytes[4 << 20..7 << 20].chunks(100_000) {
+            head.update(piece);
+        }
+        let mut parts = head.finish().unwrap();
+        parts.extend(tail.finish().unwrap());
+        assert_eq!(parts, whole);
+        // The short last block: a part may end at the block's end.
+        let mut last = BlockChecksummer::for_part(&layout, 2, 0, 5).unwrap();
+        last.update(&bytes[8 << 20..]);
+        assert_eq!(
+            last.finish().unwrap(),
+            vec![crc32c::crc32c(&bytes[8 << 20..])]
+        );
+    }
+
+    #[test]
+    fn a_part_must_be_whole_pages_and_fed_completely() {
+        let layout = Layout::new(8 << 20, 4 << 20).unwrap();
+        for (from, to) in [
+            (1, 1 << 20),
+            (0, (1 << 20) + 1),
+            (2 << 20, 1 << 20),
+            (0, 5 << 20),
+        ] {
+            assert!(
+                matches!(
+                    BlockChecksummer::for_part(&layout, 0, from, to),
+                    Err(StoreError::BadPart { .. })
+                ),
+                "{from}..{to}"
+            );
+        }
+        let mut part = BlockChecksummer::for_part(&layout, 0, 1 << 20, 2 << 20).unwrap();
+        part.update(&data(1000));
+        assert!(matches!(part.finish(), Err(StoreError::BlockLength { .. })));
     }
 }

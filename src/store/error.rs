@@ -167,6 +167,19 @@ pub enum StoreError {
         got: u64,
     },
 
+    /// A part of a block to checksum on its own ([`BlockChecksummer::for_part`]) does not
+    /// start on a page boundary, or ends neither on one nor at the block's end.
+    ///
+    /// [`BlockChecksummer::for_part`]: super::BlockChecksummer::for_part
+    #[error("block {block}: bytes {from}..{to} of it are not a run of whole pages")]
+    BadPart {
+        /// The block.
+        block: u64,
+        /// Offsets in the block.
+        from: u64,
+        to: u64,
+    },
+
     /// A [`BlockChecksummer`](super::BlockChecksummer) (or `put_block`) was fed a number of
     /// bytes different from the block's length.
     #[error("block {block}: got {got} bytes but the block is {expected} bytes long")]

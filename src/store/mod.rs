@@ -46,6 +46,7 @@ mod removal;
 mod replica;
 mod root;
 mod usage;
+mod verified;
 mod verify;
 
 use std::collections::hash_map::DefaultHasher;

@@ -199,9 +199,16 @@ impl BlobFill {
         let span = file.block_span(block);
         let step = match st.blocks.state(block) {
             Block::Present => Step::Ready(Readable::Verified { until: span.end }, file.clone()),
-            Block::InFlight { written } if span.start + written > offset => Step::Ready(
+            Block::InFlight { written, .. } if span.start + written > offset => Step::Ready(
                 Readable::Raw {
                     until: span.start + written,
+                },
+                file.clone(),
+            ),
+            // Fetched first from the page a reader asked for (range-first).
+            Block::InFlight { ahead, .. } if ahead.contains(&(offset - span.start)) => Step::Ready(
+                Readable::Raw {
+                    until: span.start + ahead.end,
                 },
                 file.clone(),
             ),
@@ -222,7 +229,7 @@ impl BlobFill {
                         block,
                     });
                 }
-                st.blocks.demand(block);
+                st.blocks.demand_from(block, offset - span.start);
                 Step::Wait
             }
         };

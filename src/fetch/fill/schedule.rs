@@ -25,7 +25,7 @@ impl BlobFill {
         let may_complete = self.ctx.may_complete();
         let Some(this) = self.this() else { return };
         let per_file = settings.connections_per_file.max(1);
-        let mut launches: Vec<(CopyRef, Range<u64>)> = Vec::new();
+        let mut launches: Vec<(CopyRef, Range<u64>, u64)> = Vec::new();
         {
             let mut st = self.state.lock();
             let per_segment = (settings.segment / st.file.block_size()).max(1);
@@ -34,35 +34,45 @@ impl BlobFill {
             let whole_file = st.completion.is_wanted();
             let completing =
                 may_complete && st.completion.is_running() && st.out_of_space().is_none();
+            let page = st.file.page_size().max(1);
             while st.running < per_file {
-                let start = match st.blocks.next_demanded() {
-                    Some(block) => block,
+                let (start, at) = match st.blocks.next_demanded() {
+                    Some(block) => (block, st.blocks.take_demand_offset(block)),
                     None if completing => match st.blocks.first_missing() {
-                        Some(block) => block,
+                        Some(block) => (block, 0),
                         None => break,
                     },
                     None => break,
                 };
-                let run = st.blocks.start_run(start, per_segment, whole_file);
+                // Range-first: a reader waiting in the middle of a block gets the fetch to
+                // start at its page; that block is fetched on its own (the rest of it after
+                // the part from the reader's page), the following ones by other segments.
+                let from = at / page * page;
+                let run = if from > 0 {
+                    st.blocks.start_run(start, 1, false)
+                } else {
+                    st.blocks.start_run(start, per_segment, whole_file)
+                };
                 if run.is_empty() {
                     continue;
                 }
                 st.running += 1;
-                launches.push((st.copy(), run));
+                launches.push((st.copy(), run, from));
             }
         }
-        for (copy, blocks) in launches {
-            self.launch(&this, copy, blocks);
+        for (copy, blocks, from) in launches {
+            self.launch(&this, copy, blocks, from);
         }
     }
 
-    fn launch(&self, this: &Arc<Self>, copy: CopyRef, blocks: Range<u64>) {
+    fn launch(&self, this: &Arc<Self>, copy: CopyRef, blocks: Range<u64>, from: u64) {
         spawn_segment(Segment {
             ctx: Arc::clone(&self.ctx),
             locator: Arc::clone(&self.locator),
             sink: Arc::clone(this) as Arc<dyn SegmentSink>,
             copy,
             blocks,
+            from,
         });
     }
 
@@ -89,6 +99,7 @@ impl BlobFill {
             sink: sink(this),
             copy,
             blocks: run.clone(),
+            from: 0,
         });
         run
     }
@@ -152,6 +163,11 @@ impl SegmentSink for BlobFill {
         if !blocks.elsewhere.is_empty() {
             self.watch_elsewhere();
         }
+    }
+
+    fn progress_ahead(&self, copy: &CopyRef, block: u64, ahead: Range<u64>) {
+        self.with_current(copy, |st| st.blocks.progress_ahead(block, ahead));
+        self.notify();
     }
 
     fn progress(&self, copy: &CopyRef, block: u64, written: u64, committed: bool) {

@@ -1,5 +1,9 @@
 //! One segment fetch: a ranged GET of a run of whole blocks, streamed into the store.
 //!
+//! Range-first: a segment for one block a reader waits for in its middle fetches from the
+//! reader's page to the block's end first, then the block's bytes before that page, and
+//! commits the block (with the two parts' page checksums) once both are on disk.
+//!
 //! The response must be a `206` whose `Content-Range` is exactly what was asked (or a `200`
 //! when the whole file was asked); anything else is rejected before a byte is written. A
 //! stream that breaks off is resumed from the last byte received, after locating the file
@@ -55,6 +59,9 @@ pub(super) trait SegmentSink: Send + Sync {
     fn unclaimed(&self, copy: &CopyRef, blocks: &Unclaimed);
     /// `written` bytes of `block` are on disk; all of it and committed if `committed`.
     fn progress(&self, copy: &CopyRef, block: u64, written: u64, committed: bool);
+    /// The bytes `ahead` (offsets in `block`) are on disk, fetched before the block's first
+    /// bytes (range-first).
+    fn progress_ahead(&self, _copy: &CopyRef, _block: u64, _ahead: Range<u64>) {}
     /// The segment gave up on `blocks` (those not committed fail with `error`).
     fn failed(&self, copy: &CopyRef, blocks: Range<u64>, error: FetchError);
     /// The segment ended, whichever way (always called exactly once).
@@ -70,6 +77,9 @@ pub(super) struct Segment {
     pub(super) sink: Arc<dyn SegmentSink>,
     pub(super) copy: CopyRef,
     pub(super) blocks: Range<u64>,
+    /// Offset in the first block (on a page boundary) to start fetching at; its bytes before
+    /// that are fetched last. 0: fetch in order.
+    pub(super) from: u64,
 }
 
 /// Fetch `segment` in a task of its own (a client that disconnects does not cancel it).
@@ -154,10 +164,11 @@ impl Interrupted {
 async fn fetch_segment(segment: &Segment) -> Result<(), (u64, FetchError)> {
     let Segment {
         ctx,
-        locator,
         sink,
         copy,
         blocks,
+        from,
+        ..
     } = segment;
     let _connection = ctx.connections.acquire().await.map_err(|_| {
         (
@@ -177,20 +188,50 @@ async fn fetch_segment(segment: &Segment) -> Result<(), (u64, FetchError)> {
         return Ok(());
     }
     let file = &copy.file;
+    let start = file.block_span(claimed.fetch.start).start;
     let end = file.block_span(claimed.fetch.end - 1).end;
     let mut writer = SegmentWriter::new(
         Arc::clone(ctx),
         Arc::clone(sink),
         copy.clone(),
-        file.block_span(claimed.fetch.start).start,
+        start,
         claimed.claims,
     );
-    // In a cluster, the blob's owner node first; the upstream chain for what it leaves.
-    sibling::fetch_from_siblings(segment, &mut writer, end)
-        .await
-        .map_err(|e| (writer.block(), e))?;
+    // Range-first (only when the block asked for is the one claimed): from the reader's page
+    // to the end, then the bytes before it.
+    let split = *from > 0 && claimed.fetch.start == blocks.start && start + from < end;
+    let mut parts = Vec::with_capacity(2);
+    if split {
+        writer.split_at(claimed.fetch.start, start + from);
+        parts.push(start + from..end);
+        parts.push(start..start + from);
+    } else {
+        parts.push(start..end);
+    }
     let mut failures = 0;
     let mut attempts = 0;
+    for part in parts {
+        writer.restart_at(part.start);
+        // In a cluster, the blob's owner node first; the upstream chain for what it leaves.
+        sibling::fetch_from_siblings(segment, &mut writer, part.end)
+            .await
+            .map_err(|e| (writer.block(), e))?;
+        fetch_part(segment, &mut writer, part.end, &mut failures, &mut attempts).await?;
+    }
+    Ok(())
+}
+
+/// Fetch the bytes from `writer.pos` to `end`, resuming broken streams.
+async fn fetch_part(
+    segment: &Segment,
+    writer: &mut SegmentWriter,
+    end: u64,
+    failures: &mut u32,
+    attempts: &mut u32,
+) -> Result<(), (u64, FetchError)> {
+    let Segment {
+        ctx, locator, sink, ..
+    } = segment;
     let mut streak: (Option<UpstreamId>, u32) = (None, 0);
     let mut last_reason = String::new();
     while writer.pos < end {
@@ -199,14 +240,18 @@ async fn fetch_segment(segment: &Segment) -> Result<(), (u64, FetchError)> {
             Err(e) => return Err((writer.block(), e)),
         };
         let before = writer.pos;
-        match stream_range(ctx, sink.size(), &location, &mut writer, end, failures > 0).await {
+        match stream_range(ctx, sink.size(), &location, writer, end, *failures > 0).await {
             Ok(()) => {}
             Err(Interrupted::Fatal(e)) => return Err((writer.block(), e)),
             Err(Interrupted::Retry { reason, blame }) => {
-                attempts += 1;
+                *attempts += 1;
                 // A stream that broke after delivering bytes is resumed; only attempts that
                 // make no progress count towards giving up.
-                failures = if writer.pos > before { 1 } else { failures + 1 };
+                *failures = if writer.pos > before {
+                    1
+                } else {
+                    *failures + 1
+                };
                 log::warn!(
                     "{}: bytes {}-{} from {}: {reason} (attempt {failures})",
                     sink.blob(),
@@ -231,10 +276,10 @@ async fn fetch_segment(segment: &Segment) -> Result<(), (u64, FetchError)> {
                     streak = (None, 0);
                 }
                 last_reason = reason;
-                if failures >= MAX_ATTEMPTS || attempts >= MAX_TOTAL_ATTEMPTS {
+                if *failures >= MAX_ATTEMPTS || *attempts >= MAX_TOTAL_ATTEMPTS {
                     break;
                 }
-                let backoff = Duration::from_millis(100 << failures.min(4));
+                let backoff = Duration::from_millis(100 << (*failures).min(4));
                 tokio::time::sleep(backoff).await;
             }
         }

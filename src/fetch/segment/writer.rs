@@ -1,5 +1,10 @@
 //! Writes a segment's bytes in order, block by block, committing each block (with its page
 //! checksums) when its last byte is on disk, and reporting progress to the fill.
+//!
+//! A block fetched range-first ([`SegmentWriter::split_at`]) is written in two parts: from
+//! the split point to its end (its page checksums kept), then from its start to the split
+//! point, after which the block is committed with both parts' checksums. Its bit is set only
+//! once every byte and checksum is on disk, as for any block.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -21,6 +26,35 @@ enum Pending {
     Commit(Vec<u32>),
 }
 
+/// What completing a piece's part of a block does.
+#[derive(Clone)]
+enum Completes {
+    /// Nothing: more of the part follows.
+    No,
+    /// The part ahead of a split block is written: keep its checksums.
+    Ahead,
+    /// The block is written: commit it with the piece's checksums and then `then` (the
+    /// checksums of the part written ahead, if any).
+    Block { then: Vec<u32> },
+}
+
+/// A block fetched in two parts: `at..` (the block's end) first, then its start `..at`.
+struct Split {
+    block: u64,
+    /// Content offset where the part fetched first starts.
+    at: u64,
+    /// The first part's page checksums, once it is written.
+    ahead: Option<Vec<u32>>,
+}
+
+/// A piece written: the checksummer to go on with, the checksums of a part written ahead, or
+/// the block committed.
+enum Written {
+    Partly(BlockChecksummer),
+    Ahead(Vec<u32>),
+    Committed,
+}
+
 /// One piece of a block, written (and the block committed when the piece completes it).
 #[derive(Clone)]
 struct Write {
@@ -28,12 +62,11 @@ struct Write {
     pos: u64,
     piece: Bytes,
     block: u64,
-    completes: bool,
+    completes: Completes,
 }
 
-/// A write's result: the checksummer to go on with (`None` once the block is committed), or
-/// the error and what is left to do.
-type WriteOutcome = Result<Option<BlockChecksummer>, Box<(StoreError, Pending)>>;
+/// A write's result, or the error and what is left to do.
+type WriteOutcome = Result<Written, Box<(StoreError, Pending)>>;
 
 impl Write {
     /// Does what is `pending`, on a blocking thread.
@@ -45,18 +78,23 @@ impl Write {
                         return Err(Box::new((e, Pending::Data(checksummer))));
                     }
                     checksummer.update(&self.piece);
-                    if !self.completes {
-                        return Ok(Some(checksummer));
+                    if matches!(self.completes, Completes::No) {
+                        return Ok(Written::Partly(checksummer));
                     }
-                    match checksummer.finish() {
+                    let mut crcs = match checksummer.finish() {
                         Ok(crcs) => crcs,
                         Err(e) => return Err(Box::new((e, Pending::Commit(Vec::new())))),
+                    };
+                    match self.completes {
+                        Completes::Block { then } => crcs.extend(then),
+                        _ => return Ok(Written::Ahead(crcs)),
                     }
+                    crcs
                 }
                 Pending::Commit(crcs) => crcs,
             };
             match self.file.commit_block(self.block, &crcs) {
-                Ok(()) => Ok(None),
+                Ok(()) => Ok(Written::Committed),
                 Err(e) => Err(Box::new((e, Pending::Commit(crcs)))),
             }
         })
@@ -78,6 +116,8 @@ pub(super) struct SegmentWriter {
     checksummer: Option<BlockChecksummer>,
     /// The bytes come from a sibling node (counted apart from upstream bytes).
     pub(super) from_sibling: bool,
+    /// The block fetched in two parts, if any.
+    split: Option<Split>,
 }
 
 impl SegmentWriter {
@@ -97,6 +137,42 @@ impl SegmentWriter {
             buffer: BytesMut::new(),
             checksummer: None,
             from_sibling: false,
+            split: None,
+        }
+    }
+
+    /// Write `block` in two parts: from content offset `at` (on a page boundary) to its end
+    /// first, then from its start to `at`. Call before writing anything.
+    pub(super) fn split_at(&mut self, block: u64, at: u64) {
+        self.split = Some(Split {
+            block,
+            at,
+            ahead: None,
+        });
+    }
+
+    /// Continue writing at content offset `pos` (the next part of a split block). Everything
+    /// received so far must have been written ([`flush`](Self::flush)).
+    pub(super) fn restart_at(&mut self, pos: u64) {
+        debug_assert!(self.buffer.is_empty());
+        if self.pos != pos {
+            self.pos = pos;
+            self.checksummer = None;
+        }
+    }
+
+    /// Where the part holding `pos` in `block` (spanning `span`) ends, and which bytes of the
+    /// block (offsets in it) that part is, when the block is split.
+    fn part_of(&self, block: u64, span: &std::ops::Range<u64>) -> (u64, Option<(u64, u64)>) {
+        match &self.split {
+            Some(split) if split.block == block && self.pos < split.at => {
+                (split.at, Some((0, split.at - span.start)))
+            }
+            Some(split) if split.block == block => (
+                span.end,
+                Some((split.at - span.start, span.end - span.start)),
+            ),
+            _ => (span.end, None),
         }
     }
 
@@ -140,19 +216,34 @@ impl SegmentWriter {
         let file = Arc::clone(&self.copy.file);
         let block = file.block_of(self.pos);
         let span = file.block_span(block);
-        let len = (span.end - self.pos).min(self.buffer.len() as u64) as usize;
+        let (part_end, part) = self.part_of(block, &span);
+        let len = (part_end - self.pos).min(self.buffer.len() as u64) as usize;
         let piece = self.buffer.split_to(len).freeze();
-        let checksummer = match self.checksummer.take() {
-            Some(c) => c,
-            None => file.checksummer(block)?,
+        let checksummer = match (self.checksummer.take(), part) {
+            (Some(c), _) => c,
+            (None, None) => file.checksummer(block)?,
+            (None, Some((from, to))) => BlockChecksummer::for_part(file.layout(), block, from, to)
+                .map_err(|e| {
+                    FetchError::Internal(format!("range-first split of block {block}: {e}"))
+                })?,
         };
-        let completes = self.pos + len as u64 == span.end;
+        let ahead_part = part.is_some_and(|(from, _)| from > 0);
+        let completes = if self.pos + len as u64 != part_end {
+            Completes::No
+        } else if ahead_part {
+            Completes::Ahead
+        } else {
+            let then = self.split.as_mut().and_then(|s| s.ahead.take());
+            Completes::Block {
+                then: then.unwrap_or_default(),
+            }
+        };
         let write = Write {
             file: Arc::clone(&file),
             pos: self.pos,
             piece,
             block,
-            completes,
+            completes: completes.clone(),
         };
         let mut outcome = write.clone().run(Pending::Data(checksummer)).await?;
         if let Err(failed) = outcome {
@@ -162,12 +253,29 @@ impl SegmentWriter {
             }
             outcome = write.run(pending).await?;
         }
-        self.checksummer = match outcome {
-            Ok(checksummer) => checksummer,
+        let written = match outcome {
+            Ok(written) => written,
             Err(failed) => return Err(self.write_failed(failed.0).await),
         };
         self.pos += len as u64;
-        if completes {
+        let committed = matches!(written, Written::Committed);
+        match written {
+            Written::Partly(checksummer) => self.checksummer = Some(checksummer),
+            Written::Ahead(crcs) => {
+                if let Some(split) = self.split.as_mut() {
+                    split.ahead = Some(crcs);
+                }
+            }
+            Written::Committed => {}
+        }
+        if let (true, Some((from, _))) = (ahead_part, part) {
+            // The part fetched ahead: readers may read it raw.
+            let ahead = from..self.pos - span.start;
+            self.count_received(len as u64);
+            self.sink.progress_ahead(&self.copy, block, ahead);
+            return Ok(());
+        }
+        if committed {
             // The block is on disk: other processes may read it; release its claim.
             self.claims.pop_front();
             FillStats::add(&self.ctx.stats.blocks_filled, 1);
@@ -175,15 +283,20 @@ impl SegmentWriter {
                 observer.stored(file.id(), &file);
             }
         }
+        self.count_received(len as u64);
+        self.sink
+            .progress(&self.copy, block, self.pos - span.start, committed);
+        Ok(())
+    }
+
+    /// Bytes received: from a sibling node or from the upstream chain.
+    fn count_received(&self, len: u64) {
         let counter = if self.from_sibling {
             &self.ctx.stats.sibling_bytes
         } else {
             &self.ctx.stats.upstream_bytes
         };
-        FillStats::add(counter, len as u64);
-        self.sink
-            .progress(&self.copy, block, self.pos - span.start, completes);
-        Ok(())
+        FillStats::add(counter, len);
     }
 
     /// The disk is full: ask for room for what is left of the blob on this copy's root.
