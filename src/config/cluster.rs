@@ -158,23 +158,14 @@ impl<'de> Deserialize<'de> for SecretValue {
 
 #[cfg(test)]
 mod tests {
-    use crate::config::{Config, ConfigError};
 
     const SECRET: &str = "0123456789abcdef0123";
 
-    fn parse(yaml: &str) -> Config {
-        Config::from_yaml_str(yaml).unwrap_or_else(|e| panic!("{yaml}\n=> {e}"))
-    }
+    use crate::config::testing::parse;
 
     #[track_caller]
     fn assert_rejected(yaml: &str, path: &str, reason_part: &str) {
-        let err: ConfigError = Config::from_yaml_str(yaml).unwrap_err();
-        let text = err.to_string();
-        assert_eq!(err.key_path(), Some(path), "{text}");
-        assert!(
-            text.contains(reason_part),
-            "expected {reason_part:?} in {text}"
-        );
+        let text = crate::config::testing::assert_rejected(yaml, path, reason_part);
         assert!(!text.contains(SECRET), "the secret leaked: {text}");
     }
 

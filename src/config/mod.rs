@@ -26,6 +26,8 @@ pub mod units;
 
 #[cfg(test)]
 mod proptests;
+#[cfg(test)]
+pub(crate) mod testing;
 
 use std::path::{Path, PathBuf};
 
@@ -258,29 +260,7 @@ mod tests {
     use std::net::SocketAddr;
     use std::time::Duration;
 
-    fn parse(yaml: &str) -> Config {
-        Config::from_yaml_str(yaml).unwrap_or_else(|e| panic!("{yaml}\n=> {e}"))
-    }
-
-    fn reject(yaml: &str) -> ConfigError {
-        match Config::from_yaml_str(yaml) {
-            Ok(config) => panic!("accepted:\n{yaml}\n=> {config:?}"),
-            Err(e) => e,
-        }
-    }
-
-    /// Asserts the error is about `path` and its message says `reason_part`.
-    #[track_caller]
-    fn assert_rejected(yaml: &str, path: &str, reason_part: &str) {
-        let err = reject(yaml);
-        let text = err.to_string();
-        assert_eq!(err.key_path(), Some(path), "{text}");
-        assert!(text.starts_with(&format!("{path}: ")), "{text}");
-        assert!(
-            text.contains(reason_part),
-            "expected {reason_part:?} in {text}"
-        );
-    }
+    use super::testing::{assert_rejected, parse, reject};
 
     fn url(text: &str) -> url::Url {
         url::Url::parse(text).unwrap()

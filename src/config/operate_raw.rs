@@ -134,22 +134,9 @@ impl NamedEnum for LogLevel {
 
 #[cfg(test)]
 mod tests {
-    use crate::config::{AdminConfig, Config, ConfigError, LogConfig, LogFormat, LogLevel};
+    use crate::config::{AdminConfig, LogConfig, LogFormat, LogLevel};
 
-    fn parse(yaml: &str) -> Config {
-        Config::from_yaml_str(yaml).unwrap_or_else(|e| panic!("{yaml}\n=> {e}"))
-    }
-
-    #[track_caller]
-    fn assert_rejected(yaml: &str, path: &str, reason_part: &str) {
-        let err: ConfigError = Config::from_yaml_str(yaml).unwrap_err();
-        let text = err.to_string();
-        assert_eq!(err.key_path(), Some(path), "{text}");
-        assert!(
-            text.contains(reason_part),
-            "expected {reason_part:?} in {text}"
-        );
-    }
+    use crate::config::testing::{assert_rejected, parse};
 
     #[test]
     fn admin_listen_null_disables_the_admin_listener() {

@@ -5,30 +5,9 @@ use std::time::Duration;
 use hubcache_plugin_api::{EventKind, OptionValue};
 
 use crate::config::plugins::{defaults, RepoGlob, Share};
-use crate::config::{Config, ConfigError};
+use crate::config::Config;
 
-fn parse(yaml: &str) -> Config {
-    Config::from_yaml_str(yaml).unwrap_or_else(|e| panic!("{yaml}\n=> {e}"))
-}
-
-fn reject(yaml: &str) -> ConfigError {
-    match Config::from_yaml_str(yaml) {
-        Ok(config) => panic!("accepted:\n{yaml}\n=> {config:?}"),
-        Err(e) => e,
-    }
-}
-
-#[track_caller]
-fn assert_rejected(yaml: &str, path: &str, reason_part: &str) {
-    let err = reject(yaml);
-    let text = err.to_string();
-    assert_eq!(err.key_path(), Some(path), "{text}");
-    assert!(text.starts_with(&format!("{path}: ")), "{text}");
-    assert!(
-        text.contains(reason_part),
-        "expected {reason_part:?} in {text}"
-    );
-}
+use crate::config::testing::{assert_rejected, parse, reject};
 
 #[test]
 fn defaults_have_no_budget_lru_and_no_alerts() {
