@@ -90,6 +90,14 @@ fn describe(failure: &Failure) -> String {
     }
 }
 
+/// Why fetching a file's bytes failed, worded as [`describe`] words a metadata failure.
+fn describe_fetch(error: &FetchError) -> String {
+    match error {
+        FetchError::Refused { status, .. } => format!("the upstream answered {status}"),
+        other => other.to_string(),
+    }
+}
+
 pub(super) async fn run(warmup: Arc<Warmup>, job: Arc<Job>) {
     let mut cancel = job.cancel.subscribe();
     let slot = tokio::select! {
@@ -344,11 +352,15 @@ async fn fill_file(
             .fill
             .reader(id, meta.size, Some(source), Some(Arc::clone(&fill)));
         let mut read = 0u64;
-        let result = read_through(warmup, job, &mut reader, cap, &mut read).await;
-        if let Err(e) = result.and(wait_complete(&fill).await) {
+        // Only a file read to its end waits for its last blocks to be committed.
+        let result = match read_through(warmup, job, &mut reader, cap, &mut read).await {
+            Ok(()) => wait_complete(&fill).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
             // The bytes of a failed file do not count as done.
             job.update(|r| r.bytes_done = r.bytes_done.saturating_sub(read));
-            return Err(e.to_string());
+            return Err(describe_fetch(&e));
         }
         Ok(true)
     };
