@@ -29,6 +29,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import bench_cluster
+
 KiB, MiB, GiB = 1024, 1024**2, 1024**3
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HUB_PY = REPO_ROOT / "tests" / "hub_emulator" / "hub.py"
@@ -320,6 +322,7 @@ class Mirror:
         self.port = 0
         self.tls: dict | None = None  # {"cert", "key"}: also serve HTTPS on tls_port
         self.tls_port = 0
+        self.fixed_port = 0  # listen here rather than on a free port (cluster nodes)
         self.cache_dir: Path | None = None
         self.starts = 0
         self.events: list[str] = []  # abnormal exits, kills
@@ -351,7 +354,7 @@ class Mirror:
         self.cache_dir = cache_dir
         self.log_path = log_path
         for _attempt in range(3):
-            self.port = free_port()
+            self.port = self.fixed_port or free_port()
             self.tls_port = free_port() if self.tls else 0
             cfg_path = self.workdir / "hubcache.yaml"
             cfg_path.write_text(json.dumps(self.config(), indent=2))  # JSON is valid YAML
@@ -1086,6 +1089,9 @@ class Bench:
                 self.phase("snapshot", self.phase_snapshot)
             if "far" in want:
                 self.phase("far", self.phase_far)
+            if a.cluster:
+                self.phase("cluster", lambda: bench_cluster.phase_cluster(
+                    self, sys.modules[__name__], a.cluster, a.reps_cluster))
             if a.cdn_rate > 0 and "throttled" in want:
                 self.emu.stop()
                 self.emu = self.start_emulator(a.throttled_size, a.cdn_rate, "emulator-throttled")
@@ -1298,7 +1304,10 @@ def main(argv: list[str]) -> int:
                    help="CDN bytes/s per connection in the throttled run (default 40MiB; 0 skips it)")
     p.add_argument("--throttled-size", type=parse_size,
                    help="size of big.bin in the throttled run (default min(size, 256MiB); quick 128MiB)")
-    p.add_argument("--only", default=",".join(PHASES),
+    p.add_argument("--cluster", type=int, default=0, metavar="N",
+                   help="N nodes in one cluster, --clients cold clients spread over them (only this phase "
+                        "unless --only is given; --quick: 1 repetition, else 3)")
+    p.add_argument("--only", default=None,
                    help=f"comma-separated phases to run (default all: {','.join(PHASES)}; warm runs cold too)")
     p.add_argument("--mirror-set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a mirror config key, e.g. fill.connections_per_file=16 (repeatable)")
@@ -1325,6 +1334,11 @@ def main(argv: list[str]) -> int:
     args.reps_throttled_multi = 1
     args.throttled_size = args.throttled_size or min(args.size, 128 * MiB if q else 256 * MiB)
     args.mirror_overrides = parse_set(args.mirror_set)
+    if args.cluster and args.cluster < 2:
+        p.error("--cluster: at least 2 nodes")
+    args.reps_cluster = 1 if q else 3
+    if args.only is None:
+        args.only = "" if args.cluster else ",".join(PHASES)
     args.only = set(filter(None, args.only.split(",")))
     if args.only - set(PHASES):
         p.error(f"--only: unknown phase(s) {', '.join(sorted(args.only - set(PHASES)))} (choose from {', '.join(PHASES)})")

@@ -241,7 +241,13 @@ pub struct EvictionIndex {
     pub(super) policy: Arc<dyn EvictionPolicy>,
     /// Bumped by every change (to save only what changed).
     pub(super) changes: AtomicU64,
+    /// Blobs evicted before all others (see [`EvictionIndex::set_demoted`]).
+    pub(super) demoted: Mutex<Option<Demoted>>,
 }
+
+/// Tells whether a blob goes before the policy's order when evicting (a copy this node keeps
+/// of a blob another cluster node owns).
+pub type Demoted = Arc<dyn Fn(&BlobId) -> bool + Send + Sync>;
 
 impl std::fmt::Debug for EvictionIndex {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -259,7 +265,15 @@ impl EvictionIndex {
             inner: Mutex::new(Inner::new(pins)),
             policy,
             changes: AtomicU64::new(0),
+            demoted: Mutex::new(None),
         }
+    }
+
+    /// Blobs for which `demoted` is true are evicted before every other blob (in the policy's
+    /// order among themselves), whatever the policy says: the core applies this, the policy
+    /// plugins know nothing of it. A running node sets it to "another cluster node owns it".
+    pub fn set_demoted(&self, demoted: Demoted) {
+        *self.demoted.lock() = Some(demoted);
     }
 
     pub(super) fn changed(&self) {

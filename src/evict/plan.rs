@@ -68,6 +68,13 @@ impl PlanRequest {
     }
 }
 
+/// Which group a candidate is evicted in: every demoted blob before any other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Tier {
+    Demoted,
+    Policy,
+}
+
 /// Why a candidate was left out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Excluded {
@@ -131,7 +138,8 @@ impl Plan {
 }
 
 impl EvictionIndex {
-    /// The blobs to evict for `request`, in the policy's order (ties by blob id), leaving out
+    /// The blobs to evict for `request`, demoted ones first ([`set_demoted`](Self::set_demoted)),
+    /// then in the policy's order (ties by blob id), leaving out
     /// blobs for which `in_use` is true (being read or filled, here or by another process),
     /// pinned ones and those younger than `min_age`. Deletes nothing.
     pub fn plan(&self, request: &PlanRequest, in_use: &dyn Fn(&BlobId) -> bool) -> Plan {
@@ -160,7 +168,12 @@ impl EvictionIndex {
         if matches!(request.target, Target::Free { bytes: 0, .. }) {
             return plan;
         }
-        let mut heap: Vec<Reverse<(Priority, &BlobId, u64)>> = Vec::new();
+        let demoted = self.demoted.lock().clone();
+        let tier = |id: &BlobId| match &demoted {
+            Some(demoted) if demoted(id) => Tier::Demoted,
+            _ => Tier::Policy,
+        };
+        let mut heap: Vec<Reverse<(Tier, Priority, &BlobId, u64)>> = Vec::new();
         for (id, entry) in &inner.entries {
             if skip.contains(id) {
                 continue;
@@ -190,11 +203,11 @@ impl EvictionIndex {
             };
             match excluded {
                 Some(why) => plan.blocked.add(why, frees),
-                None => heap.push(Reverse((self.policy.priority(&stats), id, frees))),
+                None => heap.push(Reverse((tier(id), self.policy.priority(&stats), id, frees))),
             }
         }
         let mut heap = BinaryHeap::from(heap);
-        while let Some(Reverse((_, id, frees))) = heap.pop() {
+        while let Some(Reverse((_, _, id, frees))) = heap.pop() {
             if wanted > 0 && plan.freed >= wanted {
                 break;
             }

@@ -125,6 +125,7 @@ impl CacheService {
         let config = &app.settings().config.plugins.eviction;
         let bus = EventBus::new();
         let index = Arc::new(EvictionIndex::new(plugins.policy, &config.pin));
+        index.set_demoted(owned_by_peer(app));
         let dispatcher = Dispatcher::new(&bus, DispatchSettings::default(), plugins.sinks);
         let stats = Arc::new(EvictStats::default());
         let metric = |e: prometheus::Error| ServiceError::Metrics(e.to_string());
@@ -236,6 +237,17 @@ impl CacheService {
     pub fn shutdown(&self) {
         self.shared.save_now();
     }
+}
+
+/// "Another cluster node owns this blob", following config reloads (always false without a
+/// `cluster`). Holds the app weakly: the app holds the service.
+fn owned_by_peer(app: &Arc<App>) -> super::index::Demoted {
+    let app = Arc::downgrade(app);
+    Arc::new(move |id: &BlobId| {
+        app.upgrade()
+            .and_then(|app| app.settings().cluster.clone())
+            .is_some_and(|cluster| cluster.owned_by_peer(id.as_str()))
+    })
 }
 
 /// The snapshot's path under every root.

@@ -390,3 +390,20 @@ fn list_is_largest_first() {
     assert_eq!(order, [id(2), id(3), id(1)]);
     assert_eq!(index.policy_kind(), "lru");
 }
+
+#[test]
+fn demoted_blobs_are_evicted_before_the_policy_order_and_still_respect_in_use() {
+    let index = four_blobs(lru());
+    // Blobs 4 and 2 are read last (LRU keeps them longest), but another node owns them.
+    index.set_demoted(Arc::new(|blob: &BlobId| *blob == id(4) || *blob == id(2)));
+    let plan = index.plan(&PlanRequest::free(150, 20 * MIN), &nothing_in_use);
+    assert_eq!(victims(&plan), [id(4), id(2)]);
+    let plan = index.plan(&PlanRequest::free(350, 20 * MIN), &nothing_in_use);
+    assert_eq!(victims(&plan), [id(4), id(2), id(3), id(1)]);
+    // A demoted blob in use is still left out.
+    let plan = index.plan(&PlanRequest::free(150, 20 * MIN), &|blob: &BlobId| {
+        *blob == id(4)
+    });
+    assert_eq!(victims(&plan), [id(2), id(3)]);
+    assert_eq!(plan.blocked.in_use, (1, 100));
+}

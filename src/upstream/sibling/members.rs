@@ -212,6 +212,12 @@ impl Cluster {
             .collect()
     }
 
+    /// Another node owns `key` when every node is live (first in rendezvous order, health
+    /// left out): copies this node keeps of such blobs are evicted first.
+    pub fn owned_by_peer(&self, key: &str) -> bool {
+        matches!(self.order(key).first(), Some(Some(_)))
+    }
+
     /// The owner of `key`: the first live node in rendezvous order.
     pub fn owner(&self, key: &str) -> Owner {
         match self.owners_before_self(key).into_iter().next() {
@@ -300,6 +306,21 @@ mod tests {
         }
         // Rendezvous spreads keys over all nodes.
         assert!(owned.iter().all(|&n| n > 60), "{owned:?}");
+    }
+
+    #[test]
+    fn a_blob_is_owned_by_a_peer_by_configured_order_even_while_that_peer_is_down() {
+        let c = cluster(NODES[0], &NODES[1..]);
+        let keys: Vec<String> = (0..100).map(|k| format!("{k:064x}")).collect();
+        let by_peer: Vec<bool> = keys.iter().map(|k| c.owned_by_peer(k)).collect();
+        for (key, peer) in keys.iter().zip(&by_peer) {
+            assert_eq!(*peer, owner_url(&c, key) != NODES[0], "{key}");
+        }
+        assert!(by_peer.iter().any(|p| *p) && by_peer.iter().any(|p| !*p));
+        c.peers()[0].mark_failed();
+        c.peers()[1].mark_failed();
+        let while_down: Vec<bool> = keys.iter().map(|k| c.owned_by_peer(k)).collect();
+        assert_eq!(by_peer, while_down);
     }
 
     #[test]
