@@ -158,16 +158,20 @@ pub struct Warmup {
     pin_wake: Notify,
 }
 
+/// Where warm-up keeps its jobs and API pins: under the first cache root.
+pub(crate) fn state_root(app: &App) -> std::path::PathBuf {
+    app.store
+        .root_paths()
+        .into_iter()
+        .next()
+        .unwrap_or_default()
+}
+
 impl Warmup {
     /// The jobs of `app`'s cache (those saved are loaded, to resume in [`Background`]), its
     /// metrics registered, and `app.warmup` set (for the admin routes and the status page).
     pub fn start(app: &Arc<App>) -> Arc<Self> {
-        let root = app
-            .store
-            .root_paths()
-            .into_iter()
-            .next()
-            .unwrap_or_default();
+        let root = state_root(app);
         let warmup = Arc::new(Self::new(
             app.meta.clone(),
             app.fill.clone(),

@@ -71,12 +71,7 @@ pub fn pin_glob(spec: &JobSpec) -> Option<RepoGlob> {
 /// API (for `hubcache cache gc` / `cache ls`, which run beside the mirror). A manifest that
 /// cannot be read is logged and left out.
 pub fn configured_globs(app: &App) -> Vec<RepoGlob> {
-    let root = app
-        .store
-        .root_paths()
-        .into_iter()
-        .next()
-        .unwrap_or_default();
+    let root = super::state_root(app);
     let mut specs = Warmup::load_api_pins(&super::JobStore::new(&root).pins_file());
     for path in &app.settings().config.pins {
         match load_manifest(path) {

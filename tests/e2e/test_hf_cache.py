@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -20,7 +19,7 @@ from urllib.parse import quote
 
 import pytest
 
-from helpers import REPO_ROOT, HERE, client_env, git_oid, run_client, sha256
+from helpers import REPO_ROOT, HERE, client_env, file_sha256, git_oid, run_client, sha256
 
 MODEL, DATASET = "acme/tiny-model", "acme/tiny-dataset"
 # Nothing listens here: with HF_HUB_OFFLINE=1 the clients must not need an endpoint.
@@ -56,14 +55,6 @@ def statuses(report: dict) -> dict[str, str]:
 
 def offline_env(cache_dir: Path, hf_home: Path) -> dict:
     return {"HF_HUB_CACHE": str(cache_dir), "HF_HUB_OFFLINE": "1"}
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------
