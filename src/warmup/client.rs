@@ -113,8 +113,14 @@ impl AdminClient {
         })
     }
 
-    pub async fn start(&self, spec: &JobSpec) -> Result<RemoteJob, ClientError> {
-        self.call(reqwest::Method::POST, "/api/jobs", Some(spec))
+    /// `POST /api/jobs`, with the hub token the job fetches with (gated and private repos).
+    pub async fn start(
+        &self,
+        spec: &JobSpec,
+        hf_token: Option<&str>,
+    ) -> Result<RemoteJob, ClientError> {
+        let body = super::token::to_json(spec, hf_token);
+        self.call(reqwest::Method::POST, "/api/jobs", Some(&body))
             .await
     }
 
@@ -236,8 +242,12 @@ pub fn summary(job: &RemoteJob) -> (String, u8) {
 
 /// Start a job and show its progress until it ends. The exit code: 0 when every file is
 /// cached, 1 when files failed or the job was cancelled.
-pub async fn warm(client: &AdminClient, spec: &JobSpec) -> Result<u8, ClientError> {
-    let started = client.start(spec).await?;
+pub async fn warm(
+    client: &AdminClient,
+    spec: &JobSpec,
+    hf_token: Option<&str>,
+) -> Result<u8, ClientError> {
+    let started = client.start(spec, hf_token).await?;
     let id = started.record.id.clone();
     println!(
         "warm-up job {id}: {} at {}",
@@ -330,8 +340,17 @@ pub struct WarmArgs {
     /// At most this many bytes per second (e.g. 50MiB).
     #[arg(long, value_name = "SIZE")]
     pub rate_limit: Option<crate::config::ByteSize>,
+    /// The hub token the node fetches a gated or private repo with; HF_TOKEN otherwise (as
+    /// huggingface_hub). Kept only in the node's memory.
+    #[arg(long, value_name = "TOKEN")]
+    pub hf_token: Option<String>,
     #[command(flatten)]
     pub admin: AdminArgs,
+}
+
+/// The hub token of `hubcache warm`: `--hf-token`, else `HF_TOKEN` (an empty one is none).
+pub fn hf_token(flag: Option<String>, env: Option<String>) -> Option<String> {
+    flag.or(env).filter(|t| !t.is_empty())
 }
 
 /// `hubcache jobs list|cancel`.
@@ -377,9 +396,10 @@ pub fn warm_command(args: WarmArgs) -> u8 {
         exclude: args.exclude,
         rate_limit: args.rate_limit.map(|r| r.0),
     };
+    let token = hf_token(args.hf_token, std::env::var("HF_TOKEN").ok());
     let result = block_on(async {
         let client = args.admin.client()?;
-        warm(&client, &spec).await
+        warm(&client, &spec, token.as_deref()).await
     });
     result.unwrap_or_else(|e| {
         eprintln!("hubcache warm: {e}");
@@ -441,6 +461,15 @@ mod tests {
         );
         assert_eq!(human_bytes(12.0), "12 B");
         assert_eq!(human_secs(3725.0), "1h02m");
+    }
+
+    #[test]
+    fn the_hub_token_comes_from_the_flag_then_hf_token() {
+        let some = |s: &str| Some(s.to_string());
+        assert_eq!(hf_token(some("hf_flag"), some("hf_env")), some("hf_flag"));
+        assert_eq!(hf_token(None, some("hf_env")), some("hf_env"));
+        assert_eq!(hf_token(None, some("")), None);
+        assert_eq!(hf_token(None, None), None);
     }
 
     #[test]

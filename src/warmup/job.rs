@@ -322,6 +322,9 @@ pub struct JobRecord {
     /// Why the job as a whole failed (the repo could not be listed).
     #[serde(default)]
     pub error: Option<String>,
+    /// It fetches with a hub token (kept only in memory): after a restart it cannot resume.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub needs_token: bool,
 }
 
 impl JobRecord {
@@ -343,6 +346,7 @@ impl JobRecord {
             bytes_done: 0,
             failed: Vec::new(),
             error: None,
+            needs_token: false,
         }
     }
 

@@ -21,6 +21,8 @@ pub mod pin_cli;
 pub mod pins;
 pub mod routes;
 mod run;
+pub mod token;
+mod verify;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -34,6 +36,8 @@ use tokio::sync::{watch, Notify, Semaphore};
 
 pub use job::{FailedFile, JobRecord, JobSpec, JobState, SpecError, Target};
 pub use persist::{JobStore, JOBS_DIR};
+pub use token::{HubToken, JobRequest};
+pub use verify::SubmitError;
 
 use crate::app::App;
 use crate::fetch::FillEngine;
@@ -61,6 +65,8 @@ pub struct Job {
     record: Mutex<JobRecord>,
     cancel: watch::Sender<bool>,
     clock: Mutex<RunClock>,
+    /// The hub token it fetches with (memory only: never saved, never shown).
+    token: Option<HubToken>,
 }
 
 #[derive(Default)]
@@ -83,14 +89,20 @@ pub struct JobView {
 }
 
 impl Job {
-    fn new(record: JobRecord, target: Target) -> Self {
+    fn new(record: JobRecord, target: Target, token: Option<HubToken>) -> Self {
         Self {
             id: record.id.clone(),
             target,
             record: Mutex::new(record),
             cancel: watch::channel(false).0,
             clock: Mutex::new(RunClock::default()),
+            token,
         }
+    }
+
+    /// The `Authorization` the job's requests carry (its hub token), if any.
+    fn auth(&self) -> Option<&str> {
+        self.token.as_ref().map(HubToken::authorization)
     }
 
     pub fn state(&self) -> JobState {
@@ -150,6 +162,8 @@ pub struct Warmup {
     seq: AtomicU64,
     /// Pins added through the admin API (kept in `warmup/pins.json`).
     api_pins: Mutex<Vec<JobSpec>>,
+    /// The hub tokens of API pins (by pin key; memory only).
+    api_pin_tokens: Mutex<HashMap<String, HubToken>>,
     /// Per pin (its spec as JSON): the last commit and job started for it.
     pin_progress: Mutex<HashMap<String, pins::PinProgress>>,
     /// The manifests the last pin round read (`pins:`).
@@ -193,7 +207,7 @@ impl Warmup {
             .load_all()
             .into_iter()
             .filter_map(|record| match record.spec.target() {
-                Ok(target) => Some(Arc::new(Job::new(record, target))),
+                Ok(target) => Some(Arc::new(Job::new(record, target, None))),
                 Err(e) => {
                     log::warn!("warm-up job {}: {e}; ignored", record.id);
                     None
@@ -206,6 +220,7 @@ impl Warmup {
             fill,
             store,
             api_pins: Mutex::new(api_pins),
+            api_pin_tokens: Mutex::new(HashMap::new()),
             pin_progress: Mutex::new(HashMap::new()),
             manifests: Mutex::new(Vec::new()),
             pin_wake: Notify::new(),
@@ -229,21 +244,48 @@ impl Warmup {
             .cloned()
             .collect();
         for job in unfinished {
+            if job.update(|r| r.needs_token) && job.token.is_none() {
+                log::warn!(
+                    "warm-up job {} ({}): not resumed: it {}",
+                    job.id,
+                    job.target.repo,
+                    token::NEEDS_TOKEN
+                );
+                job.update(|r| {
+                    r.state = JobState::Failed;
+                    r.error = Some(format!("this job {}", token::NEEDS_TOKEN));
+                    r.finished_ms = Some(now_ms());
+                });
+                self.save(&job);
+                continue;
+            }
             log::info!("warm-up job {} ({}): resumed", job.id, job.target.repo);
             job.update(|r| r.state = JobState::Queued);
             self.launch(job);
         }
     }
 
-    /// Start a job; `Err` when the spec is not valid.
+    /// Start a job without a hub token; `Err` when the spec is not valid.
     pub fn submit(self: &Arc<Self>, spec: JobSpec) -> Result<JobView, SpecError> {
+        self.submit_with(spec, None)
+    }
+
+    /// Start a job that fetches with `token` (not checked here: see
+    /// [`Warmup::submit_checked`]); `Err` when the spec is not valid.
+    pub fn submit_with(
+        self: &Arc<Self>,
+        spec: JobSpec,
+        token: Option<HubToken>,
+    ) -> Result<JobView, SpecError> {
         let target = spec.target()?;
         let now = now_ms();
         let id = format!(
             "{now:x}{:02x}",
             self.seq.fetch_add(1, Ordering::Relaxed) % 256
         );
-        let job = Arc::new(Job::new(JobRecord::new(id, &target, spec, now), target));
+        let mut record = JobRecord::new(id, &target, spec, now);
+        record.needs_token = token.is_some();
+        let job = Arc::new(Job::new(record, target, token));
         log::info!(
             "warm-up job {}: {} at {}",
             job.id,

@@ -10,13 +10,14 @@ use super::client::{
     block_on, progress_line, summary, AdminArgs, AdminClient, ClientError, RemoteJob, POLL,
     POLL_FAILURES,
 };
-use super::job::{JobSpec, JobState};
-use super::pins::load_manifest;
+use super::job::JobState;
+use super::pins::load_manifest_requests;
+use super::token::{to_json, HubToken, JobRequest, ManifestTokens};
 
 /// `hubcache pin --manifest FILE ...`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct PinArgs {
-    /// A YAML list of {repo, type, revision, include, exclude}.
+    /// A YAML list of {repo, type, revision, include, exclude, token}.
     #[arg(long, value_name = "FILE")]
     pub manifest: PathBuf,
     #[command(flatten)]
@@ -24,8 +25,8 @@ pub struct PinArgs {
 }
 
 #[derive(serde::Serialize)]
-struct PinsBody<'a> {
-    pins: &'a [JobSpec],
+struct PinsBody {
+    pins: Vec<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -34,8 +35,12 @@ struct Started {
 }
 
 impl AdminClient {
-    /// `POST /api/pins`: the jobs started.
-    pub async fn add_pins(&self, pins: &[JobSpec]) -> Result<Vec<RemoteJob>, ClientError> {
+    /// `POST /api/pins` (each spec with its hub token, if any): the jobs started.
+    pub async fn add_pins(&self, pins: &[JobRequest]) -> Result<Vec<RemoteJob>, ClientError> {
+        let pins = pins
+            .iter()
+            .map(|r| to_json(&r.spec, r.token.as_ref().map(HubToken::token)))
+            .collect();
         let started: Started = self
             .call(reqwest::Method::POST, "/api/pins", Some(&PinsBody { pins }))
             .await?;
@@ -87,7 +92,8 @@ async fn follow(client: &AdminClient, ids: &[String]) -> Result<u8, ClientError>
 /// Run `hubcache pin`; the exit code (0: every pinned file is cached; 1: files failed; 2: the
 /// manifest or the admin API could not be used).
 pub fn pin_command(args: PinArgs) -> u8 {
-    let specs = match load_manifest(&args.manifest) {
+    // Tokens (`token: ${HF_TOKEN}`) are expanded from this command's environment.
+    let specs = match load_manifest_requests(&args.manifest, ManifestTokens::Expand) {
         Ok(specs) => specs,
         Err(e) => {
             eprintln!("hubcache pin: {e}");

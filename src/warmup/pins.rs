@@ -1,5 +1,7 @@
 //! Pins (issue 17): repos that must always be cached. A pin manifest is a YAML list of
-//! `{repo, type, revision, include, exclude}` (job specs); manifests come from the `pins:`
+//! `{repo, type, revision, include, exclude, token}` (job specs; `token`, for a gated or
+//! private repo, is a hub token, `${ENV}` references expanded, kept only in memory: see
+//! `token`); manifests come from the `pins:`
 //! config key (read again at each round, so a reload or an edited file applies) and from
 //! `POST /api/pins` (`hubcache pin --manifest FILE`; kept under the first cache root).
 //!
@@ -16,7 +18,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::job::{JobSpec, JobState, SpecError};
-use super::{JobView, Warmup};
+use super::token::{self, HubToken, JobRequest, ManifestTokens, TokenError};
+use super::{JobView, SubmitError, Warmup};
 use crate::app::App;
 use crate::config::RepoGlob;
 use crate::hf::RepoType;
@@ -31,31 +34,69 @@ pub enum ManifestError {
         index: usize,
         error: SpecError,
     },
+    #[error("pin manifest {path}: entry {index}: {error}")]
+    Token {
+        path: PathBuf,
+        index: usize,
+        error: TokenError,
+    },
 }
 
-/// The entries of a manifest, each checked.
-pub fn parse_manifest(path: &Path, text: &str) -> Result<Vec<JobSpec>, ManifestError> {
-    let specs: Vec<JobSpec> = serde_yaml::from_str(text).map_err(|e| ManifestError::Read {
-        path: path.to_path_buf(),
-        reason: format!("not a YAML list of {{repo, type, revision, include, exclude}}: {e}"),
-    })?;
-    for (index, spec) in specs.iter().enumerate() {
-        spec.target().map_err(|error| ManifestError::Entry {
+/// The entries of a manifest, each checked; their tokens read as `tokens` says.
+pub fn parse_manifest_requests(
+    path: &Path,
+    text: &str,
+    tokens: ManifestTokens,
+) -> Result<Vec<JobRequest>, ManifestError> {
+    let entries: Vec<serde_yaml::Value> =
+        serde_yaml::from_str(text).map_err(|e| ManifestError::Read {
+            path: path.to_path_buf(),
+            reason: format!(
+                "not a YAML list of {{repo, type, revision, include, exclude, token}}: {e}"
+            ),
+        })?;
+    let mut requests = Vec::with_capacity(entries.len());
+    for (index, entry) in entries.into_iter().enumerate() {
+        let request = token::from_yaml(entry, tokens).map_err(|error| ManifestError::Token {
             path: path.to_path_buf(),
             index,
             error,
         })?;
+        request
+            .spec
+            .target()
+            .map_err(|error| ManifestError::Entry {
+                path: path.to_path_buf(),
+                index,
+                error,
+            })?;
+        requests.push(request);
     }
-    Ok(specs)
+    Ok(requests)
 }
 
-/// Read and check a manifest file.
-pub fn load_manifest(path: &Path) -> Result<Vec<JobSpec>, ManifestError> {
+/// The specs of a manifest, each checked (tokens left out, not expanded).
+pub fn parse_manifest(path: &Path, text: &str) -> Result<Vec<JobSpec>, ManifestError> {
+    let requests = parse_manifest_requests(path, text, ManifestTokens::Drop)?;
+    Ok(requests.into_iter().map(|r| r.spec).collect())
+}
+
+/// Read and check a manifest file; its tokens read as `tokens` says.
+pub fn load_manifest_requests(
+    path: &Path,
+    tokens: ManifestTokens,
+) -> Result<Vec<JobRequest>, ManifestError> {
     let text = std::fs::read_to_string(path).map_err(|e| ManifestError::Read {
         path: path.to_path_buf(),
         reason: e.to_string(),
     })?;
-    parse_manifest(path, &text)
+    parse_manifest_requests(path, &text, tokens)
+}
+
+/// Read and check a manifest file (its specs only).
+pub fn load_manifest(path: &Path) -> Result<Vec<JobSpec>, ManifestError> {
+    let requests = load_manifest_requests(path, ManifestTokens::Drop)?;
+    Ok(requests.into_iter().map(|r| r.spec).collect())
 }
 
 /// The eviction pin of a spec's repo (`org/name`, `datasets/org/name`, ...).
@@ -117,17 +158,29 @@ impl Warmup {
         }
     }
 
-    /// Pin `specs` (kept across restarts) and start their jobs now; the jobs started.
-    pub fn add_pins(self: &Arc<Self>, specs: Vec<JobSpec>) -> Result<Vec<JobView>, SpecError> {
-        for spec in &specs {
-            spec.target()?;
+    /// Pin the specs of `requests` (kept across restarts; their tokens only in memory) and
+    /// start their jobs now; the jobs started. A token the hub refuses refuses them all.
+    pub async fn add_pins(
+        self: &Arc<Self>,
+        requests: Vec<JobRequest>,
+    ) -> Result<Vec<JobView>, SubmitError> {
+        for request in &requests {
+            let target = request.spec.target()?;
+            if let Some(token) = &request.token {
+                self.check_token(&target, token.authorization()).await?;
+            }
         }
         let saved = {
             let mut pins = self.api_pins.lock();
-            for spec in &specs {
-                if !pins.contains(spec) {
-                    pins.push(spec.clone());
+            let mut tokens = self.api_pin_tokens.lock();
+            for request in &requests {
+                if !pins.contains(&request.spec) {
+                    pins.push(request.spec.clone());
                 }
+                match &request.token {
+                    Some(token) => tokens.insert(key(&request.spec), token.clone()),
+                    None => tokens.remove(&key(&request.spec)),
+                };
             }
             pins.clone()
         };
@@ -139,8 +192,8 @@ impl Warmup {
             log::warn!("pins {}: cannot save them: {e}", path.display());
         }
         let mut started = Vec::new();
-        for spec in specs {
-            let view = self.submit(spec.clone())?;
+        for JobRequest { spec, token } in requests {
+            let view = self.submit_with(spec.clone(), token)?;
             self.pin_progress.lock().insert(
                 key(&spec),
                 PinProgress {
@@ -154,20 +207,29 @@ impl Warmup {
         Ok(started)
     }
 
-    /// Every pin: from the manifests of `manifests`, then those added through the API.
-    fn all_pins(&self, manifests: &[PathBuf]) -> Vec<(JobSpec, String)> {
+    /// Every pin (its spec, source and token): from the manifests of `manifests`, then those
+    /// added through the API.
+    fn all_pins(&self, manifests: &[PathBuf]) -> Vec<(JobSpec, String, Option<HubToken>)> {
         let mut pins = Vec::new();
         for path in manifests {
-            match load_manifest(path) {
-                Ok(specs) => {
+            match load_manifest_requests(path, ManifestTokens::Expand) {
+                Ok(requests) => {
                     let source = path.display().to_string();
-                    pins.extend(specs.into_iter().map(|s| (s, source.clone())));
+                    pins.extend(
+                        requests
+                            .into_iter()
+                            .map(|r| (r.spec, source.clone(), r.token)),
+                    );
                 }
                 Err(e) => log::warn!("{e}"),
             }
         }
         let api = self.api_pins.lock().clone();
-        pins.extend(api.into_iter().map(|s| (s, "api".to_string())));
+        let tokens = self.api_pin_tokens.lock().clone();
+        pins.extend(api.into_iter().map(|s| {
+            let token = tokens.get(&key(&s)).cloned();
+            (s, "api".to_string(), token)
+        }));
         pins
     }
 
@@ -177,7 +239,7 @@ impl Warmup {
         let manifests = self.manifests.lock().clone();
         self.all_pins(&manifests)
             .into_iter()
-            .map(|(spec, source)| {
+            .map(|(spec, source, _)| {
                 let p = progress.get(&key(&spec)).cloned().unwrap_or_default();
                 let job_state = p
                     .job
@@ -200,23 +262,28 @@ impl Warmup {
         let manifests = app.settings().config.pins.clone();
         let pins = self.all_pins(&manifests);
         *self.manifests.lock() = manifests;
-        let globs: Vec<RepoGlob> = pins.iter().filter_map(|(s, _)| pin_glob(s)).collect();
+        let globs: Vec<RepoGlob> = pins.iter().filter_map(|(s, ..)| pin_glob(s)).collect();
         if let Some(cache) = app.cache_service.get() {
             cache.index().set_extra_pins(&globs);
         }
         let mut seen: HashMap<String, ()> = HashMap::new();
-        for (spec, _) in pins {
+        for (spec, _, token) in pins {
             let k = key(&spec);
             if seen.insert(k.clone(), ()).is_some() {
                 continue;
             }
-            if let Err(e) = self.refresh_pin(&spec, k).await {
+            if let Err(e) = self.refresh_pin(&spec, token, k).await {
                 log::warn!("pin {}: {e}", spec.repo);
             }
         }
     }
 
-    async fn refresh_pin(self: &Arc<Self>, spec: &JobSpec, k: String) -> Result<(), String> {
+    async fn refresh_pin(
+        self: &Arc<Self>,
+        spec: &JobSpec,
+        token: Option<HubToken>,
+        k: String,
+    ) -> Result<(), String> {
         let mut progress = self
             .pin_progress
             .lock()
@@ -239,16 +306,19 @@ impl Warmup {
             return Ok(());
         }
         let target = spec.target().map_err(|e| e.to_string())?;
+        let auth = token.as_ref().map(HubToken::authorization);
         let commit = self
             .meta
-            .commit_for(&target.repo, Some(&target.revision), None)
+            .commit_for(&target.repo, Some(&target.revision), auth)
             .await
             .map_err(|e| format!("cannot resolve {}: {e}", target.revision.as_str()))?;
         let last_commit = last.as_ref().and_then(|j| j.record.lock().commit.clone());
         if last_state == Some(JobState::Done) && last_commit.as_deref() == Some(commit.as_str()) {
             return Ok(());
         }
-        let view = self.submit(spec.clone()).map_err(|e| e.to_string())?;
+        let view = self
+            .submit_with(spec.clone(), token)
+            .map_err(|e| e.to_string())?;
         log::info!(
             "pin {}: warm-up job {} for {}",
             spec.repo,
@@ -309,5 +379,34 @@ mod tests {
         let unknown = parse_manifest(path, "- {repo: acme/x, colour: red}\n").unwrap_err();
         assert!(unknown.to_string().contains("colour"), "{unknown}");
         assert!(parse_manifest(path, "repo: acme/x\n").is_err());
+    }
+
+    #[test]
+    fn a_manifest_entry_may_carry_a_token_from_the_environment() {
+        let path = Path::new("pins.yaml");
+        let text = "- {repo: acme/public}\n- {repo: acme/gated-model, token: '${HUBCACHE_NO_SUCH_VAR_PIN}'}\n";
+        // For eviction pins the token is neither needed nor expanded.
+        let specs = parse_manifest(path, text).unwrap();
+        assert_eq!(specs[1].repo, "acme/gated-model");
+        let missing = parse_manifest_requests(path, text, ManifestTokens::Expand).unwrap_err();
+        assert_eq!(
+            missing.to_string(),
+            "pin manifest pins.yaml: entry 1: token environment variable \
+             HUBCACHE_NO_SUCH_VAR_PIN is not set"
+        );
+        let literal = "- {repo: acme/gated-model, token: hf_literal}\n";
+        let [request] =
+            &parse_manifest_requests(path, literal, ManifestTokens::Expand).unwrap()[..]
+        else {
+            panic!("one entry");
+        };
+        let token = request.token.as_ref().expect("token");
+        assert_eq!(token.authorization(), "Bearer hf_literal");
+        let bad =
+            parse_manifest_requests(path, "- {repo: a/b, token: [x]}\n", ManifestTokens::Expand);
+        assert!(bad
+            .unwrap_err()
+            .to_string()
+            .contains("entry 0: token must be a string"));
     }
 }

@@ -1,10 +1,11 @@
 //! The warm-up routes of the admin API (`docs/admin.md`):
 //!
-//! - `POST /api/jobs` `{repo, type, revision, include, exclude, rate_limit}`: start a job
-//!   (201 with the job; 400 naming the field that is wrong);
+//! - `POST /api/jobs` `{repo, type, revision, include, exclude, rate_limit, token}`: start a
+//!   job (201 with the job; 400 naming the field that is wrong; with a hub `token`, 403 with
+//!   the hub's error when the hub refuses it for the repo);
 //! - `GET /api/jobs`: every job; `GET /api/jobs/{id}`: one job's progress;
 //! - `DELETE /api/jobs/{id}`: cancel it;
-//! - `POST /api/pins` `{"pins": [spec, ...]}`: pin (kept warm, out of eviction) and start
+//! - `POST /api/pins` `{"pins": [spec (with its token perhaps), ...]}`: pin (kept warm, out of eviction) and start
 //!   their jobs (201 with the jobs); `GET /api/pins`: every pin with its last job.
 //!
 //! Writes need the admin token when one is set (the router checks it before the handler).
@@ -16,7 +17,7 @@ use serde_json::json;
 
 use serde::Deserialize;
 
-use super::{JobSpec, Warmup};
+use super::{token, Warmup};
 use crate::admin::router::{error, json, Router};
 
 pub fn add(router: &mut Router, warmup: &Arc<Warmup>) {
@@ -29,13 +30,17 @@ pub fn add(router: &mut Router, warmup: &Arc<Warmup>) {
     router.post("/api/jobs", move |req| {
         let w = Arc::clone(&w);
         async move {
-            let spec = match req.json::<JobSpec>() {
-                Ok(spec) => spec,
+            let body = match req.json::<serde_json::Value>() {
+                Ok(body) => body,
                 Err(reject) => return reject.into(),
             };
-            match w.submit(spec) {
+            let request = match token::from_json(body) {
+                Ok(request) => request,
+                Err(e) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
+            };
+            match w.submit_checked(request).await {
                 Ok(job) => json(StatusCode::CREATED, &job),
-                Err(e) => error(StatusCode::BAD_REQUEST, &e.to_string()),
+                Err(e) => error(e.status(), &e.to_string()),
             }
         }
     });
@@ -62,9 +67,14 @@ pub fn add(router: &mut Router, warmup: &Arc<Warmup>) {
                 Ok(body) => body,
                 Err(reject) => return reject.into(),
             };
-            match w.add_pins(body.pins) {
+            let requests: Result<Vec<_>, _> = body.pins.into_iter().map(token::from_json).collect();
+            let requests = match requests {
+                Ok(requests) => requests,
+                Err(e) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
+            };
+            match w.add_pins(requests).await {
                 Ok(jobs) => json(StatusCode::CREATED, &json!({ "jobs": jobs })),
-                Err(e) => error(StatusCode::BAD_REQUEST, &e.to_string()),
+                Err(e) => error(e.status(), &e.to_string()),
             }
         }
     });
@@ -83,5 +93,6 @@ pub fn add(router: &mut Router, warmup: &Arc<Warmup>) {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PinsBody {
-    pins: Vec<JobSpec>,
+    /// Job requests (a spec, and a hub token perhaps).
+    pins: Vec<serde_json::Value>,
 }

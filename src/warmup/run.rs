@@ -82,11 +82,31 @@ impl RateCap {
 
 fn describe(failure: &Failure) -> String {
     match failure {
-        Failure::Replay(answer) => match answer.error_code() {
-            Some(code) => format!("the upstream answered {} ({code})", answer.status),
-            None => format!("the upstream answered {}", answer.status),
-        },
+        Failure::Replay(answer) => {
+            let said = answer
+                .header("x-error-message")
+                .map(|m| format!(": {}", m.chars().take(300).collect::<String>()))
+                .unwrap_or_default();
+            match answer.error_code() {
+                Some(code) => format!("the upstream answered {} ({code}){said}", answer.status),
+                None => format!("the upstream answered {}{said}", answer.status),
+            }
+        }
         other => other.to_string(),
+    }
+}
+
+/// For a job without a token that the hub refused (401/403): how to give it one.
+fn token_hint(failure: &Failure, auth: Option<&str>) -> &'static str {
+    let status = match failure {
+        Failure::Replay(answer) => answer.status,
+        Failure::Hf(e) => e.status,
+        _ => 0,
+    };
+    if auth.is_none() && matches!(status, 401 | 403) {
+        " (a gated or private repo: warm it with a hub token, hubcache warm --hf-token or HF_TOKEN)"
+    } else {
+        ""
     }
 }
 
@@ -232,19 +252,20 @@ fn progress(warmup: &Warmup, job: &Job, n: u64, fetched: bool) {
 /// The commit and the files of the job's revision the filter takes.
 async fn list(warmup: &Warmup, job: &Job) -> Result<(String, Vec<Listed>), String> {
     let (repo, revision) = (&job.target.repo, &job.target.revision);
-    let meta = &warmup.meta;
+    let (meta, auth) = (&warmup.meta, job.auth());
     let commit = meta
-        .commit_for(repo, Some(revision), None)
+        .commit_for(repo, Some(revision), auth)
         .await
         .map_err(|e| {
             format!(
-                "cannot resolve {repo} at {}: {}",
+                "cannot resolve {repo} at {}: {}{}",
                 revision.as_str(),
-                describe(&e)
+                describe(&e),
+                token_hint(&e, auth)
             )
         })?;
     // What `snapshot_download` asks first: cached for the clients that come later.
-    if let Err(e) = meta.repo_info(repo, Some(revision), None, None).await {
+    if let Err(e) = meta.repo_info(repo, Some(revision), None, auth).await {
         log::warn!(
             "warm-up job {}: repo info of {repo}: {}",
             job.id,
@@ -256,9 +277,15 @@ async fn list(warmup: &Warmup, job: &Job) -> Result<(String, Vec<Listed>), Strin
     let mut query = "recursive=True&expand=False".to_string();
     for _ in 0..MAX_PAGES {
         let answer = meta
-            .tree(repo, &commit_rev, None, Some(&query), None)
+            .tree(repo, &commit_rev, None, Some(&query), auth)
             .await
-            .map_err(|e| format!("cannot list {repo} at {commit}: {}", describe(&e)))?;
+            .map_err(|e| {
+                format!(
+                    "cannot list {repo} at {commit}: {}{}",
+                    describe(&e),
+                    token_hint(&e, auth)
+                )
+            })?;
         files.extend(tree_files(&answer.body)?);
         match answer.link.as_deref().and_then(next_page_query) {
             Some(next) => query = next,
@@ -314,7 +341,7 @@ async fn fill_file(
         let path = RepoPath::new(&file.path).map_err(|e| e.to_string())?;
         let meta = warmup
             .meta
-            .file_at(repo, commit, &path, None)
+            .file_at(repo, commit, &path, job.auth())
             .await
             .map_err(|e| describe(&e))?;
         if meta.size == 0 {
@@ -328,11 +355,17 @@ async fn fill_file(
                 _ => Err("hubcache is offline and the file is not cached".to_string()),
             };
         }
+        // Public files are fetched without the token, as a client's download is.
+        let auth = if warmup.meta.files_public(repo).await {
+            None
+        } else {
+            job.auth().map(str::to_string)
+        };
         let source = BlobSource {
             repo: repo.clone(),
             commit: commit.to_string(),
             path,
-            auth: None,
+            auth,
             size: meta.size,
             verifiable: meta.verifiable,
         };

@@ -281,10 +281,17 @@ async fn pins_added_through_the_api_are_kept_and_start_jobs() {
     let app = app(dir.path(), None);
     let warmup = Warmup::start(&app);
     let spec = JobSpec::whole("acme/pinned", RepoType::Dataset);
-    let jobs = warmup.add_pins(vec![spec.clone(), spec.clone()]).unwrap();
+    let request = |spec: &JobSpec| JobRequest {
+        spec: spec.clone(),
+        token: None,
+    };
+    let jobs = warmup
+        .add_pins(vec![request(&spec), request(&spec)])
+        .await
+        .unwrap();
     assert_eq!(jobs.len(), 2);
     let bad = JobSpec::whole("../x", RepoType::Model);
-    assert!(warmup.add_pins(vec![bad]).is_err());
+    assert!(warmup.add_pins(vec![request(&bad)]).await.is_err());
     let views = warmup.pin_views();
     assert_eq!(views.len(), 1, "the same pin once");
     assert_eq!(views[0].source, "api");
@@ -296,4 +303,99 @@ async fn pins_added_through_the_api_are_kept_and_start_jobs() {
         JobStore::new(dir.path()),
     );
     assert_eq!(again.pin_views()[0].spec, spec);
+}
+
+const HUB_TOKEN: &str = "hf_WarmGatedS3cret";
+
+#[tokio::test]
+async fn a_job_with_a_token_is_saved_and_listed_without_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(dir.path(), None);
+    let warmup = Warmup::start(&app);
+    let token = HubToken::new(HUB_TOKEN).unwrap();
+    let job = warmup
+        .submit_with(JobSpec::whole("acme/gated", RepoType::Model), Some(token))
+        .unwrap();
+    assert!(job.record.needs_token);
+    wait_finished(&warmup, &job.record.id).await;
+    let listed = serde_json::to_string(&warmup.list()).unwrap();
+    assert!(!listed.contains(HUB_TOKEN), "{listed}");
+    assert!(listed.contains("\"needs_token\":true"), "{listed}");
+    for entry in walk(dir.path()) {
+        let bytes = std::fs::read(&entry).unwrap_or_default();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(!text.contains("WarmGatedS3cret"), "{}", entry.display());
+    }
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    // Bounded by the files the test made.
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                todo.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files
+}
+
+#[tokio::test]
+async fn a_restarted_job_that_needs_its_token_fails_saying_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = JobStore::new(dir.path());
+    let spec = JobSpec::whole("acme/gated", RepoType::Model);
+    let target = spec.target().unwrap();
+    let mut gated = JobRecord::new("g1".into(), &target, spec, 1);
+    gated.state = JobState::Running;
+    gated.runs = 1;
+    gated.needs_token = true;
+    store.save(&gated).unwrap();
+    let app = app(dir.path(), None);
+    let warmup = Warmup::start(&app);
+    warmup.resume();
+    let job = warmup.get("g1").unwrap();
+    assert_eq!(job.record.state, JobState::Failed);
+    assert_eq!(job.record.runs, 1, "not run without its token");
+    let error = job.record.error.unwrap_or_default();
+    assert!(error.contains("needs its hub token again"), "{error}");
+    let saved = store.load_all();
+    assert_eq!(saved[0].state, JobState::Failed);
+}
+
+#[tokio::test]
+async fn the_jobs_route_checks_the_token_and_never_echoes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(dir.path(), None);
+    let warmup = Warmup::start(&app);
+    let admin = AdminApp::new(Arc::clone(&app));
+    let post = |body: serde_json::Value| {
+        let bytes = bytes::Bytes::from(serde_json::to_vec(&body).unwrap());
+        admin.answer(
+            request(Method::POST, "/api/jobs", None),
+            BodySource::Bytes(bytes),
+        )
+    };
+    let malformed = post(serde_json::json!({"repo": "acme/gated", "token": "hf_bad tok"})).await;
+    assert_eq!(malformed.status(), StatusCode::BAD_REQUEST);
+    let text = String::from_utf8_lossy(malformed.body()).to_string();
+    assert!(
+        text.contains("token must be") && !text.contains("hf_bad"),
+        "{text}"
+    );
+    // Offline with nothing cached: the hub cannot vouch for the token, so no job starts.
+    let refused = post(serde_json::json!({"repo": "acme/gated", "token": HUB_TOKEN})).await;
+    assert!(refused.status().is_client_error(), "{}", refused.status());
+    let text = String::from_utf8_lossy(refused.body()).to_string();
+    assert!(
+        text.contains("refused this token for models/acme/gated"),
+        "{text}"
+    );
+    assert!(!text.contains("S3cret"), "{text}");
+    assert!(warmup.list().is_empty());
 }
