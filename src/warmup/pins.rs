@@ -212,7 +212,15 @@ impl Warmup {
     fn all_pins(&self, manifests: &[PathBuf]) -> Vec<(JobSpec, String, Option<HubToken>)> {
         let mut pins = Vec::new();
         for path in manifests {
-            match load_manifest_requests(path, ManifestTokens::Expand) {
+            let read = match load_manifest_requests(path, ManifestTokens::Expand) {
+                // Its repos stay pinned against eviction; their jobs go without a token.
+                Err(e @ ManifestError::Token { .. }) => {
+                    log::warn!("{e}; its entries are warmed without tokens this round");
+                    load_manifest_requests(path, ManifestTokens::Drop)
+                }
+                read => read,
+            };
+            match read {
                 Ok(requests) => {
                     let source = path.display().to_string();
                     pins.extend(
