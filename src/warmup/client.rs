@@ -341,7 +341,8 @@ pub struct WarmArgs {
     #[arg(long, value_name = "SIZE")]
     pub rate_limit: Option<crate::config::ByteSize>,
     /// The hub token the node fetches a gated or private repo with; HF_TOKEN otherwise (as
-    /// huggingface_hub). Kept only in the node's memory.
+    /// huggingface_hub; preferred: a flag shows in the process list). Kept only in the node's
+    /// memory.
     #[arg(long, value_name = "TOKEN")]
     pub hf_token: Option<String>,
     #[command(flatten)]

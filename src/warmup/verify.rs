@@ -121,3 +121,66 @@ impl Warmup {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meta::UpstreamAnswer;
+
+    fn answer(status: u16, headers: &[(&str, &str)], body: &'static [u8]) -> Failure {
+        Failure::Replay(UpstreamAnswer {
+            status,
+            headers: headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+            body: bytes::Bytes::from_static(body),
+        })
+    }
+
+    #[test]
+    fn the_hubs_refusal_is_told_with_its_status_code_and_message() {
+        let gated = answer(
+            403,
+            &[
+                ("x-error-code", "GatedRepo"),
+                ("x-error-message", "Access to model acme/g is restricted"),
+            ],
+            b"{}",
+        );
+        assert_eq!(
+            hub_error(&gated),
+            Some((
+                403,
+                "403 GatedRepo: Access to model acme/g is restricted".into()
+            ))
+        );
+        let bare = answer(401, &[], br#"{"error": "Invalid credentials"}"#);
+        assert_eq!(
+            hub_error(&bare),
+            Some((401, "401: Invalid credentials".into()))
+        );
+        assert_eq!(hub_error(&Failure::BadGateway("x".into())), None);
+    }
+
+    #[test]
+    fn refusals_map_to_admin_statuses_that_are_not_the_admin_tokens_401() {
+        let refused = |status| SubmitError::Refused {
+            repo: "models/acme/g".into(),
+            status,
+            hub: String::new(),
+        };
+        assert_eq!(refused(401).status(), StatusCode::FORBIDDEN);
+        assert_eq!(refused(403).status(), StatusCode::FORBIDDEN);
+        assert_eq!(refused(404).status(), StatusCode::NOT_FOUND);
+        let unchecked = SubmitError::Unchecked {
+            repo: "models/acme/g".into(),
+            reason: "no upstream answered".into(),
+        };
+        assert_eq!(unchecked.status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(
+            SubmitError::Spec(SpecError::ZeroRate).status(),
+            StatusCode::BAD_REQUEST
+        );
+    }
+}
