@@ -79,7 +79,10 @@ impl Warmup {
     ) -> Result<JobView, SubmitError> {
         let target = request.spec.target()?;
         if let Some(token) = &request.token {
-            self.check_token(&target, token.authorization()).await?;
+            if let Err(e) = self.check_token(&target, token.authorization()).await {
+                log::warn!("warm-up job not started: {e}");
+                return Err(e);
+            }
         }
         Ok(self.submit_with(request.spec, request.token)?)
     }

@@ -54,7 +54,8 @@ def assert_no_secret_shown(m) -> None:
 
 
 def test_a_gated_repo_warms_only_with_a_token_the_hub_accepts(own_emu, mirror_factory, tmp_path):
-    m = mirror_factory(own_emu)
+    # Debug logging: not even the most talkative log has the token.
+    m = mirror_factory(own_emu, log={"level": "debug"})
     expected = expected_files(own_emu, GATED, "main")
     # No token: the job fails on the hub's access error, and says how to give one.
     anonymous = warm(m, GATED)
