@@ -149,3 +149,26 @@ def test_a_pin_manifest_takes_its_token_from_the_environment(own_emu, mirror_fac
         r = m.resolve("GET", GATED, "main", path, headers={"Authorization": f"Bearer {ALICE}"})
         assert r.status_code == 200 and sha256(r.content) == digest, (path, r.status_code)
     assert_no_secret_shown(m)
+
+
+def test_hubcache_pin_sends_the_manifest_token_from_its_environment(own_emu, mirror_factory, tmp_path):
+    m = mirror_factory(own_emu)
+    manifest = tmp_path / "team.yaml"
+    manifest.write_text(f"- {{repo: {PRIVATE}, token: '${{TEAM_HF_TOKEN}}'}}\n")
+
+    def pin(token: str) -> subprocess.CompletedProcess:
+        clean = {k: v for k, v in os.environ.items() if k not in ("HUBCACHE_ADMIN_TOKEN", "HF_TOKEN")}
+        return subprocess.run([m.binary, "pin", "--manifest", str(manifest), "--admin", m.admin_url],
+                              capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+                              env={**clean, "TEAM_HF_TOKEN": token})
+
+    refused = pin(BOB)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "refused this token" in refused.stderr and BOB not in refused.stderr, refused.stderr
+    assert m.admin("GET", "/api/pins").json()["pins"] == [], "a refused pin is not kept"
+    done = pin(ALICE)
+    assert done.returncode == 0, done.stdout + done.stderr
+    [pinned] = m.admin("GET", "/api/pins").json()["pins"]
+    assert pinned["job_state"] == "done" and "token" not in pinned["spec"], pinned
+    assert files_holding(m.cache_dir, SECRETS) == [], "a token on disk"
+    assert_no_secret_shown(m)
