@@ -17,7 +17,7 @@ use super::files::{file_meta_from_head, FileEntry, FileMeta};
 use super::{Failure, Meta, Scope, UpstreamAnswer};
 use crate::config::Trust;
 use crate::hf::{self, Repo, RepoPath, Revision};
-use crate::upstream::HubRequest;
+use crate::upstream::{HubRequest, UpstreamId};
 
 impl Meta {
     /// `Ok(None)`: not applicable here (a commit, a fresh or offline revision, an unreachable
@@ -48,7 +48,7 @@ impl Meta {
         let protected = inner.access.is_protected(repo, Scope::Files).await;
         let url = hf::resolve_path(repo, revision, path);
         let request = HubRequest::head(url, auth.map(str::to_string)).protected(protected);
-        let response = match chain.send(&request).await {
+        let response = match self.ask_upstream(repo, &request).await {
             Ok(response) => response,
             Err(_) => return Ok(None),
         };
@@ -89,7 +89,10 @@ impl Meta {
         }
         let commit_rev = Revision::new(&commit).map_err(|e| Failure::BadGateway(e.to_string()))?;
         let at_commit = hf::resolve_path(repo, &commit_rev, path);
-        chain.remember_location_for(&at_commit, auth, &response);
+        if response.upstream != UpstreamId::SIBLING {
+            // An owner node's answer names no place of this node's chain to fetch from.
+            chain.remember_location_for(&at_commit, auth, &response);
+        }
         let entry = Arc::new(FileEntry::Present(meta.clone()));
         self.remember_file(repo, &commit, path.as_str(), entry);
         Ok(Some(meta))

@@ -1,0 +1,119 @@
+//! Asking a repo's owner node a metadata question (`HEAD|GET` of the metadata route, signed,
+//! on behalf of the client's token): its answer comes back as a [`HubResponse`], tagged with
+//! the trust the owner's upstream chain has, so the metadata layer handles it as it handles
+//! an upstream's.
+
+use std::time::Duration;
+
+use super::members::{Cluster, Node};
+use super::route::{HEADER_META_TRUST, META_PREFIX};
+use crate::config::Trust;
+use crate::upstream::{HubRequest, HubResponse, UpstreamId};
+
+/// How long an owner has to answer a metadata question (headers and body) before this node
+/// marks it failed and asks its upstream chain.
+pub const META_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How an owner answered a metadata question.
+#[derive(Debug)]
+pub enum MetaReply {
+    /// The owner's answer (a success or the hub's error answer, e.g. 404, 401, 403, 429).
+    Answer(HubResponse),
+    /// The owner answered but none of its upstreams could (a tagged 5xx): it is alive, and
+    /// this node asks its own chain.
+    Unanswered(u16),
+}
+
+/// The trust an owner's answer carries: `origin` only when it says so.
+pub fn trust_of(tag: Option<&str>) -> Trust {
+    match tag {
+        Some("origin") => Trust::Origin,
+        _ => Trust::Mirror,
+    }
+}
+
+impl Cluster {
+    /// Ask `node` the metadata question `request` (GET or HEAD only; the caller checks).
+    /// `Err` when the node failed: no answer in [`META_TIMEOUT`], an untagged answer (not
+    /// the owner's: a refusal, an unknown route), or a body that broke off.
+    pub async fn ask_meta(&self, node: &Node, request: &HubRequest) -> Result<MetaReply, String> {
+        let path_and_query = format!("{META_PREFIX}{}", request.path_and_query);
+        let builder = self
+            .signed(
+                &request.method,
+                node,
+                &path_and_query,
+                None,
+                request.auth.as_deref(),
+            )
+            .ok_or_else(|| "no cluster.secret to sign with".to_string())?;
+        let url = node
+            .url()
+            .join(path_and_query.trim_start_matches('/'))
+            .map_err(|e| format!("{}: {e}", node.origin()))?;
+        let response = builder
+            .timeout(META_TIMEOUT)
+            .send()
+            .await
+            .map_err(|e| format!("{}: {}", node.origin(), e.without_url()))?;
+        let status = response.status().as_u16();
+        let Some(tag) = response
+            .headers()
+            .get(HEADER_META_TRUST)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+        else {
+            return Err(format!(
+                "{} answered {status} without an owner's answer",
+                node.origin()
+            ));
+        };
+        if status >= 500 {
+            return Ok(MetaReply::Unanswered(status));
+        }
+        let headers = response.headers().clone();
+        let body = read_bounded(response, request.max_body)
+            .await
+            .map_err(|e| format!("{}: {e}", node.origin()))?;
+        Ok(MetaReply::Answer(HubResponse {
+            status,
+            headers,
+            body,
+            upstream: UpstreamId::SIBLING,
+            trust: trust_of(Some(&tag)),
+            token_sent: request.auth.is_some(),
+            url,
+        }))
+    }
+}
+
+async fn read_bounded(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<bytes::Bytes, String> {
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| e.without_url().to_string())?
+    {
+        if body.len() + chunk.len() > limit {
+            return Err(format!("answer larger than {limit} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_answer_tagged_origin_counts_as_the_hubs() {
+        assert_eq!(trust_of(Some("origin")), Trust::Origin);
+        assert_eq!(trust_of(Some("mirror")), Trust::Mirror);
+        assert_eq!(trust_of(Some("Origin ")), Trust::Mirror);
+        assert_eq!(trust_of(None), Trust::Mirror);
+    }
+}
