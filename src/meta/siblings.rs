@@ -4,7 +4,8 @@
 //! answers from its own metadata layer. The owner's answer is handled like an upstream's,
 //! with the trust the owner tagged it with. An owner that fails (no answer in time, an
 //! untagged answer) is marked failed and the upstream chain answers, so losing a node never
-//! blocks metadata; an owner whose own upstreams failed (a tagged 5xx) is left live and the
+//! blocks metadata; an owner whose own upstreams failed (a tagged 5xx), or that declines
+//! (an untagged 4xx: a refused signature, a node without the route), is left live and the
 //! chain answers too. A question asked *by* a sibling is never forwarded again: the task-local
 //! [`answering_sibling`] scope says so, and single-flight calls carry it into their task.
 
@@ -94,12 +95,12 @@ impl Meta {
             Ok(MetaReply::Answer(response)) => {
                 node.mark_live();
                 SiblingStats::add(&stats.meta_asked_ok, 1);
-                Some(response)
+                Some(*response)
             }
-            Ok(MetaReply::Unanswered(status)) => {
+            Ok(MetaReply::Unanswered(status) | MetaReply::Declined(status)) => {
                 SiblingStats::add(&stats.meta_fallback, 1);
                 log::info!(
-                    "{repo}: owner {} had no upstream answer ({status}) for {} {}; asking the chain",
+                    "{repo}: owner {} gave no answer ({status}) for {} {}; asking the chain",
                     node.origin(),
                     request.method,
                     request.path_and_query

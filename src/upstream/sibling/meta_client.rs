@@ -18,10 +18,13 @@ pub const META_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug)]
 pub enum MetaReply {
     /// The owner's answer (a success or the hub's error answer, e.g. 404, 401, 403, 429).
-    Answer(HubResponse),
+    Answer(Box<HubResponse>),
     /// The owner answered but none of its upstreams could (a tagged 5xx): it is alive, and
     /// this node asks its own chain.
     Unanswered(u16),
+    /// The node declined the question without an owner's answer (an untagged 4xx: a refused
+    /// signature, a node without the route): it is alive, and this node asks its own chain.
+    Declined(u16),
 }
 
 /// The trust an owner's answer carries: `origin` only when it says so.
@@ -34,8 +37,8 @@ pub fn trust_of(tag: Option<&str>) -> Trust {
 
 impl Cluster {
     /// Ask `node` the metadata question `request` (GET or HEAD only; the caller checks).
-    /// `Err` when the node failed: no answer in [`META_TIMEOUT`], an untagged answer (not
-    /// the owner's: a refusal, an unknown route), or a body that broke off.
+    /// `Err` when the node failed: no answer in [`META_TIMEOUT`], an untagged 5xx, or a body
+    /// that broke off.
     pub async fn ask_meta(&self, node: &Node, request: &HubRequest) -> Result<MetaReply, String> {
         let path_and_query = format!("{META_PREFIX}{}", request.path_and_query);
         let builder = self
@@ -63,10 +66,10 @@ impl Cluster {
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
         else {
-            return Err(format!(
-                "{} answered {status} without an owner's answer",
-                node.origin()
-            ));
+            if status >= 500 {
+                return Err(format!("{} answered {status}", node.origin()));
+            }
+            return Ok(MetaReply::Declined(status));
         };
         if status >= 500 {
             return Ok(MetaReply::Unanswered(status));
@@ -75,7 +78,7 @@ impl Cluster {
         let body = read_bounded(response, request.max_body)
             .await
             .map_err(|e| format!("{}: {e}", node.origin()))?;
-        Ok(MetaReply::Answer(HubResponse {
+        Ok(MetaReply::Answer(Box::new(HubResponse {
             status,
             headers,
             body,
@@ -83,7 +86,7 @@ impl Cluster {
             trust: trust_of(Some(&tag)),
             token_sent: request.auth.is_some(),
             url,
-        }))
+        })))
     }
 }
 
@@ -108,6 +111,69 @@ async fn read_bounded(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{ClusterConfig, ClusterSecret};
+    use crate::upstream::chain_tests::Fake;
+    use url::Url;
+
+    fn cluster_with(peer: &str) -> Cluster {
+        let config = ClusterConfig {
+            self_url: Url::parse("http://127.0.0.1:1/").unwrap(),
+            peers: vec![Url::parse(peer).unwrap()],
+            secret: Some(ClusterSecret::new("0123456789abcdef".into())),
+        };
+        Cluster::new(&config, None).unwrap()
+    }
+
+    async fn ask(
+        status: u16,
+        headers: &'static [(&'static str, &'static str)],
+    ) -> (Result<MetaReply, String>, Fake) {
+        let fake = Fake::start(status, headers).await;
+        let cluster = cluster_with(fake.url());
+        let request = HubRequest::get(
+            "/api/models/a/b/revision/main".into(),
+            Some("Bearer hf_x".into()),
+        );
+        let reply = cluster.ask_meta(&cluster.peers()[0], &request).await;
+        (reply, fake)
+    }
+
+    #[tokio::test]
+    async fn an_owners_tagged_answer_is_the_answer_with_its_trust_and_the_token_signed_along() {
+        let (reply, fake) = ask(404, &[(HEADER_META_TRUST, "origin")]).await;
+        let Ok(MetaReply::Answer(response)) = reply else {
+            panic!("{reply:?}")
+        };
+        assert_eq!(response.status, 404);
+        assert_eq!(response.trust, Trust::Origin);
+        assert!(response.token_sent);
+        assert_eq!(response.upstream, UpstreamId::SIBLING);
+        let seen = fake.seen();
+        assert_eq!(
+            seen[0].path,
+            "/_hubcache/sibling/meta/api/models/a/b/revision/main"
+        );
+        assert_eq!(seen[0].auth.as_deref(), Some("Bearer hf_x"));
+        let (reply, _) = ask(200, &[(HEADER_META_TRUST, "mirror")]).await;
+        assert!(matches!(reply, Ok(MetaReply::Answer(r)) if r.trust == Trust::Mirror));
+    }
+
+    #[tokio::test]
+    async fn untagged_or_server_error_answers_are_not_the_hubs() {
+        let (reply, _) = ask(502, &[(HEADER_META_TRUST, "origin")]).await;
+        assert!(matches!(reply, Ok(MetaReply::Unanswered(502))), "{reply:?}");
+        let (reply, _) = ask(403, &[]).await;
+        assert!(matches!(reply, Ok(MetaReply::Declined(403))), "{reply:?}");
+        let (reply, _) = ask(500, &[]).await;
+        assert!(reply.is_err(), "{reply:?}");
+        // Nobody listening: the node failed.
+        let cluster = cluster_with("http://127.0.0.1:9/");
+        let request = HubRequest::head("/a/b/resolve/main/x".into(), None);
+        assert!(cluster
+            .ask_meta(&cluster.peers()[0], &request)
+            .await
+            .is_err());
+    }
 
     #[test]
     fn only_an_answer_tagged_origin_counts_as_the_hubs() {
