@@ -14,7 +14,7 @@
 use std::sync::Arc;
 
 use super::files::{file_meta_from_head, FileEntry, FileMeta};
-use super::{Failure, Meta, Scope, UpstreamAnswer};
+use super::{caller, Failure, Meta, Scope, UpstreamAnswer};
 use crate::config::Trust;
 use crate::hf::{self, Repo, RepoPath, Revision};
 use crate::upstream::{HubRequest, UpstreamId};
@@ -38,13 +38,50 @@ impl Meta {
         if known.is_some_and(|k| k.age < settings.revision_ttl) {
             return Ok(None);
         }
-        let chain = inner.upstream.get();
-        if !chain.all().iter().all(|u| u.trust() == Trust::Origin) {
+        if !inner
+            .upstream
+            .get()
+            .all()
+            .iter()
+            .all(|u| u.trust() == Trust::Origin)
+        {
             // A mirror upstream may serve a gated or private repo's files to anyone: only
             // the repo info (asked first on the usual path) tells whether the repo is
             // protected, so that its files are asked only where tokens go.
             return Ok(None);
         }
+        let key = format!(
+            "{repo}\0{}\0{}\0{}",
+            revision.as_str(),
+            path.as_str(),
+            caller(auth)
+        );
+        let this = self.clone();
+        let (repo, revision, path, auth) = (
+            repo.clone(),
+            revision.clone(),
+            path.clone(),
+            auth.map(str::to_string),
+        );
+        inner
+            .branch_file_calls
+            .run(key, move || async move {
+                this.head_by_branch(&repo, &revision, &path, auth.as_deref())
+                    .await
+            })
+            .await
+    }
+
+    /// The one `HEAD` by branch of [`file_by_branch`](Self::file_by_branch).
+    async fn head_by_branch(
+        &self,
+        repo: &Repo,
+        revision: &Revision,
+        path: &RepoPath,
+        auth: Option<&str>,
+    ) -> Result<Option<FileMeta>, Failure> {
+        let inner = &self.inner;
+        let chain = inner.upstream.get();
         let protected = inner.access.is_protected(repo, Scope::Files).await;
         let url = hf::resolve_path(repo, revision, path);
         let request = HubRequest::head(url, auth.map(str::to_string)).protected(protected);

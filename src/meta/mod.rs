@@ -150,6 +150,9 @@ struct Inner {
     missing: Mutex<lru::LruCache<String, std::time::Instant>>,
     revision_calls: SingleFlight<String, Result<String, Failure>>,
     file_calls: SingleFlight<String, Result<Arc<FileEntry>, Failure>>,
+    /// Resolve `HEAD`s by branch (`by_branch`), so concurrent askers (siblings included) of
+    /// one file at one branch make one upstream call.
+    branch_file_calls: SingleFlight<String, Result<Option<FileMeta>, Failure>>,
     api_calls: SingleFlight<String, Result<JsonAnswer, Failure>>,
     /// Told about every file listing learned from the hub (the prefetcher).
     listing_observer: Mutex<Option<Arc<dyn ListingObserver>>>,
@@ -196,6 +199,7 @@ impl Meta {
                 missing: Mutex::new(lru(MISSING_ENTRIES)),
                 revision_calls: SingleFlight::default(),
                 file_calls: SingleFlight::default(),
+                branch_file_calls: SingleFlight::default(),
                 api_calls: SingleFlight::default(),
                 listing_observer: Mutex::new(None),
                 cluster: std::sync::OnceLock::new(),
