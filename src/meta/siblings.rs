@@ -1,5 +1,5 @@
 //! Metadata once per cluster: in a cluster (`cluster:`), the metadata questions this layer
-//! would send upstream (`GET`/`HEAD`: revisions, resolve `HEAD`s, repo info, tree, refs) go
+//! would send upstream (revisions, resolve `HEAD`s, repo info, tree, paths-info, refs) go
 //! to the repo's owner node first (rendezvous over the repo id among the live nodes), which
 //! answers from its own metadata layer. The owner's answer is handled like an upstream's,
 //! with the trust the owner tagged it with. An owner that fails (no answer in time, an
@@ -82,7 +82,11 @@ impl Meta {
     /// The owner's answer, or `None` when this node asks its chain (it owns the repo, the
     /// question came from a sibling, cannot go to one, or the owner did not answer).
     async fn ask_owner(&self, repo: &Repo, request: &HubRequest) -> Option<HubResponse> {
-        let askable = matches!(request.method, reqwest::Method::GET | reqwest::Method::HEAD);
+        let askable = match request.method {
+            reqwest::Method::GET | reqwest::Method::HEAD => true,
+            reqwest::Method::POST => request.body.is_some(),
+            _ => false,
+        };
         if !askable || is_answering_sibling() {
             return None;
         }

@@ -14,6 +14,8 @@ import signal
 import threading
 import time
 
+import requests
+
 from cluster_helpers import SECRET, rendezvous_order, sibling_get, sign
 from helpers import VALID, run_client, sha256
 
@@ -98,6 +100,18 @@ def test_each_metadata_question_reaches_the_hub_once_across_three_nodes(
     assert served >= asked_ok > 0, (served, asked_ok)
 
 
+def test_paths_info_from_every_node_reaches_the_hub_once(emu, cluster_factory):
+    nodes = cluster_factory(emu, 3)
+    commit = emu.commit(REPO, "main")
+    for n in nodes:
+        r = n.post(f"/api/models/{REPO}/paths-info/{commit}",
+                   data={"paths": ["config.json", "model.safetensors"]})
+        assert r.status_code == 200, r.text
+        assert sorted(e["path"] for e in r.json()) == ["config.json", "model.safetensors"]
+    posts = [r for r in emu.stats()["recent"] if r["route"] == "paths_info"]
+    assert len(posts) == 1, posts
+
+
 def test_with_the_owner_killed_the_other_nodes_answer_metadata_from_the_chain(
         emu, cluster_factory):
     nodes = cluster_factory(emu, 3)
@@ -131,12 +145,23 @@ def test_sibling_metadata_requests_must_be_signed(emu, cluster_factory):
     assert ok.json()["sha"] == commit
     assert ok.headers["x-hubcache-sibling-trust"] == "origin"
     head_pq = f"/_hubcache/sibling/meta/{REPO}/resolve/main/config.json"
-    import requests
     head = requests.head(node.url + head_pq, headers=sign(SECRET, "HEAD", head_pq, None, None),
                          timeout=30)
     assert head.status_code == 200
     assert head.headers["x-repo-commit"] == commit
     assert int(head.headers["x-linked-size"]) == emu.file(REPO, "main", "config.json")["size"]
+    # paths-info (a POST): the body's sha256 is in the signed query; another body is refused.
+    form = b"paths=config.json"
+    post_pq = (f"/_hubcache/sibling/meta/api/models/{REPO}/paths-info/{commit}"
+               f"?hubcache_body_sha256={sha256(form)}")
+    form_type = {"Content-Type": "application/x-www-form-urlencoded"}
+    posted = requests.post(node.url + post_pq, data=form, timeout=30,
+                           headers={**sign(SECRET, "POST", post_pq, None, None), **form_type})
+    assert posted.status_code == 200, posted.text
+    assert [e["path"] for e in posted.json()] == ["config.json"]
+    swapped = requests.post(node.url + post_pq, data=b"paths=model.safetensors", timeout=30,
+                            headers={**sign(SECRET, "POST", post_pq, None, None), **form_type})
+    assert swapped.status_code == 403, swapped.text
     now = int(time.time())
     cases = {
         "unsigned": {},

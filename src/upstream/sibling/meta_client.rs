@@ -6,7 +6,9 @@
 use std::time::Duration;
 
 use super::members::{Cluster, Node};
-use super::route::{HEADER_META_TRUST, META_PREFIX};
+use sha2::{Digest, Sha256};
+
+use super::route::{HEADER_META_TRUST, META_BODY_PARAM, META_PREFIX};
 use crate::config::Trust;
 use crate::upstream::{HubRequest, HubResponse, UpstreamId};
 
@@ -36,12 +38,13 @@ pub fn trust_of(tag: Option<&str>) -> Trust {
 }
 
 impl Cluster {
-    /// Ask `node` the metadata question `request` (GET or HEAD only; the caller checks).
+    /// Ask `node` the metadata question `request` (GET, HEAD, or a POST with its body, whose
+    /// digest the signed query carries).
     /// `Err` when the node failed: no answer in [`META_TIMEOUT`], an untagged 5xx, or a body
     /// that broke off.
     pub async fn ask_meta(&self, node: &Node, request: &HubRequest) -> Result<MetaReply, String> {
-        let path_and_query = format!("{META_PREFIX}{}", request.path_and_query);
-        let builder = self
+        let path_and_query = meta_path_and_query(request);
+        let mut builder = self
             .signed(
                 &request.method,
                 node,
@@ -50,6 +53,11 @@ impl Cluster {
                 request.auth.as_deref(),
             )
             .ok_or_else(|| "no cluster.secret to sign with".to_string())?;
+        if let Some(body) = &request.body {
+            builder = builder
+                .header(reqwest::header::CONTENT_TYPE, &body.content_type)
+                .body(body.bytes.clone());
+        }
         let url = node
             .url()
             .join(path_and_query.trim_start_matches('/'))
@@ -88,6 +96,18 @@ impl Cluster {
             url,
         })))
     }
+}
+
+/// The metadata route's path and query for `request`: the hub's, under [`META_PREFIX`], with
+/// the body's digest when it has one.
+pub fn meta_path_and_query(request: &HubRequest) -> String {
+    let mut out = format!("{META_PREFIX}{}", request.path_and_query);
+    if let Some(body) = &request.body {
+        let sep = if out.contains('?') { '&' } else { '?' };
+        let digest = hex::encode(Sha256::digest(&body.bytes));
+        out.push_str(&format!("{sep}{META_BODY_PARAM}={digest}"));
+    }
+    out
 }
 
 async fn read_bounded(
@@ -173,6 +193,27 @@ mod tests {
             .ask_meta(&cluster.peers()[0], &request)
             .await
             .is_err());
+    }
+
+    #[test]
+    fn a_question_with_a_body_signs_the_bodys_digest_in_its_query() {
+        let get = HubRequest::get("/api/models/a/b/tree/main?recursive=1".into(), None);
+        assert_eq!(
+            meta_path_and_query(&get),
+            "/_hubcache/sibling/meta/api/models/a/b/tree/main?recursive=1"
+        );
+        let body = crate::upstream::Body {
+            content_type: "application/x-www-form-urlencoded".into(),
+            bytes: bytes::Bytes::from_static(b"paths=a"),
+        };
+        let post = HubRequest::post("/api/models/a/b/paths-info/c".into(), None, body);
+        let digest = hex::encode(Sha256::digest(b"paths=a"));
+        assert_eq!(
+            meta_path_and_query(&post),
+            format!(
+                "/_hubcache/sibling/meta/api/models/a/b/paths-info/c?{META_BODY_PARAM}={digest}"
+            )
+        );
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The sibling routes on the public listener, as both sides see them:
 //! `GET /_hubcache/sibling/blob/<id>?repo=&commit=&path=&size=&verifiable=[&cached=1]` (ranged) and
-//! `HEAD|GET /_hubcache/sibling/meta/<hub path and query>` and `GET /_hubcache/sibling/ping`.
+//! `HEAD|GET|POST /_hubcache/sibling/meta/<hub path and query>` and `GET /_hubcache/sibling/ping`.
 
 use std::borrow::Cow;
 
@@ -15,6 +15,9 @@ pub const META_PREFIX: &str = "/_hubcache/sibling/meta";
 /// chain is all `trust: origin` (its answer counts as the hub's), `mirror` otherwise. An
 /// answer without it is not the owner's answer (a refusal, an unknown route).
 pub const HEADER_META_TRUST: &str = "x-hubcache-sibling-trust";
+/// Query parameter of a metadata question with a body (paths-info, a `POST`): the sha256
+/// (hex) of the body, so the signature over the path and query covers the body too.
+pub const META_BODY_PARAM: &str = "hubcache_body_sha256";
 /// The liveness probe.
 pub const PING: &str = "/_hubcache/sibling/ping";
 
