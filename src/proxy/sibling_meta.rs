@@ -100,6 +100,14 @@ pub async fn answer(
     hub_path: &str,
     query: &str,
 ) -> Result<bool> {
+    let tag = trust_tag(&ctx.settings.upstream);
+    if ctx.settings.config.offline {
+        // Not the hub's answer: the asking node asks its own chain (and keeps this node live).
+        let headers = vec![(HEADER_META_TRUST.to_string(), tag.to_string())];
+        let body = Bytes::from_static(b"this node is offline\n");
+        respond(session, 503, &headers, body).await?;
+        return Ok(true);
+    }
     let method = session.req_header().method.clone();
     let is_head = method == http::Method::HEAD;
     let route = hf::parse_route(method.as_str(), hub_path).unwrap_or(Route::Other);
@@ -164,7 +172,6 @@ pub async fn answer(
         respond(session, 404, &headers, body).await?;
         return Ok(true);
     };
-    let tag = trust_tag(&ctx.settings.upstream);
     headers.push((HEADER_META_TRUST.to_string(), tag.to_string()));
     if let Some(cluster) = &ctx.settings.cluster {
         SiblingStats::add(&cluster.stats().meta_served, 1);
