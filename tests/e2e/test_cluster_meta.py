@@ -177,6 +177,31 @@ def test_sibling_metadata_requests_must_be_signed(emu, cluster_factory):
         assert "x-hubcache-sibling-trust" not in r.headers
 
 
+def test_a_siblings_question_is_never_forwarded_to_another_sibling(emu, cluster_factory):
+    nodes = cluster_factory(emu, 3)
+    owner = repo_owner(nodes, REPO)
+    other = next(n for n in nodes if n is not owner)
+    # Asked as a sibling of a node that does not own the repo: it asks the hub itself.
+    pq = f"/_hubcache/sibling/meta/api/models/{REPO}/revision/main"
+    r = sibling_get(other, pq, sign(SECRET, "GET", pq, None, None))
+    assert r.status_code == 200, r.text
+    assert r.json()["sha"] == emu.commit(REPO, "main")
+    head_pq = f"/_hubcache/sibling/meta/{REPO}/resolve/main/config.json"
+    head = requests.head(other.url + head_pq, timeout=30,
+                         headers=sign(SECRET, "HEAD", head_pq, None, None))
+    assert head.status_code == 200
+    for n in nodes:
+        assert n.metric("hubcache_sibling_meta_requests_total", 'outcome="ok",role="client"') == 0
+    assert owner.metric("hubcache_sibling_meta_requests_total",
+                        'outcome="served",role="owner"') == 0
+    assert other.metric("hubcache_sibling_meta_requests_total",
+                        'outcome="served",role="owner"') == 2
+    assert hub_questions(emu, REPO)[("GET", f"/api/models/{REPO}/revision/main")] == 1
+    # Its own client's question goes to the owner as usual.
+    assert other.resolve("HEAD", REPO, "main", "tokenizer.json").status_code == 200
+    assert other.metric("hubcache_sibling_meta_requests_total", 'outcome="ok",role="client"') >= 1
+
+
 def test_a_gated_repo_through_a_non_owner_is_the_hubs_decision(emu, cluster_factory, tmp_path):
     nodes = cluster_factory(emu, 3)
     owner = repo_owner(nodes, GATED)
