@@ -213,6 +213,10 @@ def test_a_gated_repo_through_a_non_owner_is_the_hubs_decision(emu, cluster_fact
     # Without a token: the hub's refusal, through the owner.
     anonymous = other.resolve("HEAD", GATED, "main", path)
     assert anonymous.status_code in (401, 403), anonymous.status_code
+    # The owner's refusal is the hub's answer: the non-owner did not ask the hub again.
+    refusals = [r for r in emu.stats()["recent"]
+                if r["route"] == "resolve" and GATED in r["path"] and not r["auth"]]
+    assert len(refusals) == 1, refusals
     # Alice's token: huggingface_hub downloads it byte-exact through the non-owner.
     got = run_on(other, tmp_path, "alice",
                  [{"op": "download", "repo_id": GATED, "filename": path, "revision": "main"}],
