@@ -96,6 +96,7 @@ impl App {
             current.map(|s| Arc::clone(&s.fill)),
         );
         fill.set_cluster(current.map(|s| s.cluster.clone()));
+        meta.set_cluster(current.map(|s| s.cluster.clone()));
         meta.observe_listings(prefetch::Prefetcher::new(
             Arc::clone(&settings),
             meta.clone(),

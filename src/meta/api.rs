@@ -119,10 +119,7 @@ impl Meta {
     ) -> Result<JsonAnswer, Failure> {
         let protected = self.inner.access.is_protected(repo, Scope::Api).await;
         let response = self
-            .inner
-            .upstream
-            .get()
-            .send(&request.protected(protected))
+            .ask_upstream(repo, &request.protected(protected))
             .await?;
         if !response.is_success() {
             return Err(Failure::Replay(UpstreamAnswer::from_response(&response)));

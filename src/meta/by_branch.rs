@@ -14,10 +14,10 @@
 use std::sync::Arc;
 
 use super::files::{file_meta_from_head, FileEntry, FileMeta};
-use super::{Failure, Meta, Scope, UpstreamAnswer};
+use super::{caller, Failure, Meta, Scope, UpstreamAnswer};
 use crate::config::Trust;
 use crate::hf::{self, Repo, RepoPath, Revision};
-use crate::upstream::HubRequest;
+use crate::upstream::{HubRequest, UpstreamId};
 
 impl Meta {
     /// `Ok(None)`: not applicable here (a commit, a fresh or offline revision, an unreachable
@@ -38,17 +38,54 @@ impl Meta {
         if known.is_some_and(|k| k.age < settings.revision_ttl) {
             return Ok(None);
         }
-        let chain = inner.upstream.get();
-        if !chain.all().iter().all(|u| u.trust() == Trust::Origin) {
+        if !inner
+            .upstream
+            .get()
+            .all()
+            .iter()
+            .all(|u| u.trust() == Trust::Origin)
+        {
             // A mirror upstream may serve a gated or private repo's files to anyone: only
             // the repo info (asked first on the usual path) tells whether the repo is
             // protected, so that its files are asked only where tokens go.
             return Ok(None);
         }
+        let key = format!(
+            "{repo}\0{}\0{}\0{}",
+            revision.as_str(),
+            path.as_str(),
+            caller(auth)
+        );
+        let this = self.clone();
+        let (repo, revision, path, auth) = (
+            repo.clone(),
+            revision.clone(),
+            path.clone(),
+            auth.map(str::to_string),
+        );
+        inner
+            .branch_file_calls
+            .run(key, move || async move {
+                this.head_by_branch(&repo, &revision, &path, auth.as_deref())
+                    .await
+            })
+            .await
+    }
+
+    /// The one `HEAD` by branch of [`file_by_branch`](Self::file_by_branch).
+    async fn head_by_branch(
+        &self,
+        repo: &Repo,
+        revision: &Revision,
+        path: &RepoPath,
+        auth: Option<&str>,
+    ) -> Result<Option<FileMeta>, Failure> {
+        let inner = &self.inner;
+        let chain = inner.upstream.get();
         let protected = inner.access.is_protected(repo, Scope::Files).await;
         let url = hf::resolve_path(repo, revision, path);
         let request = HubRequest::head(url, auth.map(str::to_string)).protected(protected);
-        let response = match chain.send(&request).await {
+        let response = match self.ask_upstream(repo, &request).await {
             Ok(response) => response,
             Err(_) => return Ok(None),
         };
@@ -89,7 +126,10 @@ impl Meta {
         }
         let commit_rev = Revision::new(&commit).map_err(|e| Failure::BadGateway(e.to_string()))?;
         let at_commit = hf::resolve_path(repo, &commit_rev, path);
-        chain.remember_location_for(&at_commit, auth, &response);
+        if response.upstream != UpstreamId::SIBLING {
+            // An owner node's answer names no place of this node's chain to fetch from.
+            chain.remember_location_for(&at_commit, auth, &response);
+        }
         let entry = Arc::new(FileEntry::Present(meta.clone()));
         self.remember_file(repo, &commit, path.as_str(), entry);
         Ok(Some(meta))

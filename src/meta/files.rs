@@ -37,6 +37,30 @@ pub(super) enum FileEntry {
     Missing { path: String, commit: String },
 }
 
+impl FileMeta {
+    /// The headers of a resolve `HEAD` answer that [`file_meta_from_head`] reads back into
+    /// this same metadata (a node answering a sibling's question about a file): the commit,
+    /// the size as `X-Linked-Size`, the etag, and for LFS files the content hash as
+    /// `X-Linked-Etag`.
+    pub fn head_headers(&self) -> Vec<(String, String)> {
+        let mut headers = vec![
+            (hf::headers::ETAG.to_string(), hf::quote_etag(&self.etag)),
+            (hf::headers::X_REPO_COMMIT.to_string(), self.commit.clone()),
+            (
+                hf::headers::X_LINKED_SIZE.to_string(),
+                self.size.to_string(),
+            ),
+        ];
+        if self.lfs {
+            headers.push((
+                hf::headers::X_LINKED_ETAG.to_string(),
+                hf::quote_etag(&self.etag),
+            ));
+        }
+        headers
+    }
+}
+
 impl FileEntry {
     fn into_result(self: Arc<Self>) -> Result<FileMeta, Failure> {
         match &*self {
@@ -269,7 +293,7 @@ impl Meta {
         let url = hf::resolve_path(repo, &commit_rev, path);
         let protected = inner.access.is_protected(repo, Scope::Files).await;
         let request = HubRequest::head(url, auth.map(str::to_string)).protected(protected);
-        let response = inner.upstream.get().send(&request).await?;
+        let response = self.ask_upstream(repo, &request).await?;
         let usable = response.is_success()
             || (response.is_redirect() && response.header("location").is_some());
         if !usable {
@@ -410,6 +434,49 @@ mod tests {
             let from_listing = super::super::listing::file_meta_from_listing(&commit, &listed[0]);
             let from_head = file_meta_from_head(&head, &repo(), &commit, path).unwrap();
             assert_eq!(from_listing, from_head, "{path}");
+        }
+    }
+
+    #[test]
+    fn head_headers_read_back_into_the_same_metadata() {
+        let commit = "c".repeat(40);
+        let sha = "ab".repeat(32);
+        let lfs = FileMeta {
+            path: "w.bin".into(),
+            commit: commit.clone(),
+            size: 5_242_880,
+            etag: sha.clone(),
+            lfs: true,
+            blob: sha,
+            verifiable: true,
+        };
+        let oid = "0123456789abcdef0123456789abcdef01234567".to_string();
+        let regular = FileMeta {
+            path: "config.json".into(),
+            commit: commit.clone(),
+            size: 42,
+            etag: oid.clone(),
+            lfs: false,
+            blob: oid,
+            verifiable: true,
+        };
+        let weird = file_meta_from_head(
+            &response(200, &[("etag", "\"weird-etag\""), ("content-length", "3")]),
+            &repo(),
+            &commit,
+            "odd",
+        )
+        .unwrap();
+        for meta in [lfs, regular, weird] {
+            let headers: Vec<(&'static str, String)> = meta
+                .head_headers()
+                .into_iter()
+                .map(|(n, v)| (&*n.to_ascii_lowercase().leak(), v))
+                .collect();
+            let pairs: Vec<(&'static str, &str)> =
+                headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+            let back = file_meta_from_head(&response(200, &pairs), &repo(), &commit, &meta.path);
+            assert_eq!(back.unwrap(), meta);
         }
     }
 

@@ -17,6 +17,7 @@ mod legacy;
 mod listing;
 mod policy;
 mod revisions;
+mod siblings;
 mod singleflight;
 mod store;
 mod table;
@@ -32,6 +33,7 @@ pub use api::JsonAnswer;
 pub use files::FileMeta;
 pub use gc::{CatalogEntry, GcReport};
 pub use listing::ListingObserver;
+pub use siblings::{answering_sibling, is_answering_sibling, owner_key};
 
 use access::AccessBook;
 use disk::{hashed_name, MetaDir};
@@ -148,9 +150,14 @@ struct Inner {
     missing: Mutex<lru::LruCache<String, std::time::Instant>>,
     revision_calls: SingleFlight<String, Result<String, Failure>>,
     file_calls: SingleFlight<String, Result<Arc<FileEntry>, Failure>>,
+    /// Resolve `HEAD`s by branch (`by_branch`), so concurrent askers (siblings included) of
+    /// one file at one branch make one upstream call.
+    branch_file_calls: SingleFlight<String, Result<Option<FileMeta>, Failure>>,
     api_calls: SingleFlight<String, Result<JsonAnswer, Failure>>,
     /// Told about every file listing learned from the hub (the prefetcher).
     listing_observer: Mutex<Option<Arc<dyn ListingObserver>>>,
+    /// The sibling nodes, whose repo owner is asked first (`siblings`).
+    cluster: std::sync::OnceLock<Live<Option<Arc<crate::upstream::sibling::Cluster>>>>,
 }
 
 /// In-memory file metadata entries kept hot.
@@ -192,8 +199,10 @@ impl Meta {
                 missing: Mutex::new(lru(MISSING_ENTRIES)),
                 revision_calls: SingleFlight::default(),
                 file_calls: SingleFlight::default(),
+                branch_file_calls: SingleFlight::default(),
                 api_calls: SingleFlight::default(),
                 listing_observer: Mutex::new(None),
+                cluster: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -268,7 +277,7 @@ impl Meta {
         }
         let protected = inner.access.is_protected(repo, Scope::Api).await;
         let request = HubRequest::get(path, auth.map(str::to_string)).protected(protected);
-        let response = inner.upstream.get().send(&request).await?;
+        let response = self.ask_upstream(repo, &request).await?;
         if !response.is_success() {
             return Err(Failure::Replay(UpstreamAnswer::from_response(&response)));
         }

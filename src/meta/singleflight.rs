@@ -42,7 +42,8 @@ where
             } else {
                 let calls_ref = Arc::clone(&self.calls);
                 let key_ref = key.clone();
-                let fut = make();
+                // A sibling's question stays one on the call's own task (`siblings`).
+                let fut = super::siblings::keep_scope(make());
                 let wrapped = async move {
                     let value = fut.await;
                     calls_ref.lock().remove(&key_ref);

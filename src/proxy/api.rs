@@ -12,7 +12,7 @@ use crate::hf::{self, HfError, Route};
 use crate::meta::JsonAnswer;
 
 /// Read a request body completely (paths-info forms are small), bounded.
-async fn read_body(session: &mut Session, limit: usize) -> Result<Option<Vec<u8>>> {
+pub(super) async fn read_body(session: &mut Session, limit: usize) -> Result<Option<Vec<u8>>> {
     let mut body = Vec::new();
     while let Some(chunk) = session.read_request_body().await? {
         if body.len() + chunk.len() > limit {

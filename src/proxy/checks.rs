@@ -31,8 +31,15 @@ pub fn check_request(req: &RequestHeader) -> Check {
     let method = req.method.as_str();
     let read = matches!(method, "GET" | "HEAD");
     if !read {
+        // The same question asked by a sibling node (`docs/cluster.md`, "Metadata once").
+        let hub_path = path
+            .strip_prefix(crate::upstream::sibling::route::META_PREFIX)
+            .unwrap_or(path);
         let paths_info = method == "POST"
-            && matches!(hf::parse_route(method, path), Ok(Route::PathsInfo { .. }));
+            && matches!(
+                hf::parse_route(method, hub_path),
+                Ok(Route::PathsInfo { .. })
+            );
         if !paths_info {
             let error = HfError::new(
                 405,
@@ -117,6 +124,13 @@ mod tests {
         let pi = "/api/models/org/name/paths-info/main";
         let form = [("content-length", "20")];
         assert_eq!(check_request(&req("POST", pi, &form)), Check::Pass);
+        let by_sibling = format!("/_hubcache/sibling/meta{pi}");
+        assert_eq!(check_request(&req("POST", &by_sibling, &form)), Check::Pass);
+        let not_paths_info = "/_hubcache/sibling/meta/org/name/resolve/main/config.json";
+        assert!(matches!(
+            check_request(&req("POST", not_paths_info, &form)),
+            Check::Refuse(..)
+        ));
         assert_eq!(
             check_request(&req(
                 "POST",

@@ -12,6 +12,7 @@ mod origin;
 mod passthrough;
 mod respond;
 mod sibling;
+mod sibling_meta;
 mod tunnel;
 
 use std::sync::Arc;

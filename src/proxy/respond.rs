@@ -70,8 +70,21 @@ pub async fn respond_hf(session: &mut Session, error: &HfError) -> Result<()> {
 /// Write the answer for a metadata failure: HF errors as decided, upstream errors replayed,
 /// and "no upstream could answer" as 502/503/504 so clients fall back to their own cache.
 pub async fn respond_failure(session: &mut Session, failure: &Failure) -> Result<()> {
+    let (status, headers, body) = failure_answer(failure);
+    respond(session, status, &headers, body).await
+}
+
+/// The status, headers and body [`respond_failure`] writes for `failure`.
+pub fn failure_answer(failure: &Failure) -> (u16, Vec<(String, String)>, Bytes) {
+    let hf = |error: &HfError| {
+        (
+            error.status,
+            error_headers(error),
+            Bytes::from(error.body_json()),
+        )
+    };
     match failure {
-        Failure::Hf(error) => respond_hf(session, error).await,
+        Failure::Hf(error) => hf(error),
         Failure::Replay(answer) => {
             // Answers learned from an upstream HEAD have no body; give GETs the HF JSON one.
             let body = match (answer.body.is_empty(), answer.header("x-error-message")) {
@@ -80,7 +93,7 @@ pub async fn respond_failure(session: &mut Session, failure: &Failure) -> Result
                 }
                 _ => answer.body.clone(),
             };
-            respond(session, answer.status, &answer.headers, body).await
+            (answer.status, answer.headers.clone(), body)
         }
         Failure::Upstream(e) => {
             // The details (upstream origins, transport errors) are logged, never sent.
@@ -90,22 +103,13 @@ pub async fn respond_failure(session: &mut Session, failure: &Failure) -> Result
                 None,
                 format!("hubcache: {}", e.client_message()),
             );
-            let mut headers = error_headers(&error);
+            let (status, mut headers, body) = hf(&error);
             if let Some(retry_after) = e.retry_after() {
                 headers.push(("retry-after".into(), retry_after));
             }
-            respond(
-                session,
-                error.status,
-                &headers,
-                Bytes::from(error.body_json()),
-            )
-            .await
+            (status, headers, body)
         }
-        Failure::BadGateway(reason) => {
-            let error = HfError::upstream_unavailable(reason);
-            respond_hf(session, &error).await
-        }
+        Failure::BadGateway(reason) => hf(&HfError::upstream_unavailable(reason)),
     }
 }
 

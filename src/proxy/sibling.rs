@@ -1,5 +1,6 @@
 //! The sibling routes on the public listener (`/_hubcache/sibling/...`): answered only to
-//! requests signed with the cluster secret (anything else is 403). The blob route serves a
+//! requests signed with the cluster secret (anything else is 403). The metadata route is
+//! `sibling_meta`. The blob route serves a
 //! range of a blob this node owns: blocks on disk, blocks still in flight (waiting on this
 //! node's fill), and what is missing filled from this node's upstream chain; that fill never
 //! asks a sibling in turn. At most [`MAX_SERVED_STREAMS`] are served at once (503 beyond).
@@ -19,7 +20,7 @@ use crate::fetch::BlobSource;
 use crate::hf::{self, Repo, RepoPath};
 use crate::meta::FileMeta;
 use crate::store::BlobId;
-use crate::upstream::sibling::route::{BlobQuery, BLOB_PREFIX, PING, PREFIX};
+use crate::upstream::sibling::route::{BlobQuery, BLOB_PREFIX, META_PREFIX, PING, PREFIX};
 use crate::upstream::sibling::{
     unix_now, SiblingStats, Signed, HEADER_SIGNATURE, HEADER_TIME, MAX_SERVED_STREAMS,
 };
@@ -96,6 +97,9 @@ pub async fn answer(app: &App, session: &mut Session, ctx: &mut RequestCtx) -> R
     };
     if path == PING {
         return plain(session, 200, "ok").await;
+    }
+    if let Some(hub_path) = path.strip_prefix(META_PREFIX) {
+        return super::sibling_meta::answer(app, session, ctx, hub_path, &query).await;
     }
     let Some(id) = path.strip_prefix(BLOB_PREFIX) else {
         return plain(session, 404, "no such sibling route").await;

@@ -74,6 +74,10 @@ impl Fake {
         Fake { url, seen }
     }
 
+    pub(super) fn url(&self) -> &str {
+        &self.url
+    }
+
     pub(super) fn seen(&self) -> Vec<Seen> {
         self.seen.lock().clone()
     }

@@ -29,6 +29,10 @@ impl UpstreamId {
         Self(u64::from_be_bytes(first))
     }
 
+    /// The id of answers a sibling node gave (its metadata route): no upstream of this
+    /// node's chain, so nothing is remembered against it.
+    pub const SIBLING: UpstreamId = UpstreamId(0);
+
     /// An id for tests that need one without a config.
     #[cfg(test)]
     pub(crate) const fn from_raw(n: u64) -> Self {

@@ -1,4 +1,5 @@
-//! The requests this node sends its siblings: ranged block requests and probes, signed.
+//! The requests this node sends its siblings: ranged block requests and probes, signed
+//! (metadata questions: `meta_client`).
 
 use reqwest::header::{AUTHORIZATION, RANGE};
 
@@ -7,9 +8,11 @@ use super::route::{BlobQuery, PING};
 use super::sign::{unix_now, Signed, HEADER_SIGNATURE, HEADER_TIME};
 
 impl Cluster {
-    /// A signed GET of `path_and_query` on `node`, with `range` and the client's `auth`.
-    fn signed(
+    /// A signed request (`method`: GET or HEAD) of `path_and_query` on `node`, with `range`
+    /// and the client's `auth`.
+    pub(super) fn signed(
         &self,
+        method: &reqwest::Method,
         node: &Node,
         path_and_query: &str,
         range: Option<&str>,
@@ -19,7 +22,7 @@ impl Cluster {
         let time = unix_now();
         let signature = signer.sign(
             &Signed {
-                method: "GET",
+                method: method.as_str(),
                 path_and_query,
                 range,
                 auth,
@@ -28,7 +31,7 @@ impl Cluster {
         );
         let mut builder = self
             .client
-            .get(format!("{}{path_and_query}", node.origin()))
+            .request(method.clone(), format!("{}{path_and_query}", node.origin()))
             .header(HEADER_TIME, time.to_string())
             .header(HEADER_SIGNATURE, signature);
         if let Some(range) = range {
@@ -41,7 +44,7 @@ impl Cluster {
     }
 
     pub(super) fn ping_request(&self, node: &Node) -> Option<reqwest::RequestBuilder> {
-        self.signed(node, PING, None, None)
+        self.signed(&reqwest::Method::GET, node, PING, None, None)
     }
 
     /// Ask `node` for bytes `[start, end]` (inclusive) of blob `id`, on behalf of a client
@@ -59,7 +62,13 @@ impl Cluster {
         let path_and_query = query.path_and_query(id);
         let range = format!("bytes={start}-{end_inclusive}");
         let request = self
-            .signed(node, &path_and_query, Some(&range), auth)
+            .signed(
+                &reqwest::Method::GET,
+                node,
+                &path_and_query,
+                Some(&range),
+                auth,
+            )
             .ok_or_else(|| "no cluster.secret to sign with".to_string())?;
         request
             .send()

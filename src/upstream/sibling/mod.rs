@@ -6,12 +6,14 @@
 
 mod client;
 mod members;
+mod meta_client;
 pub mod route;
 mod sibling_metrics;
 mod sign;
 mod stats;
 
 pub use members::{Cluster, Node, Owner, DOWN_FOR, MAX_SERVED_STREAMS};
+pub use meta_client::{trust_of, MetaReply, META_TIMEOUT};
 pub use sibling_metrics::{collector as metrics_collector, SiblingCollector};
 pub use sign::{unix_now, SignatureError, Signed, Signer, HEADER_SIGNATURE, HEADER_TIME, MAX_SKEW};
 pub use stats::{SiblingStats, STATS};

@@ -1,6 +1,6 @@
 //! The sibling routes on the public listener, as both sides see them:
 //! `GET /_hubcache/sibling/blob/<id>?repo=&commit=&path=&size=&verifiable=[&cached=1]` (ranged) and
-//! `GET /_hubcache/sibling/ping`.
+//! `HEAD|GET|POST /_hubcache/sibling/meta/<hub path and query>` and `GET /_hubcache/sibling/ping`.
 
 use std::borrow::Cow;
 
@@ -8,6 +8,16 @@ use std::borrow::Cow;
 pub const PREFIX: &str = "/_hubcache/sibling/";
 /// The blob route, followed by the blob id.
 pub const BLOB_PREFIX: &str = "/_hubcache/sibling/blob/";
+/// The metadata route, followed by the hub path and query the question would go to
+/// (`HEAD|GET /_hubcache/sibling/meta/api/models/org/name/revision/main`).
+pub const META_PREFIX: &str = "/_hubcache/sibling/meta";
+/// Header on every answer of the metadata route: `origin` when the answering node's upstream
+/// chain is all `trust: origin` (its answer counts as the hub's), `mirror` otherwise. An
+/// answer without it is not the owner's answer (a refusal, an unknown route).
+pub const HEADER_META_TRUST: &str = "x-hubcache-sibling-trust";
+/// Query parameter of a metadata question with a body (paths-info, a `POST`): the sha256
+/// (hex) of the body, so the signature over the path and query covers the body too.
+pub const META_BODY_PARAM: &str = "hubcache_body_sha256";
 /// The liveness probe.
 pub const PING: &str = "/_hubcache/sibling/ping";
 

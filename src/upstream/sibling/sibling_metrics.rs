@@ -10,6 +10,7 @@ use super::stats::{SiblingStats, STATS};
 /// The sibling metrics collector.
 pub struct SiblingCollector {
     requests: IntCounterVec,
+    meta: IntCounterVec,
     bytes: IntCounterVec,
 }
 
@@ -21,6 +22,14 @@ pub fn collector() -> Result<SiblingCollector, prometheus::Error> {
                 "hubcache_sibling_requests_total",
                 "Sibling block requests, by role (client: this node asked an owner; owner: a \
                  sibling asked this node) and outcome",
+            ),
+            &["role", "outcome"],
+        )?,
+        meta: IntCounterVec::new(
+            Opts::new(
+                "hubcache_sibling_meta_requests_total",
+                "Metadata questions between sibling nodes, by role (client: this node asked a \
+                 repo's owner; owner: a sibling asked this node) and outcome",
             ),
             &["role", "outcome"],
         )?,
@@ -37,6 +46,7 @@ pub fn collector() -> Result<SiblingCollector, prometheus::Error> {
 impl Collector for SiblingCollector {
     fn desc(&self) -> Vec<&Desc> {
         let mut d = self.requests.desc();
+        d.extend(self.meta.desc());
         d.extend(self.bytes.desc());
         d
     }
@@ -54,6 +64,14 @@ impl Collector for SiblingCollector {
             self.requests.with_label_values(&[role, outcome]).reset();
             self.requests.with_label_values(&[role, outcome]).inc_by(n);
         }
+        for (role, outcome, n) in [
+            ("client", "ok", get(&STATS.meta_asked_ok)),
+            ("client", "fallback", get(&STATS.meta_fallback)),
+            ("owner", "served", get(&STATS.meta_served)),
+        ] {
+            self.meta.with_label_values(&[role, outcome]).reset();
+            self.meta.with_label_values(&[role, outcome]).inc_by(n);
+        }
         for (direction, n) in [
             ("received", get(&STATS.received_bytes)),
             ("served", get(&STATS.served_bytes)),
@@ -62,6 +80,7 @@ impl Collector for SiblingCollector {
             self.bytes.with_label_values(&[direction]).inc_by(n);
         }
         let mut out = self.requests.collect();
+        out.extend(self.meta.collect());
         out.extend(self.bytes.collect());
         out
     }

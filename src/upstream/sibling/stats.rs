@@ -24,6 +24,13 @@ pub struct SiblingStats {
     pub busy: AtomicU64,
     /// Bytes served to siblings.
     pub served_bytes: AtomicU64,
+    /// Metadata questions this node asked a repo's owner node that it answered.
+    pub meta_asked_ok: AtomicU64,
+    /// Metadata questions asked of an owner node that went to the upstream chain instead
+    /// (the owner failed, timed out, or none of its upstreams answered).
+    pub meta_fallback: AtomicU64,
+    /// Metadata questions this node answered for siblings.
+    pub meta_served: AtomicU64,
 }
 
 impl SiblingStats {
@@ -37,6 +44,9 @@ impl SiblingStats {
             refused: AtomicU64::new(0),
             busy: AtomicU64::new(0),
             served_bytes: AtomicU64::new(0),
+            meta_asked_ok: AtomicU64::new(0),
+            meta_fallback: AtomicU64::new(0),
+            meta_served: AtomicU64::new(0),
         }
     }
 
