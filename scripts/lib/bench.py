@@ -30,6 +30,7 @@ import urllib.request
 from pathlib import Path
 
 import bench_cluster
+import bench_nginx_cache
 
 KiB, MiB, GiB = 1024, 1024**2, 1024**3
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -63,7 +64,7 @@ def make_pki(workdir: Path) -> dict | None:
 STOP_TIMEOUT = 15  # seconds between SIGINT and SIGKILL
 SHUTDOWN_MARK = "===== bench: SIGINT sent ====="
 
-PHASES = ("cold", "warm", "range", "cold16", "snapshot", "throttled", "far")
+PHASES = ("cold", "warm", "range", "cold16", "nginxcache", "snapshot", "throttled", "far")
 TARGETS = {
     "cold": 0.9,  # mirror / direct throughput, at least
     "warm": 1.0,  # mirror / static server throughput, at least (issue 11)
@@ -1085,6 +1086,9 @@ class Bench:
                 self.phase("range", self.phase_range)
             if "cold16" in want:
                 self.phase("cold16", lambda: self.phase_cold_multi(sec, a.reps_multi, "cold16"))
+            if "nginxcache" in want:
+                self.phase("nginxcache", lambda: bench_nginx_cache.phase_nginx_cache(
+                    self, sys.modules[__name__], a.reps, a.reps_multi))
             if "snapshot" in want:
                 self.phase("snapshot", self.phase_snapshot)
             if "far" in want:
