@@ -1294,7 +1294,8 @@ def _interrupted(*_):
 
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="scripts/bench", description="Benchmark hubcache against the hub "
-                                "emulator (direct) and nginx (static files). See docs/benchmark.md.")
+                                "emulator (direct) and nginx (static files; proxy_cache in the nginxcache phase). "
+                                "See docs/benchmark.md.")
     p.add_argument("--quick", action="store_true", help="short run: 128MiB file, fewer snapshot/throttled repetitions (~1 min)")
     p.add_argument("--size", type=parse_size, help="size of big.bin (default 1GiB, --quick 128MiB)")
     p.add_argument("--reps", type=int, help="repetitions of single-client measurements (default 7, quick 5)")
