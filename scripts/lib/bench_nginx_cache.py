@@ -229,8 +229,10 @@ def rows(bench, lib, one_m, one_n, many_m, many_n) -> None:
     mm = [size / r["total"] / 1e6 for r in one_m]
     nn = [size / r["total"] / 1e6 for r in one_n]
     m1, n1 = lib.median(mm), lib.median(nn)
+    paired = lib.median([m / n for m, n in zip(mm, nn)])
     bench.row(sec, f"cold download, 1 client ({lib.human_size(size)})", "MB/s", m1, n1, m1 / n1, f">= {TARGET}",
-              m1 / n1 >= TARGET, f"{len(mm)} reps, spread mirror {spread(mm)}, nginx {spread(nn)} MB/s; {base}")
+              m1 / n1 >= TARGET, f"{len(mm)} reps, spread mirror {spread(mm)}, nginx {spread(nn)} MB/s; median of "
+              f"the per-repetition ratios {paired:.3f}; {base}")
     bench.cpu_row(sec, "cold download, 1 client", one_m, one_n, "baseline: nginx master + workers")
     mt, nt = lib.median([r["ttfb"] for r in one_m]), lib.median([r["ttfb"] for r in one_n])
     bench.row(sec, "TTFB, cold full GET", "ms", mt * 1e3, nt * 1e3, mt / nt, None, None,
