@@ -1086,7 +1086,9 @@ class Bench:
                 self.phase("range", self.phase_range)
             if "cold16" in want:
                 self.phase("cold16", lambda: self.phase_cold_multi(sec, a.reps_multi, "cold16"))
-            if "nginxcache" in want:
+            if "nginxcache" in want and a.no_nginx:
+                self.notes.append("nginxcache phase skipped: --no-nginx given")
+            elif "nginxcache" in want:
                 self.phase("nginxcache", lambda: bench_nginx_cache.phase_nginx_cache(
                     self, sys.modules[__name__], a.reps, a.reps_multi))
             if "snapshot" in want:
@@ -1321,7 +1323,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--python", type=Path, default=REPO_ROOT / ".venv" / "bin" / "python",
                    help="python with huggingface_hub, for snapshot_download")
     p.add_argument("--tmp-dir", help="where the temporary run directory goes (default: system temp dir)")
-    p.add_argument("--no-nginx", action="store_true", help="use the emulator's content endpoint as the static server")
+    p.add_argument("--no-nginx", action="store_true", help="use the emulator's content endpoint as the static server; skips the nginxcache phase")
     p.add_argument("--keep", action="store_true", help="keep the temporary run directory")
     p.add_argument("--cmdline", default="", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
