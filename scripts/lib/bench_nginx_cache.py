@@ -175,6 +175,14 @@ def verify_nginx(bench, lib) -> None:
             raise lib.PhaseError("nginx proxy_cache passed the hub's redirect on to the client")
         bench.record_verification("nginxcache", "cold download through nginx proxy_cache",
                                   bench.emu.big["sha256"], digest)
+        # the second request must be a cache hit: neither the hub nor the CDN sees it
+        bench.emu.reset()
+        res, _, _ = lib.run_curls([(bench.big_url(ng.url), None)])
+        lib.check(res, 200, bench.emu.big["size"], "second download through nginx proxy_cache")
+        st = bench.emu.stats()
+        if st["by_route"].get("resolve") or st["cdn_bytes"]:
+            raise lib.PhaseError(f"nginx proxy_cache did not serve the second download from its cache "
+                                 f"(hub resolve requests {st['by_route'].get('resolve')}, CDN bytes {st['cdn_bytes']})")
     finally:
         stop(bench, ng)
 
