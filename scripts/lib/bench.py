@@ -30,6 +30,7 @@ import urllib.request
 from pathlib import Path
 
 import bench_cluster
+import bench_nginx_cache
 
 KiB, MiB, GiB = 1024, 1024**2, 1024**3
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -63,7 +64,7 @@ def make_pki(workdir: Path) -> dict | None:
 STOP_TIMEOUT = 15  # seconds between SIGINT and SIGKILL
 SHUTDOWN_MARK = "===== bench: SIGINT sent ====="
 
-PHASES = ("cold", "warm", "range", "cold16", "snapshot", "throttled", "far")
+PHASES = ("cold", "warm", "range", "cold16", "nginxcache", "snapshot", "throttled", "far")
 TARGETS = {
     "cold": 0.9,  # mirror / direct throughput, at least
     "warm": 1.0,  # mirror / static server throughput, at least (issue 11)
@@ -1085,6 +1086,11 @@ class Bench:
                 self.phase("range", self.phase_range)
             if "cold16" in want:
                 self.phase("cold16", lambda: self.phase_cold_multi(sec, a.reps_multi, "cold16"))
+            if "nginxcache" in want and a.no_nginx:
+                self.notes.append("nginxcache phase skipped: --no-nginx given")
+            elif "nginxcache" in want:
+                self.phase("nginxcache", lambda: bench_nginx_cache.phase_nginx_cache(
+                    self, sys.modules[__name__], a.reps, a.reps_multi))
             if "snapshot" in want:
                 self.phase("snapshot", self.phase_snapshot)
             if "far" in want:
@@ -1290,7 +1296,8 @@ def _interrupted(*_):
 
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="scripts/bench", description="Benchmark hubcache against the hub "
-                                "emulator (direct) and nginx (static files). See docs/benchmark.md.")
+                                "emulator (direct) and nginx (static files; proxy_cache in the nginxcache phase). "
+                                "See docs/benchmark.md.")
     p.add_argument("--quick", action="store_true", help="short run: 128MiB file, fewer snapshot/throttled repetitions (~1 min)")
     p.add_argument("--size", type=parse_size, help="size of big.bin (default 1GiB, --quick 128MiB)")
     p.add_argument("--reps", type=int, help="repetitions of single-client measurements (default 7, quick 5)")
@@ -1316,7 +1323,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--python", type=Path, default=REPO_ROOT / ".venv" / "bin" / "python",
                    help="python with huggingface_hub, for snapshot_download")
     p.add_argument("--tmp-dir", help="where the temporary run directory goes (default: system temp dir)")
-    p.add_argument("--no-nginx", action="store_true", help="use the emulator's content endpoint as the static server")
+    p.add_argument("--no-nginx", action="store_true", help="use the emulator's content endpoint as the static server; skips the nginxcache phase")
     p.add_argument("--keep", action="store_true", help="keep the temporary run directory")
     p.add_argument("--cmdline", default="", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
