@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod alerts;
 pub mod app;
+pub mod bounded;
 pub mod cache;
 pub mod config;
 pub mod events;

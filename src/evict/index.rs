@@ -1,7 +1,6 @@
 //! The in-memory index and its bookkeeping.
 
 use std::collections::{BTreeMap, HashMap};
-use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -86,7 +85,7 @@ impl Inner {
             repo_pinned: Vec::new(),
             pins: pins.to_vec(),
             extra_pins: Vec::new(),
-            sessions: lru::LruCache::new(NonZeroUsize::new(SESSIONS).unwrap_or(NonZeroUsize::MIN)),
+            sessions: crate::bounded::lru(SESSIONS),
             total: 0,
             per_root: BTreeMap::new(),
         }

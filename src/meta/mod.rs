@@ -166,8 +166,7 @@ const FILE_CACHE_ENTRIES: usize = 100_000;
 const MISSING_ENTRIES: usize = 50_000;
 
 fn lru<V>(entries: usize) -> lru::LruCache<String, V> {
-    let entries = std::num::NonZeroUsize::new(entries).unwrap_or(std::num::NonZeroUsize::MIN);
-    lru::LruCache::new(entries)
+    crate::bounded::lru(entries)
 }
 
 /// A stable, non-reversible id of the caller's credentials for coalescing keys.

@@ -5,7 +5,6 @@
 //! names costs a disk probe (on the blocking pool) and no memory. A record is loaded outside the
 //! table's lock; the lock is only ever held for memory operations.
 
-use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -45,11 +44,10 @@ where
         file: fn(&MetaDir, &Repo) -> PathBuf,
         capacity: usize,
     ) -> Self {
-        let capacity = NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN);
         Self {
             store,
             file,
-            repos: Mutex::new(LruCache::new(capacity)),
+            repos: Mutex::new(crate::bounded::lru(capacity)),
         }
     }
 

@@ -85,6 +85,9 @@ impl BlobFile {
         let pages = first_page..last_page + 1;
         let verified = VerifiedPages::global();
         let before = Stamp::now(&self.file);
+        if let Some(data) = self.read_known_good(offset, len, before.as_ref(), pages.clone())? {
+            return Ok(data);
+        }
         let buf = read_new_at(
             &self.file,
             (read_end - read_start) as usize,
@@ -94,7 +97,13 @@ impl BlobFile {
         )?;
         let after = Stamp::now(&self.file);
         let data = |buf: Vec<u8>| {
-            Bytes::from(buf).slice((offset - read_start) as usize..(end - read_start) as usize)
+            let wanted = (offset - read_start) as usize..(end - read_start) as usize;
+            if wanted.len() * 2 < buf.len() {
+                // A small part of the pages read: copy it out rather than keep them all alive.
+                Bytes::copy_from_slice(&buf[wanted])
+            } else {
+                Bytes::from(buf).slice(wanted)
+            }
         };
         // Pages checked since the file last changed need no second check (see `verified`).
         if let (Some(before), Some(after)) = (&before, &after) {
@@ -144,6 +153,31 @@ impl BlobFile {
             verified.record(before, after, pages);
         }
         Ok(data(buf))
+    }
+
+    /// The bytes of `offset..offset + len` read alone (not whole pages), when every page they
+    /// touch was checked since the file last changed and the file's stamp did not move during
+    /// the read; `None` when the pages must be read whole and checked.
+    fn read_known_good(
+        &self,
+        offset: u64,
+        len: usize,
+        before: Option<&Stamp>,
+        pages: std::ops::Range<u64>,
+    ) -> Result<Option<Bytes>> {
+        let verified = VerifiedPages::global();
+        let Some(before) = before.filter(|b| verified.all_verified(b, pages)) else {
+            return Ok(None);
+        };
+        let buf = read_new_at(
+            &self.file,
+            len,
+            self.layout.data_offset() + offset,
+            &self.path,
+            "read block data",
+        )?;
+        let unchanged = Stamp::now(&self.file).is_some_and(|after| after == *before);
+        Ok(unchanged.then(|| Bytes::from(buf)))
     }
 
     /// Reads `len` content bytes at `offset` without any presence or checksum check: for

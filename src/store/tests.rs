@@ -166,6 +166,45 @@ fn read_verified_across_block_and_page_boundaries_returns_exact_bytes() {
 }
 
 #[test]
+fn reads_of_checked_pages_return_exact_bytes_and_a_later_change_is_still_caught() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(&dir);
+    let mib = 1u64 << 20;
+    let data = content(2 * 2 * mib + 300 * KIB + 7, 6);
+    let id = sha256_id(&data);
+    let blob = s
+        .create_blob(&id, data.len() as u64, 2 * mib, true)
+        .unwrap();
+    fill_all(&blob, &data);
+    // Pages are remembered as checked once the file has been quiet for a moment.
+    std::thread::sleep(std::time::Duration::from_millis(250));
+    let size = data.len();
+    assert_eq!(&blob.read_verified(0, size).unwrap()[..], &data[..]);
+    // Sub-page reads of checked pages read just their bytes.
+    for (offset, len) in [
+        (mib - 5, 10),
+        (123_457, 700),
+        (size as u64 - 1, 1),
+        (3, 2 * mib as usize),
+    ] {
+        let got = blob.read_verified(offset, len).unwrap();
+        assert_eq!(
+            &got[..],
+            &data[offset as usize..offset as usize + len],
+            "{offset}+{len}"
+        );
+    }
+    // A byte changed behind the store's back moves the file's ctime: checked again, caught.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let at = blob.layout().data_offset() + mib + 10;
+    let f = OpenOptions::new().write(true).open(blob.path()).unwrap();
+    f.write_all_at(&[data[(mib + 10) as usize] ^ 0x01], at)
+        .unwrap();
+    let err = blob.read_verified(mib + 8, 4).unwrap_err();
+    assert!(err.is_corrupt(), "{err}");
+}
+
+#[test]
 fn read_verified_refuses_blocks_that_are_not_present() {
     let dir = tempfile::tempdir().unwrap();
     let s = store(&dir);

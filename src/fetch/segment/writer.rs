@@ -16,8 +16,9 @@ use crate::fetch::context::{blocking, FillContext, FillStats};
 use crate::fetch::FetchError;
 use crate::store::{BlobFile, BlockChecksummer, BlockClaim, StoreError};
 
-/// Bytes buffered before a write to disk.
-const WRITE_CHUNK: usize = 512 << 10;
+/// Bytes buffered before a write to disk. Every fill connection holds up to about twice this
+/// (the piece being written and the next one filling), so it bounds memory per connection.
+const WRITE_CHUNK: usize = 256 << 10;
 
 /// What is left to do of one piece's write when it failed: write the data (checksummer not
 /// fed yet), or commit the block (data written, checksums computed).
@@ -189,6 +190,10 @@ impl SegmentWriter {
     pub(super) async fn push(&mut self, chunk: Bytes, end: u64) -> Result<(), FetchError> {
         let room = end.saturating_sub(self.received()) as usize;
         let take = chunk.len().min(room);
+        if self.buffer.capacity() == 0 {
+            // Sized once for a full write chunk plus this arrival (no doubling growth).
+            self.buffer.reserve(WRITE_CHUNK.max(take) + take);
+        }
         self.buffer.extend_from_slice(&chunk[..take]);
         // Write whenever a block's last byte arrived (so it is committed and verified
         // readers get it at once) or enough is buffered.
