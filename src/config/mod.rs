@@ -866,7 +866,11 @@ watch_config: true
             "server.max_connections",
             "negative",
         );
-        assert_rejected("server: {sendfile: maybe}", "server.sendfile", "bool");
+        assert_rejected(
+            "server: {sendfile: maybe}",
+            "server.sendfile",
+            "true or false",
+        );
         assert_rejected(
             "server: {idle_timeout: 500ms}",
             "server.idle_timeout",

@@ -97,7 +97,7 @@ pub(super) fn split_last_page(
     }
     let last_page_start = (range.end - 1) / page_size * page_size;
     let tail_start = last_page_start.max(range.start);
-    (tail_start > range.start).then(|| (range.start..tail_start, tail_start..range.end))
+    (tail_start > range.start).then_some((range.start..tail_start, tail_start..range.end))
 }
 
 /// The client connection's socket, when it is plain HTTP/1 over TCP or a Unix socket.
