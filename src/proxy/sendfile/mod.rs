@@ -205,13 +205,14 @@ async fn send_body(
             return Err(fetch_error(source.changed()));
         }
         let n = (by_kernel.end - pos).min(PIECE);
-        socket
-            .send_file(source.fd(), source.file_offset(pos), n)
-            .await
-            .map_err(|e| socket_error("sendfile to the client", e))?;
-        source.sent(n);
-        source.sent_by_kernel(n);
-        *sent += n;
+        let mut piece = 0;
+        let result = socket
+            .send_file(source.fd(), source.file_offset(pos), n, &mut piece)
+            .await;
+        source.sent(piece);
+        source.sent_by_kernel(piece);
+        *sent += piece;
+        result.map_err(|e| socket_error("sendfile to the client", e))?;
         pos += n;
     }
     socket

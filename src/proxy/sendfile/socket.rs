@@ -49,8 +49,15 @@ impl DirectSocket {
         }
     }
 
-    /// Send exactly `len` bytes of `file` from file offset `offset`.
-    pub(super) async fn send_file(&self, file: RawFd, offset: u64, len: u64) -> io::Result<()> {
+    /// Send exactly `len` bytes of `file` from file offset `offset`, adding what was sent to
+    /// `sent` as it goes (so a failure still says how much the client got).
+    pub(super) async fn send_file(
+        &self,
+        file: RawFd,
+        offset: u64,
+        len: u64,
+        sent: &mut u64,
+    ) -> io::Result<()> {
         let mut offset = offset;
         let mut left = len;
         while left > 0 {
@@ -63,7 +70,10 @@ impl DirectSocket {
                         "the blob file ended early (truncated underneath)",
                     ))
                 }
-                Ok(Ok(n)) => left -= n,
+                Ok(Ok(n)) => {
+                    left -= n;
+                    *sent += n;
+                }
                 Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
                 Ok(Err(e)) => return Err(e),
                 Err(_would_block) => {}
@@ -168,10 +178,12 @@ mod tests {
         });
         let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
         let socket = DirectSocket::new(stream.as_raw_fd(), Duration::from_secs(10)).unwrap();
+        let mut sent = 0;
         socket
-            .send_file(file.as_raw_fd(), 1000, 2_000_000)
+            .send_file(file.as_raw_fd(), 1000, 2_000_000, &mut sent)
             .await
             .unwrap();
+        assert_eq!(sent, 2_000_000);
         socket.write_all(b"tail").await.unwrap();
         socket.drained().await.unwrap();
         drop(socket);
@@ -198,11 +210,16 @@ mod tests {
         let (held, _) = listener.accept().unwrap();
         let socket = DirectSocket::new(stream.as_raw_fd(), Duration::from_millis(300)).unwrap();
         let started = Instant::now();
+        let mut sent = 0;
         let err = socket
-            .send_file(file.as_raw_fd(), 0, 64 << 20)
+            .send_file(file.as_raw_fd(), 0, 64 << 20, &mut sent)
             .await
             .unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{err}");
+        assert!(
+            sent > 0 && sent < 64 << 20,
+            "the socket buffers took {sent} bytes"
+        );
         assert!(started.elapsed() < Duration::from_secs(10));
         let mut held = held;
         held.write_all(b"x").unwrap();
@@ -223,7 +240,9 @@ mod tests {
         let mut result = Ok(());
         // The first write may still be accepted; the reset shows within a few.
         for _ in 0..20 {
-            result = socket.send_file(file.as_raw_fd(), 0, 16 << 20).await;
+            result = socket
+                .send_file(file.as_raw_fd(), 0, 16 << 20, &mut 0)
+                .await;
             if result.is_err() {
                 break;
             }
