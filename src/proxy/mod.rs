@@ -384,9 +384,10 @@ impl ProxyHttp for HubProxy {
         matches!(error.etype(), ErrorType::Custom("upstream-retry"))
     }
 
-    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, _error: &Error) -> bool {
-        // Refused requests are expected; `logging` still writes their one line.
-        ctx.refusal.is_some()
+    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, error: &Error) -> bool {
+        // Refused requests are expected, and so are clients leaving a `sendfile` download;
+        // `logging` still writes their one line.
+        ctx.refusal.is_some() || sendfile::client_left(ctx, error)
     }
 
     async fn fail_to_proxy(

@@ -216,3 +216,23 @@ def test_huggingface_hub_downloads_a_warm_file_byte_exact(emu_factory, mirror_fa
     assert result["sha256"] == hashlib.sha256(content).hexdigest()
     assert result["size"] == len(content)
     assert mirror.metric(SENT) - before == len(content) - MiB
+
+
+def test_a_client_leaving_mid_transfer_is_logged_once_not_as_an_error(emu_factory, mirror_factory):
+    size = 64 * MiB
+    _, mirror, content, _ = warm_mirror(emu_factory, mirror_factory, big_size=size)
+    before = mirror.metric(SENT)
+    sock = socket.create_connection(("127.0.0.1", mirror.port), timeout=30)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 256 * 1024)
+    sock.sendall(f"GET {PATH} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    assert len(read_exactly(sock, 2 * MiB)) == 2 * MiB
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    sock.close()                                               # a reset, mid-transfer
+    wait_until(lambda: any(" access] GET resolve " in l and "error=" in l
+                           for l in mirror.log_path.read_text(errors="replace").splitlines()),
+               10, what="the aborted download's access line")
+    log = mirror.log_path.read_text(errors="replace")
+    assert "ERROR" not in log, [l for l in log.splitlines() if "ERROR" in l]
+    assert mirror.metric(SENT) > before
+    r = mirror.get(PATH)
+    assert r.status_code == 200 and r.content == content

@@ -164,10 +164,20 @@ pub(super) async fn try_serve(
         &mut ctx.sent_directly,
     )
     .await;
-    if let Err(e) = &sent {
-        log::warn!("{}: sendfile of {range:?} broke off: {e}", served.id);
+    match &sent {
+        Err(e) if e.esource() == &pingora::ErrorSource::Downstream => {
+            log::debug!("{}: sendfile of {range:?} broke off: {e}", served.id);
+        }
+        Err(e) => log::warn!("{}: sendfile of {range:?} broke off: {e}", served.id),
+        Ok(()) => {}
     }
     sent.map(|()| true)
+}
+
+/// Whether `error` ended a `sendfile` download on the client's side (it went away or stopped
+/// reading): not hubcache's error, so not logged as one.
+pub(super) fn client_left(ctx: &RequestCtx, error: &Error) -> bool {
+    ctx.sent_directly > 0 && error.esource() == &pingora::ErrorSource::Downstream
 }
 
 /// Write the header through Pingora as if answering a HEAD (see the module docs).
