@@ -244,6 +244,7 @@ fn server_keys(running: &ServerConfig, file: ServerConfig, upgrade: &mut Vec<&'s
         body_timeout,
         send_timeout,
         tcp_keepalive,
+        sendfile,
     } = file;
     keep("server.threads", &running.threads, &threads, upgrade);
     keep(
@@ -302,6 +303,7 @@ fn server_keys(running: &ServerConfig, file: ServerConfig, upgrade: &mut Vec<&'s
         &tcp_keepalive,
         upgrade,
     );
+    keep("server.sendfile", &running.sendfile, &sendfile, upgrade);
 }
 
 /// A live key: apply the file's value, noting a change.

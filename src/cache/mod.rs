@@ -50,7 +50,9 @@ pub struct ServedBlob {
 }
 
 impl ServedBlob {
-    fn response_header(&self) -> Result<ResponseHeader> {
+    /// The stored response header of the whole blob (Pingora's range filter, the HF headers
+    /// and the connection headers are added on the way out).
+    pub fn response_header(&self) -> Result<ResponseHeader> {
         let mut header = ResponseHeader::build(200, Some(5))?;
         header.insert_header("content-length", self.size.to_string())?;
         header.insert_header("accept-ranges", "bytes")?;

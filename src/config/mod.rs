@@ -318,6 +318,7 @@ mod tests {
         assert_eq!(c.server.body_timeout, Duration::from_secs(30));
         assert_eq!(c.server.send_timeout, Duration::from_secs(60));
         assert_eq!(c.server.tcp_keepalive, Duration::from_secs(60));
+        assert!(c.server.sendfile);
         assert_eq!(
             c.admin.listen,
             Some("127.0.0.1:8091".parse::<SocketAddr>().unwrap())
@@ -461,6 +462,7 @@ server:
   body_timeout: 7s
   send_timeout: 2m
   tcp_keepalive: 30s
+  sendfile: false
 log: {level: debug, format: json}
 watch_config: true
 "#,
@@ -532,6 +534,7 @@ watch_config: true
                 body_timeout: Duration::from_secs(7),
                 send_timeout: Duration::from_secs(120),
                 tcp_keepalive: Duration::from_secs(30),
+                sendfile: false,
             }
         );
         assert_eq!(c.server.idle_timeout_secs(), 2);
@@ -862,6 +865,11 @@ watch_config: true
             "server: {max_connections: -5}",
             "server.max_connections",
             "negative",
+        );
+        assert_rejected(
+            "server: {sendfile: maybe}",
+            "server.sendfile",
+            "true or false",
         );
         assert_rejected(
             "server: {idle_timeout: 500ms}",

@@ -117,6 +117,7 @@ struct RawServer {
     body_timeout: Option<HumanDuration>,
     send_timeout: Option<HumanDuration>,
     tcp_keepalive: Option<HumanDuration>,
+    sendfile: Option<bool>,
 }
 
 impl RawConfig {
@@ -467,6 +468,7 @@ impl RawServer {
                 self.tcp_keepalive,
                 defaults::TCP_KEEPALIVE,
             )?,
+            sendfile: self.sendfile.unwrap_or(true),
         })
     }
 }

@@ -441,6 +441,9 @@ pub struct ServerConfig {
     pub send_timeout: Duration,
     /// Idle time of an accepted connection before TCP keepalive probes start. > 0.
     pub tcp_keepalive: Duration,
+    /// Serve warm plain-HTTP/1 downloads with `sendfile(2)` (the kernel copies the verified
+    /// file bytes to the socket once); `false`: always through Pingora's body writer.
+    pub sendfile: bool,
 }
 
 impl Default for ServerConfig {
@@ -457,6 +460,7 @@ impl Default for ServerConfig {
             body_timeout: defaults::BODY_TIMEOUT,
             send_timeout: defaults::SEND_TIMEOUT,
             tcp_keepalive: defaults::TCP_KEEPALIVE,
+            sendfile: true,
         }
     }
 }

@@ -65,6 +65,8 @@ pub struct FillStats {
     pub served_cache_bytes: AtomicU64,
     /// File bytes handed to clients that were fetched while they waited (or streamed uncached).
     pub served_upstream_bytes: AtomicU64,
+    /// File bytes handed to clients with `sendfile` (also counted in `served_cache_bytes`).
+    pub sendfile_bytes: AtomicU64,
     /// Bytes of files fetched ahead of any client (prefetch of listed small files).
     pub prefetched_bytes: AtomicU64,
     /// Files fetched ahead of any client.

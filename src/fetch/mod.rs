@@ -32,6 +32,7 @@ mod prefetch;
 mod reader;
 mod registry;
 mod segment;
+mod send;
 #[cfg(test)]
 pub(crate) mod testkit;
 #[cfg(test)]
@@ -44,6 +45,7 @@ pub use error::FetchError;
 pub use fill::{BlobFill, CacheShare, FillProgress, ReadSource};
 pub use observer::{FillObserver, Room};
 pub use reader::{BlobReader, ReadTally};
+pub use send::SendSource;
 
 use crate::hf::{self, Repo, RepoPath, Revision};
 

@@ -21,7 +21,7 @@ pub struct ReadTally {
 }
 
 impl ReadTally {
-    fn add(&self, source: ReadSource, n: u64) {
+    pub(super) fn add(&self, source: ReadSource, n: u64) {
         let counter = match source {
             ReadSource::Cache => &self.cache,
             ReadSource::Upstream => &self.upstream,

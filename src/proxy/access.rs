@@ -34,7 +34,7 @@ pub(super) fn log_request(app: &App, session: &Session, error: Option<&Error>, c
         .response_written()
         .map(|r| r.status.as_u16())
         .unwrap_or(0);
-    let body_bytes = session.body_bytes_sent() as u64;
+    let body_bytes = session.body_bytes_sent() as u64 + ctx.sent_directly;
     let duration = ctx.started.elapsed();
     let outcome = cache_outcome(ctx);
     let served = ctx

@@ -72,7 +72,8 @@ fn download_id(session: &Session) -> u64 {
 }
 
 /// Handle `HEAD|GET` of a file. Returns `Ok(true)` when the answer was written here (an
-/// error); `Ok(false)` when the blob storage will serve it.
+/// error, or a warm download sent with `sendfile`); `Ok(false)` when the blob storage will
+/// serve it.
 pub async fn resolve(
     app: &App,
     session: &mut Session,
@@ -179,7 +180,8 @@ pub async fn resolve(
         served: Arc::new(served),
         outcome,
     });
-    Ok(false)
+    // A warm plain-HTTP/1 GET may be answered right here; anything else by the blob storage.
+    super::sendfile::try_serve(app, session, ctx).await
 }
 
 /// Offline, only complete cached files are served. `Some(None)` for an empty file (nothing

@@ -11,6 +11,7 @@ mod home;
 mod origin;
 mod passthrough;
 mod respond;
+mod sendfile;
 mod sibling;
 mod sibling_meta;
 mod tunnel;
@@ -62,6 +63,9 @@ pub struct RequestCtx {
     refusal: Option<(HfError, Vec<(String, String)>)>,
     /// Set when a sibling's request is served (holds its stream slot).
     sibling: Option<sibling::SiblingServe>,
+    /// Body bytes written straight to the client's socket (`sendfile`), which Pingora's
+    /// count of body bytes does not see.
+    sent_directly: u64,
 }
 
 impl RequestCtx {
@@ -83,6 +87,37 @@ fn client_message(code: u16) -> &'static str {
         502..=504 => "hubcache could not get an answer from an upstream hub",
         _ => "hubcache could not complete the request",
     }
+}
+
+/// The last touches on a response header before it is written (Pingora's `response_filter`,
+/// and the `sendfile` path, which writes its header itself): the HF headers of a file answer,
+/// and `Connection: close` while the process stops.
+fn finish_response_header(
+    app: &App,
+    session: &mut Session,
+    response: &mut ResponseHeader,
+    ctx: &mut RequestCtx,
+) -> Result<()> {
+    if app.activity.is_stopping() || session.is_process_shutting_down() {
+        // This process hands over to a new one or stops: tell a keep-alive client to
+        // reconnect after this answer instead of cutting its idle connection later.
+        session.set_keepalive(None);
+    }
+    ctx.header_at = Some(Instant::now());
+    if let Some(file) = &ctx.file {
+        let meta = &file.meta;
+        response.remove_header("age");
+        response.insert_header(hf::headers::X_REPO_COMMIT, meta.commit.as_str())?;
+        response.insert_header(hf::headers::X_LINKED_SIZE, meta.size.to_string())?;
+        if meta.lfs {
+            response.insert_header(hf::headers::X_LINKED_ETAG, hf::quote_etag(&meta.etag))?;
+        }
+        response.insert_header(
+            hf::headers::ACCESS_CONTROL_EXPOSE_HEADERS,
+            hf::headers::EXPOSE_HEADERS_VALUE,
+        )?;
+    }
+    Ok(())
 }
 
 /// The hubcache proxy.
@@ -115,6 +150,7 @@ impl ProxyHttp for HubProxy {
             home: false,
             refusal: None,
             sibling: None,
+            sent_directly: 0,
         }
     }
 
@@ -336,26 +372,7 @@ impl ProxyHttp for HubProxy {
         response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if self.app.activity.is_stopping() || session.is_process_shutting_down() {
-            // This process hands over to a new one or stops: tell a keep-alive client to
-            // reconnect after this answer instead of cutting its idle connection later.
-            session.set_keepalive(None);
-        }
-        ctx.header_at = Some(Instant::now());
-        if let Some(file) = &ctx.file {
-            let meta = &file.meta;
-            response.remove_header("age");
-            response.insert_header(hf::headers::X_REPO_COMMIT, meta.commit.as_str())?;
-            response.insert_header(hf::headers::X_LINKED_SIZE, meta.size.to_string())?;
-            if meta.lfs {
-                response.insert_header(hf::headers::X_LINKED_ETAG, hf::quote_etag(&meta.etag))?;
-            }
-            response.insert_header(
-                hf::headers::ACCESS_CONTROL_EXPOSE_HEADERS,
-                hf::headers::EXPOSE_HEADERS_VALUE,
-            )?;
-        }
-        Ok(())
+        finish_response_header(&self.app, session, response, ctx)
     }
 
     fn suppress_proxy_warn_log(
@@ -368,9 +385,10 @@ impl ProxyHttp for HubProxy {
         matches!(error.etype(), ErrorType::Custom("upstream-retry"))
     }
 
-    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, _error: &Error) -> bool {
-        // Refused requests are expected; `logging` still writes their one line.
-        ctx.refusal.is_some()
+    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, error: &Error) -> bool {
+        // Refused requests are expected, and so are clients leaving a `sendfile` download;
+        // `logging` still writes their one line.
+        ctx.refusal.is_some() || sendfile::client_left(ctx, error)
     }
 
     async fn fail_to_proxy(

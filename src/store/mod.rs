@@ -34,6 +34,7 @@
 mod blob;
 mod blob_id;
 mod blob_read;
+mod blob_send;
 mod checksum;
 mod claims;
 mod copies;
@@ -63,6 +64,7 @@ use parking_lot::Mutex;
 
 pub use blob::BlobFile;
 pub use blob_id::{BlobId, InvalidBlobId};
+pub use blob_send::{FileStamp, SendWindow};
 pub use checksum::BlockChecksummer;
 pub use claims::BlockClaim;
 pub use error::StoreError;
@@ -575,5 +577,7 @@ mod tests;
 mod tests_removal;
 #[cfg(test)]
 mod tests_roots;
+#[cfg(test)]
+mod tests_send;
 #[cfg(test)]
 mod tests_xproc;

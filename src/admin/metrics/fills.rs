@@ -40,6 +40,12 @@ const SERVED: (&str, &str) = (
      or upstream (blocks fetched while the client waited, or streamed uncached)",
 );
 
+const SENDFILE: (&str, &str) = (
+    "hubcache_sendfile_bytes_total",
+    "File bytes the kernel sent to clients straight from verified blob files (sendfile); \
+     also counted in hubcache_served_bytes_total{source=\"cache\"}",
+);
+
 fn served_vec() -> prometheus::Result<IntCounterVec> {
     IntCounterVec::new(Opts::new(SERVED.0, SERVED.1), &["source"])
 }
@@ -56,6 +62,8 @@ impl FillGauges {
             descs.extend(IntGauge::new(*name, *help)?.desc().into_iter().cloned());
         }
         let counter = IntCounter::new(VERIFIED_READ.0, VERIFIED_READ.1)?;
+        descs.extend(counter.desc().into_iter().cloned());
+        let counter = IntCounter::new(SENDFILE.0, SENDFILE.1)?;
         descs.extend(counter.desc().into_iter().cloned());
         descs.extend(served_vec()?.desc().into_iter().cloned());
         Ok(Self { fill, descs })
@@ -79,6 +87,10 @@ impl Collector for FillGauges {
         let stats = self.fill.stats();
         if let Ok(counter) = IntCounter::new(VERIFIED_READ.0, VERIFIED_READ.1) {
             counter.inc_by(FillStats::get(&stats.verified_read_bytes));
+            families.extend(counter.collect());
+        }
+        if let Ok(counter) = IntCounter::new(SENDFILE.0, SENDFILE.1) {
+            counter.inc_by(FillStats::get(&stats.sendfile_bytes));
             families.extend(counter.collect());
         }
         if let Ok(served) = served_vec() {

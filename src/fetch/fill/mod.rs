@@ -153,6 +153,16 @@ impl BlobFill {
         self.state.lock().blocks.is_complete()
     }
 
+    /// The copy being read, if every block holding `range` is present in it (for serving
+    /// those bytes straight from the file: see `fetch::send`).
+    pub(crate) fn present_file(&self, range: std::ops::Range<u64>) -> Option<Arc<BlobFile>> {
+        let st = self.state.lock();
+        let mut blocks = st.file.layout().blocks_covering(range);
+        blocks
+            .all(|b| matches!(st.blocks.state(b), super::blocks::Block::Present))
+            .then(|| Arc::clone(&st.file))
+    }
+
     /// This fill serves a sibling: it never asks a sibling for bytes itself.
     pub(super) fn forbid_siblings(&self) {
         self.locator.forbid_siblings();

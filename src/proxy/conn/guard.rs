@@ -115,6 +115,17 @@ impl GuardedStream {
         }
     }
 
+    /// The socket of a plain TCP (or Unix) connection, for writing to it directly
+    /// (`sendfile`); `None` for TLS and anything else that is not Pingora's L4 stream.
+    pub fn plain_fd(&self) -> Option<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        let inner: &dyn pingora::protocols::IO = &*self.inner;
+        inner
+            .as_any()
+            .downcast_ref::<pingora::protocols::l4::stream::Stream>()
+            .map(AsRawFd::as_raw_fd)
+    }
+
     fn peer(&self) -> String {
         self.inner
             .get_socket_digest()

@@ -1,0 +1,130 @@
+//! A range of a blob that may be handed to the kernel as it is on disk (`sendfile`): every
+//! block present in the fill's copy, every page verified since the file last changed. The
+//! proxy sends it from the file's descriptor, asks [`SendSource::unchanged`] between pieces,
+//! reads the last bytes the checked way ([`SendSource::read_checked`]) and reports what it
+//! sent ([`SendSource::sent`]) so the served-bytes tally, metrics and eviction reads are the
+//! same as through a [`BlobReader`](super::BlobReader).
+
+use std::ops::Range;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::context::{blocking, FillStats};
+use super::{BlobFill, FetchError, FillEngine, ReadSource, ReadTally};
+use crate::store::{BlobFile, BlobId, SendWindow};
+
+/// A verified range of one blob file, open for sending.
+pub struct SendSource {
+    engine: FillEngine,
+    id: BlobId,
+    /// Holds the file (and its descriptor) open while it is sent.
+    file: Arc<BlobFile>,
+    window: SendWindow,
+    range: Range<u64>,
+    tally: Arc<ReadTally>,
+    /// The download to count as one read of the blob, with the first bytes sent.
+    download: Option<u64>,
+    counted: AtomicBool,
+}
+
+impl FillEngine {
+    /// `Some` when every byte of `range` of `fill`'s blob may be sent from its file as it is
+    /// (see the module docs); `None`: serve it through a [`BlobReader`](super::BlobReader).
+    pub fn send_source(
+        &self,
+        fill: &Arc<BlobFill>,
+        range: Range<u64>,
+        tally: Arc<ReadTally>,
+        download: Option<u64>,
+    ) -> Option<SendSource> {
+        let file = fill.present_file(range.clone())?;
+        let window = file.send_window(range.clone())?;
+        Some(SendSource {
+            engine: self.clone(),
+            id: fill.id().clone(),
+            file,
+            window,
+            range,
+            tally,
+            download,
+            counted: AtomicBool::new(false),
+        })
+    }
+}
+
+impl SendSource {
+    /// The blob file's descriptor (open as long as `self` lives).
+    pub fn fd(&self) -> RawFd {
+        self.file.raw_fd()
+    }
+
+    /// The content range this source covers.
+    pub fn range(&self) -> Range<u64> {
+        self.range.clone()
+    }
+
+    /// The page size of the blob file's checksums.
+    pub fn page_size(&self) -> u64 {
+        self.file.page_size()
+    }
+
+    /// File offset of content byte `offset`.
+    pub fn file_offset(&self, offset: u64) -> u64 {
+        self.window.file_offset + (offset - self.range.start)
+    }
+
+    /// Whether the file is still exactly as when its pages were found verified: bytes sent
+    /// from it since are the verified ones. Ask before and after every piece sent.
+    pub fn unchanged(&self) -> bool {
+        self.file.unchanged(&self.window.stamp)
+    }
+
+    /// Read `len` bytes at `offset` the checked way (pages checked against their CRC32C
+    /// unless verified under an unchanged stamp; a bad block is invalidated, so it is
+    /// fetched again next time), and only if the file is still unchanged.
+    pub async fn read_checked(&self, offset: u64, len: usize) -> Result<Bytes, FetchError> {
+        if !self.unchanged() {
+            return Err(self.changed());
+        }
+        let file = Arc::clone(&self.file);
+        let bytes = blocking(move || file.read_verified(offset, len)).await??;
+        FillStats::add(&self.engine.stats().verified_read_bytes, bytes.len() as u64);
+        Ok(bytes)
+    }
+
+    /// The error for a file that changed while being sent.
+    pub fn changed(&self) -> FetchError {
+        FetchError::Internal(format!(
+            "{}: the blob file changed while being sent; the response is cut short",
+            self.id
+        ))
+    }
+
+    /// Count `n` bytes sent to the client: from the cache (every block was present), into
+    /// the request's tally and the served-bytes metrics; the first call also counts the
+    /// download as a read of the blob (for eviction).
+    pub fn sent(&self, n: u64) {
+        if n == 0 {
+            return;
+        }
+        self.tally.add(ReadSource::Cache, n);
+        FillStats::add(&self.engine.stats().served_cache_bytes, n);
+        self.count_download();
+    }
+
+    /// Count `n` of the bytes [`sent`](Self::sent) as sent by the kernel from the file.
+    pub fn sent_by_kernel(&self, n: u64) {
+        FillStats::add(&self.engine.stats().sendfile_bytes, n);
+    }
+
+    fn count_download(&self) {
+        if let Some(download) = self.download {
+            if !self.counted.swap(true, Ordering::Relaxed) {
+                self.engine.note_read(&self.id, download);
+            }
+        }
+    }
+}
