@@ -12,6 +12,7 @@ mod completion;
 mod elsewhere;
 mod progress;
 mod read;
+mod recent;
 mod schedule;
 mod verify;
 
@@ -115,6 +116,8 @@ pub struct BlobFill {
     initial_bytes: u64,
     /// Readers waiting for one of its blocks now.
     waiting: AtomicUsize,
+    /// The last pages readers read and checked, shared by the other readers.
+    recent: recent::RecentPages,
 }
 
 impl BlobFill {
@@ -137,6 +140,7 @@ impl BlobFill {
             created: Instant::now(),
             initial_bytes,
             waiting: AtomicUsize::new(0),
+            recent: recent::RecentPages::default(),
         })
     }
 

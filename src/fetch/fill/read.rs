@@ -26,6 +26,75 @@ enum Readable {
     Raw { until: u64 },
 }
 
+/// One read of a reader: `len` bytes at `offset`, checked or raw. A checked read that runs to
+/// the end of its page reads and checks the whole page, which is then shared with the other
+/// readers of the blob ([`RecentPages`](super::recent::RecentPages)).
+#[derive(Clone, Copy)]
+struct PageRead {
+    offset: u64,
+    len: usize,
+    verify: bool,
+    /// The page and its span when the whole page is read.
+    page: Option<(u64, u64, u64)>,
+}
+
+impl PageRead {
+    fn plan(file: &BlobFile, readable: Readable, offset: u64, max: usize) -> Self {
+        match readable {
+            Readable::Raw { until } => Self {
+                offset,
+                len: (until - offset).min(max as u64) as usize,
+                verify: false,
+                page: None,
+            },
+            Readable::Verified { until } => {
+                let page_size = file.page_size();
+                let page = offset / page_size;
+                let page_start = page * page_size;
+                let page_end = (page_start + page_size).min(file.size());
+                let len = (until.min(page_end) - offset).min(max as u64) as usize;
+                let to_page_end = offset + len as u64 == page_end && until >= page_end;
+                Self {
+                    offset,
+                    len,
+                    verify: true,
+                    page: to_page_end.then_some((page, page_start, page_end)),
+                }
+            }
+        }
+    }
+
+    /// The bytes from a page another reader just read and checked, if it is kept.
+    fn shared(&self, recent: &super::recent::RecentPages, file: &Arc<BlobFile>) -> Option<Bytes> {
+        if !self.verify {
+            return None;
+        }
+        recent.get(file, self.offset, self.len)
+    }
+
+    /// Read from disk: the bytes, and the page number when they are the whole page.
+    fn run(&self, file: &BlobFile) -> Result<(Bytes, Option<u64>), StoreError> {
+        match (self.verify, self.page) {
+            (true, Some((page, start, end))) => file
+                .read_verified(start, (end - start) as usize)
+                .map(|bytes| (bytes, Some(page))),
+            (true, None) => file.read_verified(self.offset, self.len).map(|b| (b, None)),
+            (false, _) => file.read_raw(self.offset, self.len).map(|b| (b, None)),
+        }
+    }
+
+    /// This read's bytes out of what [`run`](Self::run) returned.
+    fn part_of(&self, bytes: Bytes) -> Bytes {
+        match self.page {
+            Some((_, start, _)) if self.verify => {
+                let from = (self.offset - start) as usize;
+                bytes.slice(from..from + self.len)
+            }
+            _ => bytes,
+        }
+    }
+}
+
 enum Step {
     Ready(Readable, Arc<BlobFile>),
     Wait,
@@ -64,35 +133,27 @@ impl BlobFill {
         loop {
             let (readable, file, waited_now) = self.readable(offset).await?;
             waited |= waited_now;
-            let (len, verify) = match readable {
-                Readable::Raw { until } => ((until - offset).min(max as u64) as usize, false),
-                Readable::Verified { until } => {
-                    let page = file.page_size();
-                    let page_end = (offset / page + 1) * page;
-                    let len = (until.min(page_end) - offset).min(max as u64) as usize;
-                    (len, true)
-                }
+            let read = PageRead::plan(&file, readable, offset, max);
+            let source = if waited || !read.verify {
+                ReadSource::Upstream
+            } else {
+                ReadSource::Cache
             };
+            if let Some(bytes) = read.shared(&self.recent, &file) {
+                FillStats::add(&self.ctx.stats.verified_read_bytes, read.len as u64);
+                return Ok((bytes, source));
+            }
             let reader = Arc::clone(&file);
-            let result = blocking(move || {
-                if verify {
-                    reader.read_verified(offset, len)
-                } else {
-                    reader.read_raw(offset, len)
-                }
-            })
-            .await?;
+            let result = blocking(move || read.run(&reader)).await?;
             let error = match result {
-                Ok(bytes) => {
-                    if verify {
-                        FillStats::add(&self.ctx.stats.verified_read_bytes, bytes.len() as u64);
+                Ok((bytes, whole_page)) => {
+                    if read.verify {
+                        FillStats::add(&self.ctx.stats.verified_read_bytes, read.len as u64);
                     }
-                    let source = if waited || !verify {
-                        ReadSource::Upstream
-                    } else {
-                        ReadSource::Cache
-                    };
-                    return Ok((bytes, source));
+                    if let Some(page) = whole_page {
+                        self.recent.keep(&file, page, bytes.clone());
+                    }
+                    return Ok((read.part_of(bytes), source));
                 }
                 Err(e) => e,
             };
@@ -140,6 +201,7 @@ impl BlobFill {
 
     /// A committed block turned out bad (or vanished): it is fetched again.
     fn block_lost(&self, file: &Arc<BlobFile>, block: u64) {
+        self.recent.clear();
         {
             let mut st = self.state.lock();
             if !Arc::ptr_eq(&st.file, file) {
