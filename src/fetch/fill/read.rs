@@ -15,6 +15,10 @@ use crate::store::{BlobFile, StoreError};
 
 /// A reader that sees no progress at all on its blob for this long gives up.
 const STALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// Bytes read at a time from a block still being filled. Readers that follow a fill (many
+/// clients of one cold file) each hold their read until the socket took it, so it is kept
+/// small; these reads check no checksums, so a small read costs only a system call.
+const RAW_READ_MAX: usize = 256 << 10;
 /// How many times one read retries after a bad block or a lost copy.
 const READ_RETRIES: usize = 3;
 
@@ -43,7 +47,7 @@ impl PageRead {
         match readable {
             Readable::Raw { until } => Self {
                 offset,
-                len: (until - offset).min(max as u64) as usize,
+                len: (until - offset).min(max.min(RAW_READ_MAX) as u64) as usize,
                 verify: false,
                 page: None,
             },
