@@ -31,6 +31,7 @@ from pathlib import Path
 
 import bench_cluster
 import bench_nginx_cache
+import nginx_conf
 
 KiB, MiB, GiB = 1024, 1024**2, 1024**3
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -438,24 +439,7 @@ class Nginx:
     }}""" if tls else ""
         tmp = workdir / "tmp"
         tmp.mkdir(exist_ok=True)
-        user = "user root root;\n" if os.geteuid() == 0 else ""  # workers must read the temp dir
-        conf = f"""{user}daemon off;
-worker_processes auto;
-pid {workdir}/nginx.pid;
-error_log {workdir}/error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-    sendfile on;
-    tcp_nopush on;
-    access_log off;
-    keepalive_timeout 30;
-    default_type application/octet-stream;
-    client_body_temp_path {tmp}/body;
-    proxy_temp_path {tmp}/proxy;
-    fastcgi_temp_path {tmp}/fastcgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    scgi_temp_path {tmp}/scgi;
-    server {{
+        conf = nginx_conf.preamble(workdir, tmp) + f"""    server {{
         listen 127.0.0.1:{self.port};
         root {root};
         location / {{ }}

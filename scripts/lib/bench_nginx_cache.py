@@ -19,6 +19,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import nginx_conf
+
 # Mirror / nginx proxy_cache throughput for 1 cold client, at least (issue 11).
 TARGET = 1.2
 # How long clients wait for the one request filling a cache entry (`proxy_cache_lock_timeout`,
@@ -31,24 +33,7 @@ LOCK_WAIT = "10m"
 def config(workdir: Path, port: int, hub: str, cache_dir: Path) -> str:
     """nginx.conf for one caching-proxy process (unprivileged unless we are root)."""
     tmp = workdir / "tmp"
-    user = "user root root;\n" if os.geteuid() == 0 else ""
-    return f"""{user}daemon off;
-worker_processes auto;
-pid {workdir}/nginx.pid;
-error_log {workdir}/error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-    sendfile on;
-    tcp_nopush on;
-    access_log off;
-    keepalive_timeout 30;
-    default_type application/octet-stream;
-    client_body_temp_path {tmp}/body;
-    proxy_temp_path {tmp}/proxy;
-    fastcgi_temp_path {tmp}/fastcgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    scgi_temp_path {tmp}/scgi;
-    proxy_cache_path {cache_dir} levels=1:2 keys_zone=hf:16m max_size=64g inactive=7d use_temp_path=off;
+    return nginx_conf.preamble(workdir, tmp) + f"""    proxy_cache_path {cache_dir} levels=1:2 keys_zone=hf:16m max_size=64g inactive=7d use_temp_path=off;
     server {{
         listen 127.0.0.1:{port};
         proxy_cache hf;

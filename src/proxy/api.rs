@@ -58,12 +58,7 @@ pub async fn answer(
                 .await
         }
         Route::PathsInfo { repo, revision } => {
-            let content_type = session
-                .req_header()
-                .headers
-                .get("content-type")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string);
+            let content_type = request_content_type(session);
             let limit = ctx.settings.config.server.body_timeout;
             let body = match tokio::time::timeout(limit, read_body(session, 4 << 20)).await {
                 Ok(body) => body?,
@@ -112,6 +107,16 @@ pub async fn answer(
 /// served asks for a Xet token. One that does (its local tree cache came from a direct
 /// huggingface.co session) gets a clear, immediate error instead of bytes that bypass the
 /// mirror.
+/// The request's `Content-Type`, passed on with a body the mirror forwards (paths-info).
+pub(super) fn request_content_type(session: &Session) -> Option<String> {
+    session
+        .req_header()
+        .headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
 fn xet_token_refusal() -> HfError {
     HfError::new(
         404,

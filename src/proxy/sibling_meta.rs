@@ -12,6 +12,7 @@ use pingora::proxy::Session;
 use pingora::Result;
 use sha2::{Digest, Sha256};
 
+use super::api::request_content_type;
 use super::respond::{failure_answer, respond};
 use super::RequestCtx;
 use crate::app::App;
@@ -115,12 +116,7 @@ pub async fn answer(
     let (digest, query) = split_query(query);
     let paths_info = match &route {
         Route::PathsInfo { .. } => {
-            let content_type = session
-                .req_header()
-                .headers
-                .get("content-type")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string);
+            let content_type = request_content_type(session);
             let Some(body) = signed_body(session, ctx, digest.as_deref()).await? else {
                 session.set_keepalive(None);
                 if let Some(cluster) = &ctx.settings.cluster {
