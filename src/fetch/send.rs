@@ -16,6 +16,9 @@ use super::context::{blocking, FillStats};
 use super::{BlobFill, FetchError, FillEngine, ReadSource, ReadTally};
 use crate::store::{BlobFile, BlobId, SendWindow};
 
+/// Bytes checked per read when a file that changed during a transfer is checked again.
+const RECHECK_CHUNK: u64 = 1 << 20;
+
 /// A verified range of one blob file, open for sending.
 pub struct SendSource {
     engine: FillEngine,
@@ -99,6 +102,44 @@ impl SendSource {
     pub fn changed(&self) -> FetchError {
         FetchError::Internal(format!(
             "{}: the blob file changed while being sent; the response is cut short",
+            self.id
+        ))
+    }
+
+    /// The file changed while `sent` was being sent (another process wrote the blob's header,
+    /// a permission changed, or its bytes changed) and the client acknowledged all of it:
+    /// check those bytes against their page checksums as the file is now. `Ok` when they
+    /// match (the client got the verified content; the rest must then be read with
+    /// [`read_now`](Self::read_now)), the "changed" error otherwise.
+    pub async fn recheck(&self, sent: Range<u64>) -> Result<(), FetchError> {
+        let file = Arc::clone(&self.file);
+        let checked = blocking(move || {
+            let mut offset = sent.start;
+            while offset < sent.end {
+                let len = (sent.end - offset).min(RECHECK_CHUNK);
+                file.read_verified(offset, len as usize)?;
+                offset += len;
+            }
+            Ok::<(), crate::store::StoreError>(())
+        })
+        .await?;
+        checked.map_err(|e| self.changed_because(&e))
+    }
+
+    /// Read `len` bytes at `offset` the checked way whatever the file's stamp (after a
+    /// [`recheck`](Self::recheck)); a page that fails its checksum is the "changed" error.
+    pub async fn read_now(&self, offset: u64, len: usize) -> Result<Bytes, FetchError> {
+        let file = Arc::clone(&self.file);
+        let bytes = blocking(move || file.read_verified(offset, len))
+            .await?
+            .map_err(|e| self.changed_because(&e))?;
+        FillStats::add(&self.engine.stats().verified_read_bytes, bytes.len() as u64);
+        Ok(bytes)
+    }
+
+    fn changed_because(&self, e: &crate::store::StoreError) -> FetchError {
+        FetchError::Internal(format!(
+            "{}: the blob file changed while being sent ({e}); the response is cut short",
             self.id
         ))
     }

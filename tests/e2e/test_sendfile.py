@@ -207,6 +207,41 @@ def test_a_byte_flipped_during_the_transfer_cuts_the_response_short(emu_factory,
     assert r.status_code == 200 and r.content == content
 
 
+def test_a_file_whose_header_changes_during_the_transfer_is_still_sent_whole(
+        emu_factory, mirror_factory):
+    """Only the file's status changes mid-transfer (a chmod moves its ctime, as another process
+    marking the blob verified does): the bytes already sent are checked again, the rest goes
+    the checked way, and the client gets the whole file byte-exact (a CI run of two processes
+    on one cache cut such a download short)."""
+    size = 64 * MiB
+    _, mirror, content, _ = warm_mirror(emu_factory, mirror_factory, big_size=size)
+    path = blob_path(mirror.cache_dir, hashlib.sha256(content).hexdigest())
+    before = mirror.metric(SENT)
+    sock = socket.create_connection(("127.0.0.1", mirror.port), timeout=30)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 256 * 1024)
+        sock.sendall(f"GET {PATH} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            part = sock.recv(1)
+            assert part, "no response header"
+            head += part
+        assert head.startswith(b"HTTP/1.1 200"), head
+        body = read_exactly(sock, MiB)
+        time.sleep(0.3)
+        mode = path.stat().st_mode
+        path.chmod(mode ^ 0o004)
+        path.chmod(mode)
+        body += read_exactly(sock, size - MiB)
+    finally:
+        sock.close()
+    assert len(body) == size and body == content, "the download was cut or changed"
+    sent_by_kernel = mirror.metric(SENT) - before
+    assert 0 < sent_by_kernel < size, "the rest should have gone the checked way"
+    assert not [l for l in mirror.log_path.read_text(errors="replace").splitlines()
+                if "changed while being sent" in l]
+
+
 def test_huggingface_hub_downloads_a_warm_file_byte_exact(emu_factory, mirror_factory, hf_home):
     _, mirror, content, _ = warm_mirror(emu_factory, mirror_factory)
     before = mirror.metric(SENT)

@@ -180,6 +180,9 @@ pub(super) fn client_left(ctx: &RequestCtx, error: &Error) -> bool {
     ctx.sent_directly > 0 && error.esource() == &pingora::ErrorSource::Downstream
 }
 
+/// Bytes read and written at a time once a transfer fell back to the checked path.
+const CHECKED_PIECE: u64 = 1 << 20;
+
 /// Write the header through Pingora as if answering a HEAD (see the module docs).
 async fn write_header(session: &mut Session, header: ResponseHeader) -> Result<()> {
     session.req_header_mut().set_method(Method::HEAD);
@@ -212,7 +215,14 @@ async fn send_body(
     let mut pos = by_kernel.start;
     while pos < by_kernel.end {
         if !source.unchanged() {
-            return Err(fetch_error(source.changed()));
+            return send_checked_after_change(
+                source,
+                socket,
+                by_kernel.start..pos,
+                pos..last_page.end,
+                sent,
+            )
+            .await;
         }
         let n = (by_kernel.end - pos).min(PIECE);
         let mut piece = 0;
@@ -229,6 +239,9 @@ async fn send_body(
         .drained()
         .await
         .map_err(|e| socket_error("waiting for the client", e))?;
+    if !source.unchanged() {
+        return send_checked_after_change(source, socket, by_kernel, last_page, sent).await;
+    }
     // `read_checked` refuses a file changed since its pages were verified: everything sent
     // by the kernel was acknowledged under the verified stamp.
     let len = (last_page.end - last_page.start) as usize;
@@ -242,5 +255,36 @@ async fn send_body(
         .map_err(|e| socket_error("writing to the client", e))?;
     source.sent(len as u64);
     *sent += len as u64;
+    Ok(())
+}
+
+/// The blob file changed during the transfer (often only its header: another process that
+/// shares the cache marked the blob verified, or a `chmod`): once the client acknowledged
+/// everything the kernel sent, check those bytes against their page checksums as the file is
+/// now, and send `rest` the checked way. Bytes that no longer match cut the response short.
+async fn send_checked_after_change(
+    source: &SendSource,
+    socket: &DirectSocket,
+    sent_by_kernel: Range<u64>,
+    rest: Range<u64>,
+    sent: &mut u64,
+) -> Result<()> {
+    socket
+        .drained()
+        .await
+        .map_err(|e| socket_error("waiting for the client", e))?;
+    source.recheck(sent_by_kernel).await.map_err(fetch_error)?;
+    let mut pos = rest.start;
+    while pos < rest.end {
+        let len = (rest.end - pos).min(CHECKED_PIECE) as usize;
+        let bytes = source.read_now(pos, len).await.map_err(fetch_error)?;
+        socket
+            .write_all(&bytes)
+            .await
+            .map_err(|e| socket_error("writing to the client", e))?;
+        source.sent(len as u64);
+        *sent += len as u64;
+        pos += len as u64;
+    }
     Ok(())
 }
