@@ -120,7 +120,17 @@ fn a_blob_with_a_live_fill_is_not_evicted_and_once_released_is_refetched_exact()
             .unwrap();
         assert!(removal.freed() > 0, "{removal:?}");
         assert!(!path.exists());
-        let before = file.bytes_sent.load(Ordering::SeqCst);
+        // The released fill's read-ahead may still be finishing a block it asked for: let the
+        // hub's count settle before measuring the refetch (bounded: at most 5 s).
+        let mut before = file.bytes_sent.load(Ordering::SeqCst);
+        for _ in 0..25 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let now = file.bytes_sent.load(Ordering::SeqCst);
+            if now == before {
+                break;
+            }
+            before = now;
+        }
         let mut reader = engine.reader(id, size, Some(source("evicted.bin", size, None)), None);
         let mut got = Vec::new();
         while let Some(bytes) = reader.next(1 << 20).await.unwrap() {
