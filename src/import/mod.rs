@@ -190,6 +190,9 @@ impl Importer<'_> {
             .files
             .sort_by(|a, b| (&a.repo, &a.commit, &a.path).cmp(&(&b.repo, &b.commit, &b.path)));
         self.visibility_notes();
+        // The metadata writes are queued: the import is only done once they are on disk (the
+        // command exits right after, and a mirror started next must find them).
+        self.meta.flush();
         let counts = self.report.counts();
         log::info!(
             "import: {} files: {} imported, {} partial, {} not downloaded, {} left out",

@@ -395,4 +395,16 @@ impl Meta {
     pub fn flush(&self) {
         self.inner.store.flush();
     }
+
+    /// See [`MetaStore::stall_writer_for`](store::MetaStore::stall_writer_for).
+    #[cfg(test)]
+    pub fn stall_writer_for(&self, duration: std::time::Duration) {
+        self.inner.store.stall_writer_for(duration);
+    }
+
+    /// Metadata files queued and not yet written.
+    #[cfg(test)]
+    pub fn queued_writes(&self) -> usize {
+        self.inner.store.queued_count()
+    }
 }

@@ -178,6 +178,21 @@ impl MetaStore {
         queue.changed.notify_all();
     }
 
+    /// Hold the writer back for `duration` (from a thread of its own): a disk that does not
+    /// answer. Returns once the writer is held.
+    #[cfg(test)]
+    pub fn stall_writer_for(&self, duration: std::time::Duration) {
+        let queue = Arc::clone(&self.shared.queue);
+        let (held, is_held) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let gate = queue.gate.lock();
+            let _ = held.send(());
+            std::thread::sleep(duration);
+            drop(gate);
+        });
+        let _ = is_held.recv();
+    }
+
     /// Files waiting to be written.
     #[cfg(test)]
     pub fn queued_count(&self) -> usize {

@@ -594,6 +594,23 @@ async fn an_imported_mapping_never_replaces_one_hubcache_learned_later() {
 }
 
 #[tokio::test]
+async fn the_import_returns_only_once_its_metadata_is_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let repos = dir.path().join("repos");
+    let model = repo(RepoType::Model, "acme/slow-disk");
+    olah_file(&repos, &model, C1, "a.txt", b"a\n", false, V10::SMALL);
+    info_answer(&repos, &model, "main", C1, 1_700_000_000.0);
+    let app = app(&dir.path().join("cache"), "64KiB");
+    // The metadata disk does not answer for a while: the import must wait for it, since the
+    // command exits as soon as the import returns (a mirror started next found no file entry).
+    app.meta
+        .stall_writer_for(std::time::Duration::from_millis(400));
+    let report = import_olah(&app, &repos).await.unwrap();
+    assert!(report.is_clean(), "{report}");
+    assert_eq!(app.meta.queued_writes(), 0);
+}
+
+#[tokio::test]
 async fn imported_blobs_get_every_replica_the_config_asks_for() {
     let dir = tempfile::tempdir().unwrap();
     let repos = dir.path().join("repos");
