@@ -16,8 +16,9 @@ use super::format::{
     self, valid_bits, Layout, FIXED_HEADER_LEN, FLAG_NOT_CONTENT_ADDRESSED, FLAG_VERIFIED,
     OFF_FLAGS,
 };
-use super::fsutil::{read_exact_at, reopen, sync_data, write_all_at, FileIdentity};
+use super::fsutil::{read_exact_at, reopen, sync_data, FileIdentity};
 use super::locks::RangeLock;
+use super::verified::Stamp;
 use super::Durability;
 
 /// An open blob file: a header (geometry, block bitmap, page checksums) followed by the
@@ -55,6 +56,11 @@ pub struct BlobFile {
     /// Serialises this handle's read-modify-writes of the header (bitmap bytes, flags) and all
     /// updates of the in-memory bitmap. Held together with a byte-range lock on disk.
     pub(super) header_lock: Mutex<()>,
+    /// Serialises this handle's writes (see [`write_in_custody`](Self::write_in_custody)).
+    pub(super) write_lock: Mutex<()>,
+    /// The file's stamp after this handle's last write, while it made every change since it
+    /// created the file (see `custody.rs`); `None` otherwise.
+    pub(super) custody: Mutex<Option<Stamp>>,
     /// Cross-process block claims, through one extra descriptor.
     pub(super) claims: Claims,
 }
@@ -106,6 +112,8 @@ impl BlobFile {
             present: AtomicU64::new(0),
             flags: AtomicU32::new(flags),
             header_lock: Mutex::new(()),
+            write_lock: Mutex::new(()),
+            custody: Mutex::new(None),
             claims: Claims::default(),
         })
     }
@@ -311,7 +319,7 @@ impl BlobFile {
         read_exact_at(&self.file, &mut b, offset, &self.path, "read bitmap byte")?;
         let new = f(b[0]);
         if new != b[0] {
-            write_all_at(&self.file, &[new], offset, &self.path, "write bitmap byte")?;
+            self.write_in_custody(&[new], offset, "write bitmap byte")?;
         }
         self.store_byte_locked(byte, &self.bitmap[byte as usize], new);
         Ok(())
@@ -327,13 +335,7 @@ impl BlobFile {
         let old = format::flags_of(&b);
         let new = f(old);
         if new != old {
-            write_all_at(
-                &self.file,
-                &new.to_le_bytes(),
-                offset,
-                &self.path,
-                "write header flags",
-            )?;
+            self.write_in_custody(&new.to_le_bytes(), offset, "write header flags")?;
         }
         self.flags.store(new, Ordering::Release);
         Ok(())
@@ -432,13 +434,7 @@ impl BlobFile {
         if data.is_empty() {
             return Ok(());
         }
-        write_all_at(
-            &self.file,
-            data,
-            self.layout.data_offset() + offset,
-            &self.path,
-            "write block data",
-        )
+        self.write_in_custody(data, self.layout.data_offset() + offset, "write block data")
     }
 
     /// Marks `block` present. `page_crcs` are its page checksums (from a
@@ -487,13 +483,7 @@ impl BlobFile {
                 self.update_flags(|f| f & !FLAG_VERIFIED)?;
             }
         }
-        write_all_at(
-            &self.file,
-            &encoded,
-            crc_offset,
-            &self.path,
-            "write page checksums",
-        )?;
+        self.write_in_custody(&encoded, crc_offset, "write page checksums")?;
         if self.durability == Durability::Fsync {
             sync_data(&self.file, &self.path, "fdatasync block data")?;
         }

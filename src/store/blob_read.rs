@@ -52,6 +52,22 @@ impl BlobFile {
         Ok(None)
     }
 
+    /// Whether every page touched by `offset..offset + len` was checked since the file last
+    /// changed, so [`read_verified`](Self::read_verified) reads just those bytes (a hint: the
+    /// read itself checks again).
+    pub fn is_known_good(&self, offset: u64, len: usize) -> bool {
+        if len == 0
+            || self
+                .check_range("known-good check", offset, len as u64)
+                .is_err()
+        {
+            return false;
+        }
+        let page_size = self.layout.page_size();
+        let pages = offset / page_size..(offset + len as u64 - 1) / page_size + 1;
+        Stamp::now(&self.file).is_some_and(|now| VerifiedPages::global().all_verified(&now, pages))
+    }
+
     /// Reads `len` content bytes at `offset`, checking every page they touch against its
     /// CRC32C (unless every page was checked since the file last changed: see
     /// [`VerifiedPages`]).

@@ -197,6 +197,7 @@ impl Store {
                     flags,
                     self.durability,
                 )?;
+                blob.take_custody();
                 Ok(Some(blob))
             }
         }

@@ -39,6 +39,7 @@ mod checksum;
 mod claims;
 mod copies;
 mod create;
+mod custody;
 mod error;
 mod format;
 mod fsutil;
@@ -573,6 +574,8 @@ const _: () = {
 mod format_proptests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_custody;
 #[cfg(test)]
 mod tests_removal;
 #[cfg(test)]

@@ -19,6 +19,10 @@ const STALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// clients of one cold file) each hold their read until the socket took it, so it is kept
 /// small; these reads check no checksums, so a small read costs only a system call.
 const RAW_READ_MAX: usize = 256 << 10;
+/// Bytes read at a time from pages already checked since the blob file last changed: such a
+/// read needs no whole page (nothing to check), and readers that trail a fill hold their
+/// read until the socket took it, so it is kept small as well.
+const KNOWN_GOOD_READ_MAX: usize = 256 << 10;
 /// How many times one read retries after a bad block or a lost copy.
 const READ_RETRIES: usize = 3;
 
@@ -76,9 +80,23 @@ impl PageRead {
         recent.get(file, self.offset, self.len)
     }
 
-    /// Read from disk: the bytes, and the page number when they are the whole page.
+    /// Read from disk: the bytes, and the page number when they are the whole page (else they
+    /// are this read's bytes, or the first part of them). Bytes this handle wrote itself, or
+    /// of pages already checked since the file last changed, are not read whole: only the
+    /// first [`RAW_READ_MAX`] or [`KNOWN_GOOD_READ_MAX`] bytes.
     fn run(&self, file: &BlobFile) -> Result<(Bytes, Option<u64>), StoreError> {
+        if self.verify {
+            // Bytes this process wrote into the file it created need no check (`read_own`).
+            let len = self.len.min(RAW_READ_MAX);
+            if let Some(bytes) = file.read_own(self.offset, len)? {
+                return Ok((bytes, None));
+            }
+        }
         match (self.verify, self.page) {
+            (true, Some(_)) if file.is_known_good(self.offset, self.len) => {
+                let len = self.len.min(KNOWN_GOOD_READ_MAX);
+                file.read_verified(self.offset, len).map(|b| (b, None))
+            }
             (true, Some((page, start, end))) => file
                 .read_verified(start, (end - start) as usize)
                 .map(|bytes| (bytes, Some(page))),
@@ -88,9 +106,9 @@ impl PageRead {
     }
 
     /// This read's bytes out of what [`run`](Self::run) returned.
-    fn part_of(&self, bytes: Bytes) -> Bytes {
+    fn part_of(&self, bytes: Bytes, whole_page: Option<u64>) -> Bytes {
         match self.page {
-            Some((_, start, _)) if self.verify => {
+            Some((_, start, _)) if whole_page.is_some() => {
                 let from = (self.offset - start) as usize;
                 bytes.slice(from..from + self.len)
             }
@@ -151,13 +169,14 @@ impl BlobFill {
             let result = blocking(move || read.run(&reader)).await?;
             let error = match result {
                 Ok((bytes, whole_page)) => {
-                    if read.verify {
-                        FillStats::add(&self.ctx.stats.verified_read_bytes, read.len as u64);
-                    }
                     if let Some(page) = whole_page {
                         self.recent.keep(&file, page, bytes.clone());
                     }
-                    return Ok((read.part_of(bytes), source));
+                    let part = read.part_of(bytes, whole_page);
+                    if read.verify {
+                        FillStats::add(&self.ctx.stats.verified_read_bytes, part.len() as u64);
+                    }
+                    return Ok((part, source));
                 }
                 Err(e) => e,
             };

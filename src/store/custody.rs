@@ -1,0 +1,82 @@
+//! Custody: the bytes of a blob file this handle wrote itself, read back without checksums.
+//!
+//! A handle that created its file (an empty, sparse blob) and made every change to it since
+//! knows every byte in it: the blocks it committed hold the bytes it wrote, whose page
+//! checksums it computed from memory a moment ago. Reading such a block back through the
+//! checked path (whole 1 MiB pages, CRC32C of each) costs CPU and, with many clients of one
+//! cold file, a page buffer per client; the fill already trusts the bytes of its blocks in
+//! flight the same way.
+//!
+//! The handle keeps its *custody stamp*: the file's stamp (device, inode, `ctime`, size)
+//! right after its last write, as long as the stamp right before each write was the one it
+//! kept (nobody else had changed the file). Any other change to the file (another process
+//! writing it, a test or an operator corrupting it, a `chmod`, a truncation) gives it a new
+//! `ctime` and ends the custody for good: from then on every read is checked, as before.
+//! [`read_own`](BlobFile::read_own) reads committed blocks in custody and checks afterwards
+//! that the custody held through the read and the blocks are still present (a block
+//! invalidated and refetched meanwhile is read the checked way).
+//!
+//! A handle that opened an existing file never has custody: those bytes came from disk.
+
+use bytes::Bytes;
+
+use super::blob::BlobFile;
+use super::error::Result;
+use super::fsutil::{read_new_at, write_all_at};
+use super::verified::Stamp;
+
+impl BlobFile {
+    /// Start custody: called by the code that just created (and published) this file.
+    pub(super) fn take_custody(&self) {
+        *self.custody.lock() = Stamp::now(&self.file);
+    }
+
+    /// Whether this handle still has custody of its file (nobody else changed it).
+    pub fn in_custody(&self) -> bool {
+        let custody = self.custody.lock();
+        custody.is_some() && *custody == Stamp::now(&self.file)
+    }
+
+    /// Writes `buf` at file offset `offset` (data or header), keeping custody when nobody else
+    /// changed the file since this handle's last write. Writes of one handle are serialised
+    /// (which also spares the kernel's inode lock the spinning of concurrent writers: they
+    /// sleep here instead).
+    pub(super) fn write_in_custody(&self, buf: &[u8], offset: u64, op: &'static str) -> Result<()> {
+        let _serialised = self.write_lock.lock();
+        let kept = self.in_custody();
+        let written = write_all_at(&self.file, buf, offset, &self.path, op);
+        let after = match (&written, kept) {
+            (Ok(()), true) => Stamp::now(&self.file),
+            _ => None,
+        };
+        *self.custody.lock() = after;
+        written
+    }
+
+    /// The `len` content bytes at `offset`, read without checksums because this handle wrote
+    /// them (see the module docs); `None` when they must be read the checked way: the handle
+    /// has no custody (any more), or a block they touch is not present.
+    pub fn read_own(&self, offset: u64, len: usize) -> Result<Option<Bytes>> {
+        self.check_range("read own data", offset, len as u64)?;
+        if len == 0 {
+            return Ok(Some(Bytes::new()));
+        }
+        let blocks = self.layout.blocks_covering(offset..offset + len as u64);
+        let all_present =
+            |blocks: std::ops::Range<u64>| blocks.into_iter().all(|b| self.is_present(b));
+        if !all_present(blocks.clone()) || !self.in_custody() {
+            return Ok(None);
+        }
+        let buf = read_new_at(
+            &self.file,
+            len,
+            self.layout.data_offset() + offset,
+            &self.path,
+            "read own block data",
+        )?;
+        // Every change during the read was this handle's own (a write of another block) and
+        // the blocks were not invalidated meanwhile: the bytes are the ones it committed.
+        let held = self.in_custody() && all_present(blocks);
+        Ok(held.then(|| Bytes::from(buf)))
+    }
+}
