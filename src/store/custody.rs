@@ -16,6 +16,14 @@
 //! that the custody held through the read and the blocks are still present (a block
 //! invalidated and refetched meanwhile is read the checked way).
 //!
+//! The size is left out of the comparison: this handle's writes of blocks past the end extend
+//! the file, and a write within the same timestamp tick as the last one changes nothing else
+//! (readers would otherwise fall back to checked reads for most of an active fill). Anyone
+//! else's truncation or extension changes `ctime` like any other change. As with the page
+//! memory (`verified.rs`), a foreign write within the same tick as one of this handle's is
+//! not seen; the fill's blocks in flight, read raw, have the same exposure, and the finished
+//! file is still hashed against its id.
+//!
 //! A handle that opened an existing file never has custody: those bytes came from disk.
 
 use bytes::Bytes;
@@ -33,8 +41,21 @@ impl BlobFile {
 
     /// Whether this handle still has custody of its file (nobody else changed it).
     pub fn in_custody(&self) -> bool {
-        let custody = self.custody.lock();
-        custody.is_some() && *custody == Stamp::now(&self.file)
+        if self.custody_matches() {
+            return true;
+        }
+        // One of this handle's own writes may be under way: it moves `ctime` before the
+        // custody stamp follows. Wait for it (readers of a busy fill would otherwise all fall
+        // back to whole checked pages at once) and look again.
+        let _settled = self.write_lock.lock();
+        self.custody_matches()
+    }
+
+    fn custody_matches(&self) -> bool {
+        let custody = *self.custody.lock();
+        custody
+            .zip(Stamp::now(&self.file))
+            .is_some_and(|(kept, now)| kept.same_change(&now))
     }
 
     /// Writes `buf` at file offset `offset` (data or header), keeping custody when nobody else
@@ -43,7 +64,7 @@ impl BlobFile {
     /// sleep here instead).
     pub(super) fn write_in_custody(&self, buf: &[u8], offset: u64, op: &'static str) -> Result<()> {
         let _serialised = self.write_lock.lock();
-        let kept = self.in_custody();
+        let kept = self.custody_matches();
         let written = write_all_at(&self.file, buf, offset, &self.path, op);
         let after = match (&written, kept) {
             (Ok(()), true) => Stamp::now(&self.file),

@@ -102,3 +102,38 @@ fn blocks_not_present_or_invalidated_are_never_read_in_custody() {
     assert!(blob.in_custody());
     assert!(blob.read_own(0, 10).unwrap().is_none());
 }
+
+#[test]
+fn readers_keep_custody_while_the_handle_keeps_writing_other_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(&dir);
+    let data = content(8 * BS, 15);
+    let blob = std::sync::Arc::new(
+        s.create_blob(&sha256_id(&data), data.len() as u64, BS, true)
+            .unwrap(),
+    );
+    fill_block(&blob, &data, 0);
+    // The handle's own writes go on (across many timestamp ticks) while block 0 is read: a
+    // read never has to fall back to the checked way.
+    let writer = {
+        let (blob, data) = (std::sync::Arc::clone(&blob), data.clone());
+        std::thread::spawn(move || {
+            let until = std::time::Instant::now() + Duration::from_millis(300);
+            let mut block = 1;
+            while std::time::Instant::now() < until {
+                let span = blob.block_span(block);
+                blob.write_data(span.start, &data[span.start as usize..span.end as usize])
+                    .unwrap();
+                block = 1 + block % 7;
+            }
+        })
+    };
+    let mut reads = 0;
+    while !writer.is_finished() {
+        let got = blob.read_own(0, 4096).unwrap();
+        assert_eq!(got.as_deref(), Some(&data[..4096]), "read {reads}");
+        reads += 1;
+    }
+    writer.join().unwrap();
+    assert!(reads > 100, "{reads}");
+}

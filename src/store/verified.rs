@@ -52,6 +52,12 @@ impl Stamp {
         file.metadata().ok().map(|m| Self::of(&m))
     }
 
+    /// The same file with the same status change time, whatever its size: the file's own
+    /// writer extending it within one timestamp tick changes only its size (see `custody.rs`).
+    pub(crate) fn same_change(&self, other: &Stamp) -> bool {
+        (self.dev, self.ino, self.ctime) == (other.dev, other.ino, other.ctime)
+    }
+
     /// Whether the file was last changed at least [`SETTLED`] before `now`.
     fn settled(&self, now: SystemTime) -> bool {
         let (secs, nanos) = self.ctime;
