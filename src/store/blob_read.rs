@@ -185,13 +185,7 @@ impl BlobFile {
         let Some(before) = before.filter(|b| verified.all_verified(b, pages)) else {
             return Ok(None);
         };
-        let buf = read_new_at(
-            &self.file,
-            len,
-            self.layout.data_offset() + offset,
-            &self.path,
-            "read block data",
-        )?;
+        let buf = self.read_content(offset, len, "read block data")?;
         let unchanged = Stamp::now(&self.file).is_some_and(|after| after == *before);
         Ok(unchanged.then(|| Bytes::from(buf)))
     }
@@ -201,14 +195,27 @@ impl BlobFile {
     /// early is [`StoreError::ShortRead`].
     pub fn read_raw(&self, offset: u64, len: usize) -> Result<Bytes> {
         self.check_range("raw read", offset, len as u64)?;
-        let buf = read_new_at(
+        Ok(Bytes::from(self.read_content(
+            offset,
+            len,
+            "read raw data",
+        )?))
+    }
+
+    /// `len` content bytes at content offset `offset`, as they are on disk (no checks).
+    pub(super) fn read_content(
+        &self,
+        offset: u64,
+        len: usize,
+        op: &'static str,
+    ) -> Result<Vec<u8>> {
+        read_new_at(
             &self.file,
             len,
             self.layout.data_offset() + offset,
             &self.path,
-            "read raw data",
-        )?;
-        Ok(Bytes::from(buf))
+            op,
+        )
     }
 
     /// Hashes the whole content and compares it with the id: sha256 for a 64-digit id, git's

@@ -30,7 +30,7 @@ use bytes::Bytes;
 
 use super::blob::BlobFile;
 use super::error::Result;
-use super::fsutil::{read_new_at, write_all_at};
+use super::fsutil::write_all_at;
 use super::verified::Stamp;
 
 impl BlobFile {
@@ -88,13 +88,7 @@ impl BlobFile {
         if !all_present(blocks.clone()) || !self.in_custody() {
             return Ok(None);
         }
-        let buf = read_new_at(
-            &self.file,
-            len,
-            self.layout.data_offset() + offset,
-            &self.path,
-            "read own block data",
-        )?;
+        let buf = self.read_content(offset, len, "read own block data")?;
         // Every change during the read was this handle's own (a write of another block) and
         // the blocks were not invalidated meanwhile: the bytes are the ones it committed.
         let held = self.in_custody() && all_present(blocks);
