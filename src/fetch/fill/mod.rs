@@ -10,6 +10,7 @@
 
 mod completion;
 mod elsewhere;
+mod large_reads;
 mod progress;
 mod read;
 mod recent;

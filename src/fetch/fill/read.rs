@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use super::large_reads::{LARGE_READ, LARGE_READS};
 use super::{BlobFill, ReadSource};
 use crate::fetch::blocks::Block;
 use crate::fetch::context::{blocking, FillStats};
@@ -86,9 +87,21 @@ impl PageRead {
     /// first [`RAW_READ_MAX`] or [`KNOWN_GOOD_READ_MAX`] bytes.
     fn run(&self, file: &BlobFile) -> Result<(Bytes, Option<u64>), StoreError> {
         if self.verify {
-            // Bytes this process wrote into the file it created need no check (`read_own`).
-            let len = self.len.min(RAW_READ_MAX);
+            // Bytes this process wrote into the file it created need no check (`read_own`):
+            // read large while the process-wide allowance lasts, else small.
+            let large = (self.len > RAW_READ_MAX)
+                .then(|| LARGE_READS.try_take())
+                .flatten();
+            let len = self.len.min(if large.is_some() {
+                LARGE_READ
+            } else {
+                RAW_READ_MAX
+            });
             if let Some(bytes) = file.read_own(self.offset, len)? {
+                let bytes = match large {
+                    Some(share) => share.hold(bytes),
+                    None => bytes,
+                };
                 return Ok((bytes, None));
             }
         }
