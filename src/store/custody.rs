@@ -7,8 +7,8 @@
 //! cold file, a page buffer per client; the fill already trusts the bytes of its blocks in
 //! flight the same way.
 //!
-//! The handle keeps its *custody stamp*: the file's stamp (device, inode, `ctime`, size)
-//! right after its last write, as long as the stamp right before each write was the one it
+//! The handle keeps its *custody stamp*: the file's stamp (device, inode, `ctime`) right
+//! after its last write, as long as the stamp right before each write was the one it
 //! kept (nobody else had changed the file). Any other change to the file (another process
 //! writing it, a test or an operator corrupting it, a `chmod`, a truncation) gives it a new
 //! `ctime` and ends the custody for good: from then on every read is checked, as before.
