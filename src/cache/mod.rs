@@ -60,6 +60,24 @@ impl ServedBlob {
         header.insert_header("content-type", "application/octet-stream")?;
         Ok(header)
     }
+
+    /// A reader of the whole blob that counts what it reads into this request's tally and
+    /// as a read by its download.
+    pub fn reader(&self) -> BlobReader {
+        let mut reader = self
+            .engine
+            .reader(
+                self.id.clone(),
+                self.size,
+                self.source.clone(),
+                self.fill.clone(),
+            )
+            .with_tally(Some(Arc::clone(&self.tally)), self.cached_at_open.clone());
+        if let Some(download) = self.download {
+            reader.count_as(download);
+        }
+        reader
+    }
 }
 
 /// The storage: stateless; everything it needs rides in the cache key.
@@ -81,19 +99,9 @@ impl Storage for BlobStorage {
         // Blobs are immutable: fresh "forever" (a year is plenty; nothing is stored).
         let fresh_until = now + Duration::from_secs(365 * 24 * 3600);
         let meta = CacheMeta::new(fresh_until, now, 0, 0, blob.response_header()?);
-        let mut reader = blob
-            .engine
-            .reader(
-                blob.id.clone(),
-                blob.size,
-                blob.source.clone(),
-                blob.fill.clone(),
-            )
-            .with_tally(Some(Arc::clone(&blob.tally)), blob.cached_at_open.clone());
-        if let Some(download) = blob.download {
-            reader.count_as(download);
-        }
-        let hit = BlobHit { reader };
+        let hit = BlobHit {
+            reader: blob.reader(),
+        };
         Ok(Some((meta, Box::new(hit))))
     }
 

@@ -45,7 +45,7 @@ pub use error::FetchError;
 pub use fill::{BlobFill, CacheShare, FillProgress, ReadSource};
 pub use observer::{FillObserver, Room};
 pub use reader::{BlobReader, ReadTally};
-pub use send::SendSource;
+pub use send::{OwnSent, Piece, SendSource};
 
 use crate::hf::{self, Repo, RepoPath, Revision};
 

@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::{BlobFill, BlobSource, DirectStream, FetchError, FillEngine, FillStats, ReadSource};
+use super::{
+    BlobFill, BlobSource, DirectStream, FetchError, FillEngine, FillStats, Piece, ReadSource,
+};
 use crate::store::BlobId;
 
 /// Bytes one request read, by where they came from: blocks already on disk when it asked
@@ -167,6 +169,41 @@ impl BlobReader {
         Ok(chunk)
     }
 
+    /// [`next`](Self::next) for a sender that can hand file bytes to the kernel: runs of the
+    /// blob file this process wrote itself come as [`Piece::Own`] (at most `max` bytes),
+    /// everything else as bytes. Counted like `next` (when handed out).
+    pub async fn next_piece(&mut self, max: u64) -> Result<Option<Piece>, FetchError> {
+        if self.pos >= self.end {
+            return Ok(None);
+        }
+        if self.direct.is_none() {
+            let fill = self.fill().await?;
+            let want = (self.end - self.pos).min(max);
+            match fill.piece_from(self.pos, want).await {
+                Ok((piece, source)) if !piece.is_empty() => {
+                    let n = piece.len();
+                    if let Piece::Own { .. } = piece {
+                        FillStats::add(&self.engine.stats().sendfile_bytes, n);
+                    }
+                    self.count(self.source_at(self.pos, source), n as usize);
+                    self.pos += n;
+                    self.counted();
+                    return Ok(Some(piece));
+                }
+                Ok(_) => {
+                    return Err(FetchError::Internal(format!(
+                        "empty read at {} of {}",
+                        self.pos, self.id
+                    )))
+                }
+                Err(e @ FetchError::NoSpace(_)) => self.go_direct(e).await?,
+                Err(e) => return Err(e),
+            }
+        }
+        let max = usize::try_from(max).unwrap_or(usize::MAX);
+        Ok(self.next(max).await?.map(Piece::Bytes))
+    }
+
     async fn fill(&mut self) -> Result<Arc<BlobFill>, FetchError> {
         if let Some(fill) = &self.fill {
             return Ok(Arc::clone(fill));
@@ -189,14 +226,18 @@ impl BlobReader {
     /// The next chunk from the store (through the fill engine), counted by where it came from.
     async fn read_cached(&mut self, want: usize) -> Result<Bytes, FetchError> {
         let fill = self.fill().await?;
-        let (bytes, mut source) = fill.read_from(self.pos, want).await?;
-        if let Some(cached) = &self.cached_at_open {
-            if !cached.iter().any(|run| run.contains(&self.pos)) {
-                source = ReadSource::Upstream;
-            }
-        }
-        self.count(source, bytes.len());
+        let (bytes, source) = fill.read_from(self.pos, want).await?;
+        self.count(self.source_at(self.pos, source), bytes.len());
         Ok(bytes)
+    }
+
+    /// Where bytes at `pos` came from: fetched for this request when their block was not
+    /// cached when it arrived (if known), else as the fill says.
+    fn source_at(&self, pos: u64, source: ReadSource) -> ReadSource {
+        match &self.cached_at_open {
+            Some(cached) if !cached.iter().any(|run| run.contains(&pos)) => ReadSource::Upstream,
+            _ => source,
+        }
     }
 
     /// Switch to streaming the rest of the range from upstream without caching.

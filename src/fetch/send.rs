@@ -19,6 +19,117 @@ use crate::store::{BlobFile, BlobId, SendWindow};
 /// Bytes checked per read when a file that changed during a transfer is checked again.
 const RECHECK_CHUNK: u64 = 1 << 20;
 
+/// The next part of a range for a sender that can hand file bytes to the kernel
+/// ([`BlobReader::next_piece`](super::BlobReader::next_piece)).
+pub enum Piece {
+    /// Bytes read the normal way (checked, of a block in flight, or streamed uncached).
+    Bytes(Bytes),
+    /// `len` content bytes at `offset` of `file`, in blocks the fill committed into a file
+    /// this process created and has written alone so far (custody, `store::custody`): they
+    /// are the bytes it wrote, so the kernel may send them from the file as they are. Until
+    /// the client has acknowledged them the kernel still refers to the file's pages, so the
+    /// sender confirms them afterwards ([`OwnSent::confirm`]). `invalidations` is the file's
+    /// [`BlobFile::invalidations`] from before the block was found present.
+    Own {
+        file: Arc<BlobFile>,
+        offset: u64,
+        len: u64,
+        invalidations: u64,
+    },
+}
+
+impl Piece {
+    /// Content bytes this piece covers.
+    pub fn len(&self) -> u64 {
+        match self {
+            Piece::Bytes(bytes) => bytes.len() as u64,
+            Piece::Own { len, .. } => *len,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A run of one file's content the kernel was handed, with the file's invalidation count
+/// before it was.
+struct OwnRun {
+    file: Arc<BlobFile>,
+    range: Range<u64>,
+    invalidations: u64,
+}
+
+/// The [`Piece::Own`] runs a sender handed to the kernel, confirmed once the client
+/// acknowledged all of them.
+#[derive(Default)]
+pub struct OwnSent {
+    runs: Vec<OwnRun>,
+}
+
+impl OwnSent {
+    /// Note that content bytes `range` of `file` are being handed to the kernel, found present
+    /// when the file's invalidation count was `invalidations`.
+    pub fn add(&mut self, file: &Arc<BlobFile>, range: Range<u64>, invalidations: u64) {
+        if let Some(last) = self.runs.last_mut() {
+            if Arc::ptr_eq(&last.file, file)
+                && last.range.end == range.start
+                && last.invalidations == invalidations
+            {
+                last.range.end = range.end;
+                return;
+            }
+        }
+        self.runs.push(OwnRun {
+            file: Arc::clone(file),
+            range,
+            invalidations,
+        });
+    }
+
+    /// Call once the client acknowledged every byte sent. `Ok` when every file is still in
+    /// this process's custody (nobody else changed it, so the kernel sent the bytes the fill
+    /// wrote). A file that left custody (another process or a person changed it) passes only
+    /// if none of its blocks was invalidated since its runs were sent (an invalidated block
+    /// is written again, which would hide what the client got) and the runs still match
+    /// their page checksums. Otherwise the "changed" error: the response must be cut short.
+    pub async fn confirm(self, id: &BlobId) -> Result<(), FetchError> {
+        if self.runs.is_empty() {
+            return Ok(());
+        }
+        let checked = blocking(move || {
+            let mut in_custody: Vec<&Arc<BlobFile>> = Vec::new();
+            for run in &self.runs {
+                if in_custody.iter().any(|f| Arc::ptr_eq(f, &run.file)) {
+                    continue;
+                }
+                if run.file.in_custody() {
+                    in_custody.push(&run.file);
+                    continue;
+                }
+                if run.file.invalidations() != run.invalidations {
+                    return Err("a block was invalidated and fetched again".to_string());
+                }
+                let mut offset = run.range.start;
+                while offset < run.range.end {
+                    let len = (run.range.end - offset).min(RECHECK_CHUNK);
+                    run.file
+                        .read_verified(offset, len as usize)
+                        .map_err(|e| e.to_string())?;
+                    offset += len;
+                }
+            }
+            Ok(())
+        })
+        .await?;
+        checked.map_err(|why| {
+            FetchError::Internal(format!(
+                "{id}: the blob file changed while being sent ({why}); the response is cut short"
+            ))
+        })
+    }
+}
+
 /// A verified range of one blob file, open for sending.
 pub struct SendSource {
     engine: FillEngine,

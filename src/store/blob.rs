@@ -51,6 +51,9 @@ pub struct BlobFile {
     pub(super) bitmap: Box<[AtomicU8]>,
     /// Number of set bits in `bitmap`.
     pub(super) present: AtomicU64,
+    /// How many times a present block stopped being present (see
+    /// [`invalidations`](Self::invalidations)).
+    pub(super) invalidations: AtomicU64,
     /// In-memory copy of the header flags.
     pub(super) flags: AtomicU32,
     /// Serialises this handle's read-modify-writes of the header (bitmap bytes, flags) and all
@@ -110,6 +113,7 @@ impl BlobFile {
             durability,
             bitmap: (0..bitmap_len).map(|_| AtomicU8::new(0)).collect(),
             present: AtomicU64::new(0),
+            invalidations: AtomicU64::new(0),
             flags: AtomicU32::new(flags),
             header_lock: Mutex::new(()),
             write_lock: Mutex::new(()),
@@ -299,6 +303,9 @@ impl BlobFile {
     fn store_byte_locked(&self, byte: u64, mem: &AtomicU8, value: u8) {
         let value = value & valid_bits(&self.layout, byte);
         let old = mem.swap(value, Ordering::AcqRel);
+        if old & !value != 0 {
+            self.invalidations.fetch_add(1, Ordering::AcqRel);
+        }
         let (old_n, new_n) = (u64::from(old.count_ones()), u64::from(value.count_ones()));
         if new_n >= old_n {
             self.present.fetch_add(new_n - old_n, Ordering::AcqRel);
@@ -512,6 +519,14 @@ impl BlobFile {
         let bit = 1u8 << (block % 8);
         super::verified::VerifiedPages::global().forget(&self.file);
         self.update_bitmap_byte(block / 8, |b| b & !bit)
+    }
+
+    /// How many times one of this handle's present blocks stopped being present (invalidated
+    /// here, by another process, or cut off by a truncation). A committed block's bytes are
+    /// only written again after that, so bytes read (or sent) from present blocks are the
+    /// ones still there when this count has not moved since.
+    pub fn invalidations(&self) -> u64 {
+        self.invalidations.load(Ordering::Acquire)
     }
 
     /// Sets header flag bit 0 ("content verified against its id"), persisted (and

@@ -39,6 +39,13 @@ impl BlobFile {
         *self.custody.lock() = Stamp::now(&self.file);
     }
 
+    /// Whether this handle created its file and kept custody as of its last own write (cheap:
+    /// no system call). `false` means [`in_custody`](Self::in_custody) is false too; `true`
+    /// means it may be.
+    pub fn has_custody(&self) -> bool {
+        self.custody.lock().is_some()
+    }
+
     /// Whether this handle still has custody of its file (nobody else changed it).
     pub fn in_custody(&self) -> bool {
         if self.custody_matches() {
@@ -66,11 +73,11 @@ impl BlobFile {
         let _serialised = self.write_lock.lock();
         let kept = self.custody_matches();
         let written = write_all_at(&self.file, buf, offset, &self.path, op);
-        let after = match (&written, kept) {
-            (Ok(()), true) => Stamp::now(&self.file),
-            _ => None,
-        };
-        *self.custody.lock() = after;
+        // A write of this handle that failed (the disk full, an I/O error) is still its own
+        // change: custody follows it. Bytes it may have written in part belong to a block
+        // that is not committed, and readers of blocks in flight only read bytes written
+        // successfully before.
+        *self.custody.lock() = if kept { Stamp::now(&self.file) } else { None };
         written
     }
 

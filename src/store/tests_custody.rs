@@ -137,3 +137,26 @@ fn readers_keep_custody_while_the_handle_keeps_writing_other_blocks() {
     writer.join().unwrap();
     assert!(reads > 100, "{reads}");
 }
+
+#[test]
+fn invalidations_count_present_blocks_that_went_away_here_or_in_another_handle() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(&dir);
+    let data = content(3 * BS, 13);
+    let id = sha256_id(&data);
+    let blob = s.create_blob(&id, data.len() as u64, BS, true).unwrap();
+    fill_block(&blob, &data, 0);
+    fill_block(&blob, &data, 1);
+    assert_eq!(blob.invalidations(), 0);
+    // A block that is not present going "away" changes nothing.
+    blob.invalidate_block(2).unwrap();
+    assert_eq!(blob.invalidations(), 0);
+    blob.invalidate_block(0).unwrap();
+    assert_eq!(blob.invalidations(), 1);
+    // Another handle (as another process would) invalidates block 1: seen on reload.
+    let other = store(&dir).open_blob(&id).unwrap().expect("the blob file");
+    other.invalidate_block(1).unwrap();
+    blob.reload_bitmap().unwrap();
+    assert_eq!(blob.invalidations(), 2);
+    assert!(!blob.is_present(1));
+}

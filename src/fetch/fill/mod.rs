@@ -168,6 +168,16 @@ impl BlobFill {
             .then(|| Arc::clone(&st.file))
     }
 
+    /// The blob file's checksum page size, and whether this process created the file and
+    /// has written it alone so far (custody: its bytes may be sent as [`Piece::Own`] runs,
+    /// see [`BlobFill::piece_from`]).
+    ///
+    /// [`Piece::Own`]: crate::fetch::Piece::Own
+    pub fn file_custody(&self) -> (u64, bool) {
+        let st = self.state.lock();
+        (st.file.page_size(), st.file.has_custody())
+    }
+
     /// This fill serves a sibling: it never asks a sibling for bytes itself.
     pub(super) fn forbid_siblings(&self) {
         self.locator.forbid_siblings();

@@ -11,6 +11,7 @@ use super::large_reads::{LARGE_READ, LARGE_READS};
 use super::{BlobFill, ReadSource};
 use crate::fetch::blocks::Block;
 use crate::fetch::context::{blocking, FillStats};
+use crate::fetch::send::Piece;
 use crate::fetch::FetchError;
 use crate::store::{BlobFile, StoreError};
 
@@ -199,6 +200,51 @@ impl BlobFill {
             retries += 1;
             self.recover_from_read_error(&file, offset, error).await?;
         }
+    }
+
+    /// The next bytes at `offset` (at most `max`) for a sender that can hand file bytes to the
+    /// kernel: committed blocks of the blob file this process created and still has custody
+    /// of come as a [`Piece::Own`] run of the file (at most to the block's end); anything
+    /// else (a block in flight, a file opened from disk or changed by someone else) is read
+    /// as [`read_from`](Self::read_from) does. Waits for missing blocks like a read.
+    ///
+    /// Blocks in flight are left out: their bytes may still be written again (a segment
+    /// that fails starts its block over), while a committed block changes only once it is
+    /// invalidated, which [`BlobFile::invalidations`] counts.
+    pub async fn piece_from(
+        self: &Arc<Self>,
+        offset: u64,
+        max: u64,
+    ) -> Result<(Piece, ReadSource), FetchError> {
+        if offset < self.size && max > 0 {
+            let (readable, file, waited) = self.readable(offset).await?;
+            if let Readable::Verified { until } = readable {
+                let custody = file.has_custody() && {
+                    let file = Arc::clone(&file);
+                    blocking(move || file.in_custody()).await?
+                };
+                // The count first: the block is then present at least until it moves.
+                let invalidations = file.invalidations();
+                if custody && file.is_present(file.block_of(offset)) {
+                    let source = if waited {
+                        ReadSource::Upstream
+                    } else {
+                        ReadSource::Cache
+                    };
+                    let len = (until - offset).min(max);
+                    let piece = Piece::Own {
+                        file,
+                        offset,
+                        len,
+                        invalidations,
+                    };
+                    return Ok((piece, source));
+                }
+            }
+        }
+        let max = usize::try_from(max).unwrap_or(usize::MAX);
+        let (bytes, source) = self.read_from(offset, max).await?;
+        Ok((Piece::Bytes(bytes), source))
     }
 
     /// A read failed: refetch a bad block, or move to another copy of a failing disk.

@@ -5,6 +5,7 @@ mod completion;
 mod failover;
 mod fds;
 mod observer;
+mod own_pieces;
 mod panics;
 mod priority;
 mod progress;

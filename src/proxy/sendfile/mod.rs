@@ -23,6 +23,7 @@
 //! A file changed underneath is so never sent whole: the client gets a short body (an error),
 //! and the connection is closed.
 
+mod follow;
 mod socket;
 #[cfg(test)]
 mod tests;
@@ -39,11 +40,11 @@ use pingora::{Error, ErrorType, Result};
 use super::conn::GuardedStream;
 use super::RequestCtx;
 use crate::app::App;
-use crate::fetch::{FetchError, SendSource};
+use crate::fetch::{BlobReader, FetchError, SendSource};
 use socket::DirectSocket;
 
 /// Bytes sent per `sendfile` piece between two checks of the file's stamp.
-const PIECE: u64 = 8 << 20;
+pub(super) const PIECE: u64 = 8 << 20;
 
 /// Pingora's limit on ranges in one request (its default `range_header_filter`).
 const MAX_RANGES: Option<usize> = Some(200);
@@ -107,6 +108,26 @@ fn plain_socket(session: &Session) -> Option<std::os::fd::RawFd> {
     io.as_any().downcast_ref::<GuardedStream>()?.plain_fd()
 }
 
+/// Where the body comes from.
+enum Body {
+    /// Every page of the range verified since the file last changed (warm).
+    Verified(SendSource),
+    /// The fill's own file, sent as the fill writes it ([`follow`]).
+    Own {
+        reader: Box<BlobReader>,
+        page_size: u64,
+    },
+}
+
+impl Body {
+    fn page_size(&self) -> u64 {
+        match self {
+            Body::Verified(source) => source.page_size(),
+            Body::Own { page_size, .. } => *page_size,
+        }
+    }
+}
+
 /// Answer a resolved file GET with `sendfile` when it qualifies (see the module docs).
 /// `Ok(true)`: answered (the body went out whole); `Ok(false)`: leave it to the blob
 /// storage; `Err`: the response broke off after its header (the connection is closed).
@@ -135,16 +156,25 @@ pub(super) async fn try_serve(
     let Some((mut header, range)) = response_for(stored, served.size, session.req_header()) else {
         return Ok(false);
     };
-    let Some(source) = app.fill.send_source(
+    let body = match app.fill.send_source(
         &fill,
         range.clone(),
         Arc::clone(&served.tally),
         served.download,
-    ) else {
-        log::trace!("sendfile: {} {range:?} is not all verified", served.id);
-        return Ok(false);
+    ) {
+        Some(source) => Body::Verified(source),
+        None => match fill.file_custody() {
+            (page_size, true) => Body::Own {
+                reader: Box::new(served.reader()),
+                page_size,
+            },
+            _ => {
+                log::trace!("sendfile: {} {range:?} is not all verified", served.id);
+                return Ok(false);
+            }
+        },
     };
-    let Some((by_kernel, last_page)) = split_last_page(&range, source.page_size()) else {
+    let Some((by_kernel, last_page)) = split_last_page(&range, body.page_size()) else {
         return Ok(false);
     };
     let socket = match DirectSocket::new(socket_fd, ctx.settings.config.server.send_timeout) {
@@ -156,14 +186,29 @@ pub(super) async fn try_serve(
     };
     super::finish_response_header(app, session, &mut header, ctx)?;
     write_header(session, header).await?;
-    let sent = send_body(
-        &source,
-        &socket,
-        by_kernel,
-        last_page,
-        &mut ctx.sent_directly,
-    )
-    .await;
+    let sent = match body {
+        Body::Verified(source) => {
+            send_body(
+                &source,
+                &socket,
+                by_kernel,
+                last_page,
+                &mut ctx.sent_directly,
+            )
+            .await
+        }
+        Body::Own { mut reader, .. } => {
+            follow::send_body(
+                &served.id,
+                &mut reader,
+                &socket,
+                by_kernel,
+                last_page,
+                &mut ctx.sent_directly,
+            )
+            .await
+        }
+    };
     match &sent {
         Err(e) if e.esource() == &pingora::ErrorSource::Downstream => {
             log::debug!("{}: sendfile of {range:?} broke off: {e}", served.id);
@@ -181,7 +226,7 @@ pub(super) fn client_left(ctx: &RequestCtx, error: &Error) -> bool {
 }
 
 /// Bytes read and written at a time once a transfer fell back to the checked path.
-const CHECKED_PIECE: u64 = 1 << 20;
+pub(super) const CHECKED_PIECE: u64 = 1 << 20;
 
 /// Write the header through Pingora as if answering a HEAD (see the module docs).
 async fn write_header(session: &mut Session, header: ResponseHeader) -> Result<()> {
@@ -191,7 +236,7 @@ async fn write_header(session: &mut Session, header: ResponseHeader) -> Result<(
     written
 }
 
-fn socket_error(what: &'static str, e: std::io::Error) -> Box<Error> {
+pub(super) fn socket_error(what: &'static str, e: std::io::Error) -> Box<Error> {
     let kind = match e.kind() {
         std::io::ErrorKind::TimedOut => ErrorType::WriteTimedout,
         _ => ErrorType::WriteError,
@@ -199,7 +244,7 @@ fn socket_error(what: &'static str, e: std::io::Error) -> Box<Error> {
     Error::because(kind, what, e).into_down()
 }
 
-fn fetch_error(e: FetchError) -> Box<Error> {
+pub(super) fn fetch_error(e: FetchError) -> Box<Error> {
     Error::because(ErrorType::InternalError, "sendfile", e)
 }
 
