@@ -444,6 +444,21 @@ impl BlobFile {
         self.write_in_custody(data, self.layout.data_offset() + offset, "write block data")
     }
 
+    /// [`write_data`](Self::write_data) of `parts`, one after the other from `offset` (the
+    /// chunks a connection received, written without joining them first).
+    pub fn write_data_vectored(&self, offset: u64, parts: &[&[u8]]) -> Result<()> {
+        let len: u64 = parts.iter().map(|p| p.len() as u64).sum();
+        self.check_range("write", offset, len)?;
+        if len == 0 {
+            return Ok(());
+        }
+        self.write_vectored_in_custody(
+            parts,
+            self.layout.data_offset() + offset,
+            "write block data",
+        )
+    }
+
     /// Marks `block` present. `page_crcs` are its page checksums (from a
     /// [`BlockChecksummer`] fed the block's bytes) and must number
     /// `layout().block_pages(block).len()`.

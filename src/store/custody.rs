@@ -30,7 +30,7 @@ use bytes::Bytes;
 
 use super::blob::BlobFile;
 use super::error::Result;
-use super::fsutil::write_all_at;
+use super::fsutil::{write_all_at, write_all_vectored_at};
 use super::verified::Stamp;
 
 impl BlobFile {
@@ -70,9 +70,25 @@ impl BlobFile {
     /// (which also spares the kernel's inode lock the spinning of concurrent writers: they
     /// sleep here instead).
     pub(super) fn write_in_custody(&self, buf: &[u8], offset: u64, op: &'static str) -> Result<()> {
+        self.write_in_custody_with(|| write_all_at(&self.file, buf, offset, &self.path, op))
+    }
+
+    /// [`write_in_custody`](Self::write_in_custody) of `bufs` one after the other.
+    pub(super) fn write_vectored_in_custody(
+        &self,
+        bufs: &[&[u8]],
+        offset: u64,
+        op: &'static str,
+    ) -> Result<()> {
+        self.write_in_custody_with(|| {
+            write_all_vectored_at(&self.file, bufs, offset, &self.path, op)
+        })
+    }
+
+    fn write_in_custody_with(&self, write: impl FnOnce() -> Result<()>) -> Result<()> {
         let _serialised = self.write_lock.lock();
         let kept = self.custody_matches();
-        let written = write_all_at(&self.file, buf, offset, &self.path, op);
+        let written = write();
         // A write of this handle that failed (the disk full, an I/O error) is still its own
         // change: custody follows it. Bytes it may have written in part belong to a block
         // that is not committed, and readers of blocks in flight only read bytes written

@@ -9,7 +9,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use super::{CopyRef, SegmentSink};
 use crate::fetch::context::{blocking, FillContext, FillStats};
@@ -19,6 +19,49 @@ use crate::store::{BlobFile, BlockChecksummer, BlockClaim, StoreError};
 /// Bytes buffered before a write to disk. Every fill connection holds up to about twice this
 /// (the piece being written and the next one filling), so it bounds memory per connection.
 const WRITE_CHUNK: usize = 256 << 10;
+
+/// Received chunks not yet written, kept as they arrived (a write hands them all to one
+/// `pwritev`: no copy into a write buffer).
+#[derive(Default)]
+struct Received {
+    chunks: VecDeque<Bytes>,
+    len: usize,
+}
+
+impl Received {
+    fn push(&mut self, chunk: Bytes) {
+        if !chunk.is_empty() {
+            self.len += chunk.len();
+            self.chunks.push_back(chunk);
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The first `n` bytes (at most all of them), as chunks.
+    fn take(&mut self, n: usize) -> Vec<Bytes> {
+        let mut out = Vec::new();
+        let mut left = n.min(self.len);
+        self.len -= left;
+        while left > 0 {
+            let Some(mut chunk) = self.chunks.pop_front() else {
+                break;
+            };
+            if chunk.len() > left {
+                self.chunks.push_front(chunk.split_off(left));
+            }
+            left -= chunk.len();
+            out.push(chunk);
+        }
+        out
+    }
+}
 
 /// What is left to do of one piece's write when it failed: write the data (checksummer not
 /// fed yet), or commit the block (data written, checksums computed).
@@ -61,7 +104,7 @@ enum Written {
 struct Write {
     file: Arc<BlobFile>,
     pos: u64,
-    piece: Bytes,
+    piece: Vec<Bytes>,
     block: u64,
     completes: Completes,
 }
@@ -75,10 +118,13 @@ impl Write {
         blocking(move || {
             let crcs = match pending {
                 Pending::Data(mut checksummer) => {
-                    if let Err(e) = self.file.write_data(self.pos, &self.piece) {
+                    let parts: Vec<&[u8]> = self.piece.iter().map(|p| &p[..]).collect();
+                    if let Err(e) = self.file.write_data_vectored(self.pos, &parts) {
                         return Err(Box::new((e, Pending::Data(checksummer))));
                     }
-                    checksummer.update(&self.piece);
+                    for part in &parts {
+                        checksummer.update(part);
+                    }
                     if matches!(self.completes, Completes::No) {
                         return Ok(Written::Partly(checksummer));
                     }
@@ -112,7 +158,7 @@ pub(super) struct SegmentWriter {
     /// Next content offset to write to disk.
     pub(super) pos: u64,
     /// Received bytes not yet written; they start at `pos`.
-    buffer: BytesMut,
+    buffer: Received,
     /// Checksums of the block holding `pos`, fed with everything written to it so far.
     checksummer: Option<BlockChecksummer>,
     /// The bytes come from a sibling node (counted apart from upstream bytes).
@@ -135,7 +181,7 @@ impl SegmentWriter {
             copy,
             claims: claims.into(),
             pos: start,
-            buffer: BytesMut::new(),
+            buffer: Received::default(),
             checksummer: None,
             from_sibling: false,
             split: None,
@@ -190,11 +236,7 @@ impl SegmentWriter {
     pub(super) async fn push(&mut self, chunk: Bytes, end: u64) -> Result<(), FetchError> {
         let room = end.saturating_sub(self.received()) as usize;
         let take = chunk.len().min(room);
-        if self.buffer.capacity() == 0 {
-            // Sized once for a full write chunk plus this arrival (no doubling growth).
-            self.buffer.reserve(WRITE_CHUNK.max(take) + take);
-        }
-        self.buffer.extend_from_slice(&chunk[..take]);
+        self.buffer.push(chunk.slice(..take));
         // Write whenever a block's last byte arrived (so it is committed and verified
         // readers get it at once) or enough is buffered.
         while !self.buffer.is_empty() {
@@ -223,7 +265,7 @@ impl SegmentWriter {
         let span = file.block_span(block);
         let (part_end, part) = self.part_of(block, &span);
         let len = (part_end - self.pos).min(self.buffer.len() as u64) as usize;
-        let piece = self.buffer.split_to(len).freeze();
+        let piece = self.buffer.take(len);
         let checksummer = match (self.checksummer.take(), part) {
             (Some(c), _) => c,
             (None, None) => file.checksummer(block)?,
@@ -333,5 +375,34 @@ impl SegmentWriter {
         );
         self.sink.disk_failed(&self.copy, Arc::clone(&e)).await;
         FetchError::Store(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Received;
+    use bytes::Bytes;
+
+    #[test]
+    fn received_chunks_are_taken_in_order_splitting_the_one_that_straddles() {
+        let mut received = Received::default();
+        received.push(Bytes::from_static(b"abc"));
+        received.push(Bytes::new());
+        received.push(Bytes::from_static(b"defgh"));
+        received.push(Bytes::from_static(b"ij"));
+        assert_eq!(received.len(), 10);
+        let first = received.take(5);
+        assert_eq!(
+            first,
+            vec![Bytes::from_static(b"abc"), Bytes::from_static(b"de")]
+        );
+        assert_eq!(received.len(), 5);
+        let rest = received.take(100);
+        assert_eq!(
+            rest,
+            vec![Bytes::from_static(b"fgh"), Bytes::from_static(b"ij")]
+        );
+        assert!(received.is_empty());
+        assert!(received.take(1).is_empty());
     }
 }
