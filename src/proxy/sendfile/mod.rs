@@ -22,6 +22,9 @@
 //!
 //! A file changed underneath is so never sent whole: the client gets a short body (an error),
 //! and the connection is closed.
+//!
+//! A cold download of a blob the fill is writing into a file this process created and alone
+//! changed (custody) takes this path too, its body sent as the blocks arrive ([`follow`]).
 
 mod follow;
 mod socket;
