@@ -119,14 +119,7 @@ pub(crate) fn write_all_at(
     path: &Path,
     op: &'static str,
 ) -> Result<()> {
-    #[cfg(test)]
-    if let Some(e) = faults::take(op, path) {
-        // Like a real ENOSPC in the middle of a write: part of the bytes land, then it fails.
-        let _ = file.write_all_at(&buf[..buf.len() / 2], offset);
-        return Err(StoreError::io(op, path)(e));
-    }
-    file.write_all_at(buf, offset)
-        .map_err(StoreError::io(op, path))
+    write_all_vectored_at(file, &[buf], offset, path, op)
 }
 
 /// Most slices one `pwritev` is given (the kernel's `IOV_MAX`).
@@ -143,6 +136,7 @@ pub(crate) fn write_all_vectored_at(
 ) -> Result<()> {
     #[cfg(test)]
     if let Some(e) = faults::take(op, path) {
+        // Like a real ENOSPC in the middle of a write: part of the bytes land, then it fails.
         let half: usize = bufs.iter().map(|b| b.len()).sum::<usize>() / 2;
         let joined: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
         let _ = file.write_all_at(&joined[..half], offset);

@@ -779,3 +779,18 @@ def fill_up(directory: Path) -> Path:
     finally:
         os.close(fd)
     return filler
+
+
+def start_raw_get(mirror, path: str) -> socket.socket:
+    """A raw GET of `path` with a small receive buffer, read up to the end of its 200 header:
+    the client then reads the body at its own pace (the mirror stalls when it stops)."""
+    sock = socket.create_connection(("127.0.0.1", mirror.port), timeout=30)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 256 * 1024)
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        part = sock.recv(1)
+        assert part, "no response header"
+        head += part
+    assert head.startswith(b"HTTP/1.1 200"), head
+    return sock

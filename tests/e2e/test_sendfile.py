@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from helpers import MiB, BlobHeader, blob_path, flip_byte, run_client, wait_until
+from helpers import MiB, BlobHeader, blob_path, flip_byte, run_client, wait_until, start_raw_get
 
 BIG = ("acme/big-model", "main", "big.bin")
 PATH = "/{}/resolve/{}/{}".format(*BIG)
@@ -159,21 +159,6 @@ def test_a_byte_flipped_before_the_request_is_refetched_not_sent(emu_factory, mi
     assert mirror.metric("hubcache_corrupt_blocks_total") >= 1
 
 
-def start_stalled_get(mirror) -> socket.socket:
-    """A raw GET of big.bin with a small receive buffer, read up to the end of its 200 header:
-    the client then reads the body at its own pace (the mirror stalls when it stops)."""
-    sock = socket.create_connection(("127.0.0.1", mirror.port), timeout=30)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 256 * 1024)
-    sock.sendall(f"GET {PATH} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-    head = b""
-    while b"\r\n\r\n" not in head:
-        part = sock.recv(1)
-        assert part, "no response header"
-        head += part
-    assert head.startswith(b"HTTP/1.1 200"), head
-    return sock
-
-
 def read_exactly(sock: socket.socket, n: int) -> bytes:
     out = bytearray()
     while len(out) < n:
@@ -193,7 +178,7 @@ def test_a_byte_flipped_during_the_transfer_cuts_the_response_short(emu_factory,
     path = blob_path(mirror.cache_dir, hashlib.sha256(content).hexdigest())
     h = BlobHeader(path)
     before = mirror.metric(SENT)
-    sock = start_stalled_get(mirror)
+    sock = start_raw_get(mirror, PATH)
     try:
         body = read_exactly(sock, MiB)
         time.sleep(0.3)
@@ -224,7 +209,7 @@ def test_a_file_whose_header_changes_during_the_transfer_is_still_sent_whole(
     _, mirror, content, _ = warm_mirror(emu_factory, mirror_factory, big_size=size)
     path = blob_path(mirror.cache_dir, hashlib.sha256(content).hexdigest())
     before = mirror.metric(SENT)
-    sock = start_stalled_get(mirror)
+    sock = start_raw_get(mirror, PATH)
     try:
         body = read_exactly(sock, MiB)
         time.sleep(0.3)

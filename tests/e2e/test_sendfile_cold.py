@@ -15,7 +15,7 @@ import time
 import pytest
 import requests
 
-from helpers import MiB, BlobHeader, blob_path, flip_byte, wait_until
+from helpers import MiB, BlobHeader, blob_path, flip_byte, wait_until, start_raw_get
 
 BIG = ("acme/big-model", "main", "big.bin")
 PATH = "/{}/resolve/{}/{}".format(*BIG)
@@ -88,7 +88,7 @@ def test_committed_blocks_go_to_the_kernel_the_last_page_and_blocks_in_flight_do
     size = 24 * MiB
     mirror, content = cold_mirror(emu_factory, mirror_factory, big_size=size, rate=32 * MiB)
     path = blob_path(mirror.cache_dir, hashlib.sha256(content).hexdigest())
-    sock = start_get(mirror)
+    sock = start_raw_get(mirror, PATH)
     try:
         wait_until(lambda: BlobHeader(path).complete, 60, what="every block on disk")
         body = read_until_closed(sock, size)
@@ -114,21 +114,6 @@ def test_sixteen_cold_clients_over_a_slow_cdn_get_the_same_bytes(emu_factory, mi
     assert mirror.metric(SENT) > 0
 
 
-def start_get(mirror) -> socket.socket:
-    """A raw GET of big.bin with a small receive buffer, read up to the end of its 200 header:
-    the client then reads the body at its own pace."""
-    sock = socket.create_connection(("127.0.0.1", mirror.port), timeout=30)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 256 * 1024)
-    sock.sendall(f"GET {PATH} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-    head = b""
-    while b"\r\n\r\n" not in head:
-        part = sock.recv(1)
-        assert part, "no response header"
-        head += part
-    assert head.startswith(b"HTTP/1.1 200"), head
-    return sock
-
-
 def read_until_closed(sock: socket.socket, limit: int) -> bytes:
     out = bytearray()
     while len(out) < limit:
@@ -148,7 +133,7 @@ def test_a_byte_flipped_in_what_the_kernel_sent_cuts_the_response_short(
     size = 16 * MiB
     mirror, content = cold_mirror(emu_factory, mirror_factory, big_size=size, rate=4 * MiB)
     path = blob_path(mirror.cache_dir, hashlib.sha256(content).hexdigest())
-    sock = start_get(mirror)
+    sock = start_raw_get(mirror, PATH)
     try:
         wait_until(lambda: mirror.metric(SENT) > 0, 30, what="the first pages sent by the kernel")
         flip_byte(path, BlobHeader(path).data_offset + 100)
@@ -172,7 +157,7 @@ def test_a_byte_flipped_ahead_of_the_client_is_never_sent(emu_factory, mirror_fa
     size = 32 * MiB
     mirror, content = cold_mirror(emu_factory, mirror_factory, big_size=size, rate=16 * MiB)
     path = blob_path(mirror.cache_dir, hashlib.sha256(content).hexdigest())
-    sock = start_get(mirror)
+    sock = start_raw_get(mirror, PATH)
     try:
         body = read_until_closed(sock, MiB)
         # The client stopped after 1 MiB; the fill goes on. Once block 30 is on disk, corrupt it.
