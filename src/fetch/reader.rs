@@ -143,12 +143,7 @@ impl BlobReader {
         if self.direct.is_none() {
             let want = (self.end - self.pos).min(max as u64) as usize;
             match self.read_cached(want).await {
-                Ok(bytes) if bytes.is_empty() => {
-                    return Err(FetchError::Internal(format!(
-                        "empty read at {} of {}",
-                        self.pos, self.id
-                    )))
-                }
+                Ok(bytes) if bytes.is_empty() => return Err(self.empty_read()),
                 Ok(bytes) => {
                     self.pos += bytes.len() as u64;
                     self.counted();
@@ -190,18 +185,17 @@ impl BlobReader {
                     self.counted();
                     return Ok(Some(piece));
                 }
-                Ok(_) => {
-                    return Err(FetchError::Internal(format!(
-                        "empty read at {} of {}",
-                        self.pos, self.id
-                    )))
-                }
+                Ok(_) => return Err(self.empty_read()),
                 Err(e @ FetchError::NoSpace(_)) => self.go_direct(e).await?,
                 Err(e) => return Err(e),
             }
         }
         let max = usize::try_from(max).unwrap_or(usize::MAX);
         Ok(self.next(max).await?.map(Piece::Bytes))
+    }
+
+    fn empty_read(&self) -> FetchError {
+        FetchError::Internal(format!("empty read at {} of {}", self.pos, self.id))
     }
 
     async fn fill(&mut self) -> Result<Arc<BlobFill>, FetchError> {

@@ -19,6 +19,17 @@ use crate::store::{BlobFile, BlobId, SendWindow};
 /// Bytes checked per read when a file that changed during a transfer is checked again.
 const RECHECK_CHUNK: u64 = 1 << 20;
 
+/// Check `range` of `file` against its page checksums as the file is now, a chunk at a time.
+fn recheck(file: &BlobFile, range: Range<u64>) -> Result<(), crate::store::StoreError> {
+    let mut offset = range.start;
+    while offset < range.end {
+        let len = (range.end - offset).min(RECHECK_CHUNK);
+        file.read_verified(offset, len as usize)?;
+        offset += len;
+    }
+    Ok(())
+}
+
 /// The next part of a range for a sender that can hand file bytes to the kernel
 /// ([`BlobReader::next_piece`](super::BlobReader::next_piece)).
 pub enum Piece {
@@ -110,14 +121,7 @@ impl OwnSent {
                 if run.file.invalidations() != run.invalidations {
                     return Err("a block was invalidated and fetched again".to_string());
                 }
-                let mut offset = run.range.start;
-                while offset < run.range.end {
-                    let len = (run.range.end - offset).min(RECHECK_CHUNK);
-                    run.file
-                        .read_verified(offset, len as usize)
-                        .map_err(|e| e.to_string())?;
-                    offset += len;
-                }
+                recheck(&run.file, run.range.clone()).map_err(|e| e.to_string())?;
             }
             Ok(())
         })
@@ -224,16 +228,7 @@ impl SendSource {
     /// [`read_now`](Self::read_now)), the "changed" error otherwise.
     pub async fn recheck(&self, sent: Range<u64>) -> Result<(), FetchError> {
         let file = Arc::clone(&self.file);
-        let checked = blocking(move || {
-            let mut offset = sent.start;
-            while offset < sent.end {
-                let len = (sent.end - offset).min(RECHECK_CHUNK);
-                file.read_verified(offset, len as usize)?;
-                offset += len;
-            }
-            Ok::<(), crate::store::StoreError>(())
-        })
-        .await?;
+        let checked = blocking(move || recheck(&file, sent)).await?;
         checked.map_err(|e| self.changed_because(&e))
     }
 

@@ -40,6 +40,14 @@ async fn own_run(fill: &Arc<BlobFill>, offset: u64, sent: &mut OwnSent) -> Arc<B
     }
 }
 
+/// Read the fill's whole blob (fetching it).
+async fn read_whole(fill: &Arc<BlobFill>) {
+    let mut at = 0;
+    while at < fill.size() {
+        at += fill.read(at, usize::MAX).await.unwrap().len() as u64;
+    }
+}
+
 fn flip(file: &BlobFile, offset: u64) {
     let f = OpenOptions::new()
         .read(true)
@@ -69,10 +77,7 @@ fn with_fetched_file(test: Test) {
             .open(&id, source("own.bin", size, None))
             .await
             .unwrap();
-        let mut at = 0;
-        while at < size {
-            at += fill.read(at, usize::MAX).await.unwrap().len() as u64;
-        }
+        read_whole(&fill).await;
         let path = blob_path(dir.path(), &id);
         test(fill, data, path).await;
         drop(hub);
@@ -157,10 +162,7 @@ fn a_file_opened_from_disk_is_read_not_handed_to_the_kernel() {
                 .open(&id, source("disk.bin", size, None))
                 .await
                 .unwrap();
-            let mut at = 0;
-            while at < size {
-                at += fill.read(at, usize::MAX).await.unwrap().len() as u64;
-            }
+            read_whole(&fill).await;
         });
     }
     let second = engine(dir.path(), &hub, settings());
